@@ -1,0 +1,88 @@
+"""An in-memory driver for unit tests: no root, no engine, no processes.
+
+`exec` answers from `responder(node, argv) -> ExecResult` (default: exit 0,
+no output), and every call is recorded in `calls` so tests can assert on it.
+Terminals echo what is written to them.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from typing import Callable, Optional
+
+from .model import Driver, ExecResult, LabRuntimeError, Node, NodeNotFound, NodeSpec, Terminal
+
+
+class FakeTerminal(Terminal):
+    def __init__(self, node_id: str, cols: int, rows: int):
+        self.node_id = node_id
+        self.size = (cols, rows)
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.closed = False
+
+    async def read(self) -> bytes:
+        if self.closed:
+            return b""
+        return await self.queue.get()
+
+    async def write(self, data: bytes) -> None:
+        await self.queue.put(data)
+
+    def resize(self, cols: int, rows: int) -> None:
+        self.size = (cols, rows)
+
+    async def close(self) -> None:
+        self.closed = True
+        await self.queue.put(b"")
+
+
+class FakeDriver(Driver):
+    name = "fake"
+
+    def __init__(self, responder: Optional[Callable] = None, fail_start: Optional[str] = None):
+        self.nodes: dict = {}
+        self.calls: list = []
+        self.terminals: list = []
+        self.responder = responder
+        self.fail_start = fail_start
+        self._ids = itertools.count(1)
+
+    async def start(self, spec: NodeSpec, on_progress=None) -> Node:
+        self.calls.append(("start", spec))
+        if on_progress:
+            on_progress({"progress": 10, "message": "creating node"})
+        if self.fail_start:
+            raise LabRuntimeError(self.fail_start)
+        node = Node(id=f"fake{next(self._ids)}", session=spec.session, name=spec.name,
+                    driver=self.name, address="10.0.0.2", created=time.time())
+        self.nodes[node.id] = node
+        if on_progress:
+            on_progress({"progress": 100, "message": "ready"})
+        return node
+
+    async def stop(self, node_id: str) -> None:
+        self.calls.append(("stop", node_id))
+        self.nodes.pop(node_id, None)
+
+    async def poll(self, node_id: str):
+        return None if node_id in self.nodes else "gone"
+
+    async def exec(self, node_id, argv, timeout=30.0, input=None) -> ExecResult:
+        self.calls.append(("exec", node_id, list(argv)))
+        node = self.nodes.get(node_id)
+        if node is None:
+            raise NodeNotFound(node_id)
+        if self.responder:
+            return self.responder(node, list(argv))
+        return ExecResult(0, "")
+
+    async def open_terminal(self, node_id, cols=80, rows=24, name="main") -> Terminal:
+        if node_id not in self.nodes:
+            raise NodeNotFound(node_id)
+        term = FakeTerminal(node_id, cols, rows)
+        self.terminals.append(term)
+        return term
+
+    def list_nodes(self) -> list:
+        return list(self.nodes.values())

@@ -1,0 +1,173 @@
+"""Plain data and the driver contract shared by every runtime driver.
+
+Everything here is Django-free and I/O-free so unit tests can build and
+compare these values exactly.
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Callable, Optional
+
+# Session and node names end up in hostnames, interface names and paths, so
+# they are restricted to a conservative alphabet.
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
+
+
+class LabRuntimeError(Exception):
+    """One family for every runtime failure.
+
+    `reason` is a sentence an operator (or learner) can act on; `permanent`
+    says whether retrying the same request can ever succeed.
+    """
+
+    def __init__(self, reason: str, *, permanent: bool = False):
+        super().__init__(reason)
+        self.reason = reason
+        self.permanent = permanent
+
+
+class NodeNotFound(LabRuntimeError):
+    def __init__(self, node_id: str):
+        super().__init__(f"no node with id {node_id!r}", permanent=True)
+        self.node_id = node_id
+
+
+def check_name(kind: str, value: str) -> str:
+    if not NAME_RE.match(value or ""):
+        raise LabRuntimeError(
+            f"invalid {kind} {value!r}: use 1-31 lower-case letters, digits or '-', "
+            "starting with a letter or digit",
+            permanent=True,
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """What to start: a node called `name` (its hostname) in `session`.
+
+    Nodes of one session share one network and reach each other by name.
+    """
+
+    session: str
+    name: str = "node1"
+    # Extra files to place in the node before it starts: {absolute path: text}.
+    files: tuple = ()
+
+    def __post_init__(self):
+        check_name("session", self.session)
+        check_name("node name", self.name)
+
+
+@dataclass(frozen=True)
+class Node:
+    id: str
+    session: str
+    name: str
+    driver: str
+    address: str = ""  # address on the session network
+    created: float = 0.0
+    # Driver-private facts (host pid, paths, ...), plain JSON.
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Node":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int
+    output: str  # stdout and stderr, interleaved as produced
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+
+ProgressCallback = Callable[[dict], None]
+
+
+class Terminal(abc.ABC):
+    """An interactive shell in a node, attached through a PTY.
+
+    A terminal is named; opening the same name again re-attaches to the same
+    shell (it lives on inside the node, not in this process).
+    """
+
+    @abc.abstractmethod
+    async def read(self) -> bytes:
+        """Next chunk of output; b"" once the terminal has closed."""
+
+    @abc.abstractmethod
+    async def write(self, data: bytes) -> None: ...
+
+    @abc.abstractmethod
+    def resize(self, cols: int, rows: int) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Detach. The shell inside the node keeps running."""
+
+
+class Driver(abc.ABC):
+    """The contract every driver implements (shaped like JupyterHub's Spawner)."""
+
+    name: str = "abstract"
+
+    @abc.abstractmethod
+    async def start(self, spec: NodeSpec, on_progress: Optional[ProgressCallback] = None) -> Node:
+        """Start a node; return once its Docker engine answers.
+
+        `on_progress` receives {"progress": 0-100, "message": str} as start proceeds.
+        On failure every half-made part is removed and LabRuntimeError raised.
+        """
+
+    @abc.abstractmethod
+    async def stop(self, node_id: str) -> None:
+        """Remove every trace of the node. Stopping a node that is gone succeeds."""
+
+    @abc.abstractmethod
+    async def poll(self, node_id: str) -> Optional[str]:
+        """None while the node runs, else a short reason why it is not running."""
+
+    @abc.abstractmethod
+    async def exec(self, node_id: str, argv: list, timeout: float = 30.0,
+                   input: Optional[bytes] = None) -> ExecResult:
+        """Run argv in the node as root; output collected; killed after `timeout`."""
+
+    @abc.abstractmethod
+    async def open_terminal(self, node_id: str, cols: int = 80, rows: int = 24,
+                            name: str = "main") -> Terminal: ...
+
+    @abc.abstractmethod
+    def list_nodes(self) -> list:
+        """Every node this driver knows about (from its persisted state)."""
+
+    def get_node(self, node_id: str) -> Node:
+        for node in self.list_nodes():
+            if node.id == node_id:
+                return node
+        raise NodeNotFound(node_id)
+
+    async def stop_session(self, session: str) -> list:
+        """Stop every node of a session; returns their ids."""
+        ids = [n.id for n in self.list_nodes() if n.session == session]
+        for node_id in ids:
+            await self.stop(node_id)
+        return ids
+
+    async def progress(self, node_id: str) -> AsyncIterator[dict]:
+        """Progress events of a start; drivers without detail report just the end."""
+        yield {"progress": 100, "message": "ready"}
+
+    def get_state(self) -> dict:
+        return {"nodes": [n.to_json() for n in self.list_nodes()]}
