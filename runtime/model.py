@@ -152,6 +152,11 @@ class Driver(abc.ABC):
     def list_nodes(self) -> list:
         """Every node this driver knows about (from its persisted state)."""
 
+    def preflight(self) -> list:
+        """Problems that stop this driver from starting nodes here, as sentences
+        an operator can act on (empty when all is well)."""
+        return []
+
     def get_node(self, node_id: str) -> Node:
         for node in self.list_nodes():
             if node.id == node_id:
