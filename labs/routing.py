@@ -1,0 +1,8 @@
+from django.urls import path
+
+from . import consumers
+
+websocket_urlpatterns = [
+    path("ws/lessons/<slug:slug>/", consumers.LessonConsumer.as_asgi()),
+    path("ws/nodes/<int:node>/terminal/", consumers.TerminalConsumer.as_asgi()),
+]

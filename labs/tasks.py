@@ -1,0 +1,180 @@
+"""Celery tasks: start and stop a learner's nodes, run step checks.
+
+Tasks take ids and re-fetch; if the row is gone they return. Results reach
+the browser through the channel layer (group_send to the learner's group).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from asgiref.sync import async_to_sync
+from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+from channels.layers import get_channel_layer
+
+from runtime import LabRuntimeError, NodeSpec, get_driver
+
+from .models import LabNode, LabSession, StepProgress
+
+log = logging.getLogger(__name__)
+
+CHECK_TIMEOUT = 20
+
+
+def push(group: str, event: dict) -> None:
+    """Send one lesson event to every socket of the learner's group."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(group, {"type": "lesson.event", "event": event})
+    except Exception:  # a dead channel layer must not fail the task's real work
+        log.exception("could not push %s event to %s", event.get("type"), group)
+
+
+def _session(session_id):
+    try:
+        return LabSession.objects.select_related("lesson", "user").get(pk=session_id)
+    except LabSession.DoesNotExist:
+        log.info("session %s is gone; nothing to do", session_id)
+        return None
+
+
+@shared_task(soft_time_limit=150, time_limit=180)
+def start_session(session_id: int) -> str | None:
+    session = _session(session_id)
+    if session is None:
+        return None
+    group = session.group_name
+    driver = get_driver()
+    nodes = list(session.nodes.all())
+    for node in nodes:
+        if node.state == LabNode.READY and node.runtime_id:
+            continue
+
+        try:
+            spec = NodeSpec(session=session.runtime_name, name=node.name)
+            started = _run(_start_node(driver, spec, group, node.pk))
+        except Exception as exc:
+            if isinstance(exc, LabRuntimeError):
+                reason = exc.reason
+            elif isinstance(exc, SoftTimeLimitExceeded):
+                reason = "starting the node took too long; try again"
+            else:
+                log.exception("starting %s/%s crashed", session.runtime_name, node.name)
+                reason = f"starting the node failed unexpectedly ({type(exc).__name__}); try again"
+            log.warning("starting %s/%s failed: %s", session.runtime_name, node.name, reason)
+            node.mark_failed(reason)
+            session.mark(LabSession.FAILED, f"{node.name}: {reason}")
+            push(group, session.event())
+            return LabSession.FAILED
+        node.mark_ready(started.id)
+        log.info("started %s/%s as %s", spec.session, spec.name, started.id)
+    session.mark(LabSession.READY)
+    push(group, session.event())
+    return LabSession.READY
+
+
+@shared_task(soft_time_limit=60, time_limit=90)
+def stop_session(session_id: int) -> None:
+    session = _session(session_id)
+    if session is None:
+        return
+    driver = get_driver()
+    for node in session.nodes.all():
+        if node.runtime_id:
+            try:
+                _run(driver.stop(node.runtime_id))
+            except LabRuntimeError as exc:
+                log.warning("stopping %s failed: %s", node.runtime_id, exc.reason)
+                node.mark_failed(exc.reason)
+                continue
+        node.state = LabNode.STOPPED
+        node.save(update_fields=["state"])
+    session.mark(LabSession.STOPPED)
+    push(session.group_name, session.event())
+
+
+@shared_task(soft_time_limit=CHECK_TIMEOUT * 6, time_limit=CHECK_TIMEOUT * 6 + 30)
+def run_checks(session_id: int) -> dict | None:
+    """Run every step's check in node1; record and push what changed.
+
+    Returns {step number: state} (handy for tests and the shell).
+    """
+    session = _session(session_id)
+    if session is None or session.state != LabSession.READY:
+        return None
+    node = session.node1()
+    if node is None or not node.runtime_id:
+        return None
+    driver = get_driver()
+    results = {}
+    for step in session.lesson.steps.order_by("number"):
+        try:
+            result = _run(driver.exec(node.runtime_id, ["/bin/sh", "-c", step.check_script],
+                                      timeout=CHECK_TIMEOUT))
+        except LabRuntimeError as exc:
+            log.warning("check of step %s in %s failed to run: %s", step.number,
+                        node.runtime_id, exc.reason)
+            state, message = None, f"could not check ({exc.reason})"
+        else:
+            if result.timed_out:
+                state, message = None, "could not check (timed out)"
+            elif result.exit_code == 0:
+                state, message = StepProgress.DONE, ""
+            else:
+                state = StepProgress.PENDING
+                message = result.output.strip()[-2000:] or f"not done yet (check exited {result.exit_code})"
+        progress, changed = StepProgress.record(session.user, step, state, message)
+        results[step.number] = progress.state
+        if changed:
+            push(session.group_name, progress.event())
+    return results
+
+
+def _run(coro):
+    """Run a driver coroutine from this synchronous task.
+
+    async_to_sync rather than asyncio.run: under an ASGI server or an eager
+    test it runs on the outer event loop (where the channel layer lives), in
+    a worker it gets a loop of its own.
+    """
+    async def wrapper():
+        return await coro
+    return async_to_sync(wrapper)()
+
+
+async def _start_node(driver, spec: NodeSpec, group: str, node_pk: int):
+    """driver.start with its progress pushed to the learner as it happens.
+
+    on_progress is a plain callback called from inside the driver's coroutine
+    (or, for some drivers, from a helper thread), so it cannot block on the
+    channel layer: it schedules the sends on this loop and we await them at the end.
+    """
+    layer = get_channel_layer()
+    loop = asyncio.get_running_loop()
+    sends: list = []
+
+    def on_progress(info):
+        if layer is None:
+            return
+        event = {"type": "progress", "node": node_pk, "name": spec.name,
+                 "progress": int(info.get("progress", 0)), "message": str(info.get("message", ""))}
+        coro = layer.group_send(group, {"type": "lesson.event", "event": event})
+        try:
+            here = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if here is loop:
+            sends.append(loop.create_task(coro))
+        else:
+            sends.append(asyncio.run_coroutine_threadsafe(coro, loop))
+
+    try:
+        return await driver.start(spec, on_progress=on_progress)
+    finally:
+        waits = [s if isinstance(s, asyncio.Future) else asyncio.wrap_future(s) for s in sends]
+        for result in await asyncio.gather(*waits, return_exceptions=True):
+            if isinstance(result, Exception):
+                log.warning("could not push progress to %s: %s", group, result)
