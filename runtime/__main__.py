@@ -1,0 +1,97 @@
+"""Command line for the runtime: `python -m runtime node create --session S --name N` ..."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+
+from . import get_driver, images
+from .model import LabRuntimeError, NodeSpec
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m runtime", description=__doc__)
+    parser.add_argument("--driver", help="runtime driver (default: $LAB_DRIVER or builtin)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="group", required=True)
+
+    node = sub.add_parser("node", help="manage nodes").add_subparsers(dest="cmd", required=True)
+    create = node.add_parser("create", help="start a node and print its id")
+    create.add_argument("--session", required=True)
+    create.add_argument("--name", default="node1")
+    ex = node.add_parser("exec", help="run a command in a node: node exec ID -- CMD ARGS...")
+    ex.add_argument("id")
+    ex.add_argument("argv", nargs=argparse.REMAINDER)
+    ex.add_argument("--timeout", type=float, default=600)
+    ls = node.add_parser("ls", help="list nodes")
+    ls.add_argument("--json", action="store_true")
+    rm = node.add_parser("rm", help="remove nodes")
+    rm.add_argument("ids", nargs="+")
+
+    session = sub.add_parser("session", help="manage sessions").add_subparsers(dest="cmd", required=True)
+    srm = session.add_parser("rm", help="remove every node of a session")
+    srm.add_argument("session")
+
+    img = sub.add_parser("images", help="node and lesson images").add_subparsers(dest="cmd", required=True)
+    build = img.add_parser("build", help="build the node image (and lesson images) if missing")
+    build.add_argument("--force", action="store_true")
+    build.add_argument("--node-only", action="store_true", help="only the node image")
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return asyncio.run(_dispatch(args))
+    except LabRuntimeError as e:
+        print(f"error: {e.reason}", file=sys.stderr)
+        return 1
+
+
+async def _dispatch(args) -> int:
+    if args.group == "images":
+        images.build_node_image(force=args.force)
+        if not args.node_only:
+            from . import lessonimages
+            await lessonimages.build_all(get_driver(args.driver), force=args.force)
+        return 0
+    driver = get_driver(args.driver)
+    if args.group == "node" and args.cmd == "create":
+        node = await driver.start(NodeSpec(session=args.session, name=args.name),
+                                  on_progress=lambda e: logging.getLogger("runtime").debug("%s", e))
+        print(node.id)
+        return 0
+    if args.group == "node" and args.cmd == "exec":
+        argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+        if not argv:
+            print("error: give a command after --", file=sys.stderr)
+            return 2
+        result = await driver.exec(args.id, argv, timeout=args.timeout)
+        sys.stdout.write(result.output)
+        if result.timed_out:
+            print(f"error: timed out after {args.timeout:.0f}s", file=sys.stderr)
+        return result.exit_code if result.exit_code >= 0 else 124
+    if args.group == "node" and args.cmd == "ls":
+        nodes = driver.list_nodes()
+        if args.json:
+            print(json.dumps([n.to_json() for n in nodes], indent=1))
+        else:
+            print(f"{'ID':14}{'SESSION':16}{'NAME':10}{'ADDRESS':16}STATE")
+            for n in nodes:
+                state = await driver.poll(n.id) or "running"
+                print(f"{n.id:14}{n.session:16}{n.name:10}{n.address:16}{state}")
+        return 0
+    if args.group == "node" and args.cmd == "rm":
+        for node_id in args.ids:
+            await driver.stop(node_id)
+        return 0
+    if args.group == "session" and args.cmd == "rm":
+        for node_id in await driver.stop_session(args.session):
+            print(node_id)
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,539 @@
+"""The built-in driver: nodes made of Linux namespaces, overlayfs, veth and bridges.
+
+A node is a tree of processes in its own mount, pid, uts, ipc, net and cgroup
+namespaces. Its root is an overlayfs over the shared read-only node image,
+with a per-node upper directory; Docker's data sits on a plain per-node
+directory. tini is PID 1 and runs dockerd. The host side keeps a JSON file
+per node under nodes/<id>/node.json so any process (site, worker, CLI) can
+find and manage every node.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Optional
+
+from . import images, netplan
+from .model import Driver, ExecResult, LabRuntimeError, Node, NodeNotFound, NodeSpec
+from .paths import lock_path, nodes_dir, sessions_dir
+from .pty_terminal import PtyTerminal
+
+log = logging.getLogger(__name__)
+
+NODE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+NODE_ENV = {"PATH": NODE_PATH, "HOME": "/root", "LANG": "C.UTF-8", "TERM": "xterm-256color",
+            "USER": "root"}
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+CGROUP_PARENT = "dockerlab"
+NODESTART = Path(__file__).with_name("nodestart.sh")
+START_TIMEOUT = float(os.environ.get("LAB_NODE_START_TIMEOUT", "60"))
+
+
+def run(argv: list, check: bool = True, input: Optional[bytes] = None) -> subprocess.CompletedProcess:
+    """Run a host command; a failure becomes a LabRuntimeError naming it."""
+    proc = subprocess.run(argv, input=input, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if check and proc.returncode != 0:
+        raise LabRuntimeError(f"`{' '.join(argv)}` failed: "
+                              f"{proc.stdout.decode(errors='replace').strip()}")
+    return proc
+
+
+@contextlib.contextmanager
+def host_lock():
+    """One lock for session and address bookkeeping across every process."""
+    lock_path().parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path(), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def cgroup_hierarchies() -> list:
+    """[(directory under /sys/fs/cgroup, mount options)] for every mounted hierarchy.
+
+    Read from the host's mount table so it works on v1, v2 and hybrid hosts.
+    """
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fields = left.split()
+            fstype, _source, superopts = right.split()[:3]
+            mountpoint = fields[4]
+            if not mountpoint.startswith(str(CGROUP_ROOT) + "/") and mountpoint != str(CGROUP_ROOT):
+                continue
+            name = os.path.relpath(mountpoint, CGROUP_ROOT)
+            if fstype == "cgroup2":
+                found.append((name if name != "." else "unified", "cgroup2"))
+            elif fstype == "cgroup":
+                opts = [o for o in superopts.split(",") if o not in ("rw", "ro", "relatime")]
+                found.append((name, ",".join(opts)))
+    return found
+
+
+def node_cgroup_dirs(node_id: str) -> list:
+    dirs = []
+    for name, _opts in cgroup_hierarchies():
+        mountpoint = CGROUP_ROOT if name == "unified" and not (CGROUP_ROOT / name).exists() \
+            else CGROUP_ROOT / name
+        dirs.append(mountpoint / CGROUP_PARENT / node_id)
+    return dirs
+
+
+def _cgroup_procs(path: Path) -> list:
+    pids = []
+    for procs in path.rglob("cgroup.procs"):
+        with contextlib.suppress(OSError):
+            pids += [int(p) for p in procs.read_text().split()]
+    return pids
+
+
+def _prepare_cpuset(path: Path) -> None:
+    # A v1 cpuset cgroup takes no task until cpus and mems are set; copy the parent's.
+    for part in (path.parent, path):
+        for knob in ("cpuset.cpus", "cpuset.mems"):
+            target = part / knob
+            if target.exists() and not target.read_text().strip():
+                target.write_text((part.parent / knob).read_text())
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class BuiltinDriver(Driver):
+    name = "builtin"
+
+    def __init__(self):
+        # Launcher processes this process started, so it can reap them.
+        self._keepers: dict = {}
+        with contextlib.suppress(OSError):  # not root: preflight says so
+            for d in (nodes_dir(), sessions_dir()):
+                d.mkdir(parents=True, exist_ok=True)
+
+    # ---- checks -------------------------------------------------------------
+    def preflight(self) -> list:
+        problems = []
+        if os.geteuid() != 0:
+            problems.append("the lab must run as root to create nodes "
+                            "(namespaces, mounts and network devices need it)")
+        for ns in ("mnt", "pid", "net", "uts", "ipc", "cgroup"):
+            if not os.path.exists(f"/proc/self/ns/{ns}"):
+                problems.append(f"this kernel has no {ns} namespaces")
+        with open("/proc/filesystems") as f:
+            if "overlay" not in f.read():
+                problems.append("this kernel has no overlayfs (modprobe overlay)")
+        for tool in ("unshare", "nsenter", "ip", "iptables"):
+            if not shutil.which(tool):
+                problems.append(f"`{tool}` is missing: run `make run` to install what is missing")
+        if not problems:
+            try:
+                images.current_image()
+            except LabRuntimeError as e:
+                problems.append(e.reason)
+        return problems
+
+    # ---- state --------------------------------------------------------------
+    def _node_dir(self, node_id: str) -> Path:
+        return nodes_dir() / node_id
+
+    def _save(self, node: Node) -> None:
+        path = self._node_dir(node.id) / "node.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(node.to_json(), indent=1))
+        os.replace(tmp, path)
+
+    def list_nodes(self) -> list:
+        nodes = []
+        for path in sorted(nodes_dir().glob("*/node.json")):
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                nodes.append(Node.from_json(json.loads(path.read_text())))
+        return nodes
+
+    def _load(self, node_id: str) -> Node:
+        if not node_id or "/" in node_id or node_id.startswith("."):
+            raise NodeNotFound(node_id)
+        path = self._node_dir(node_id) / "node.json"
+        try:
+            return Node.from_json(json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise NodeNotFound(node_id) from None
+
+    def _running_pid(self, node_id: str) -> int:
+        node = self._load(node_id)
+        pid = node.extra.get("pid")
+        if not pid or not self._owns(node, pid):
+            raise LabRuntimeError(f"node {node_id} is not running", permanent=True)
+        return pid
+
+    @staticmethod
+    def _owns(node: Node, pid: int) -> bool:
+        """Is host `pid` still this node's init (and not a reused pid)?"""
+        try:
+            with open(f"/proc/{pid}/cgroup") as f:
+                return f"/{CGROUP_PARENT}/{node.id}" in f.read()
+        except OSError:
+            return False
+
+    # ---- sessions -------------------------------------------------------------
+    def _session_file(self, session: str) -> Path:
+        return sessions_dir() / f"{session}.json"
+
+    def _ensure_session_net(self, session: str) -> netplan.SessionNet:
+        """Allocate the session's subnet and make its bridge and NAT (caller holds the lock)."""
+        path = self._session_file(session)
+        if path.exists():
+            net = netplan.session_net(json.loads(path.read_text())["index"])
+        else:
+            used = set()
+            for other in sessions_dir().glob("*.json"):
+                with contextlib.suppress(OSError, ValueError, KeyError):
+                    used.add(json.loads(other.read_text())["index"])
+            free = [i for i in range(1, netplan.MAX_SESSIONS + 1) if i not in used]
+            if not free:
+                raise LabRuntimeError("every session network is in use: the lab is full")
+            net = netplan.session_net(free[0])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"index": net.index, "session": session}))
+        if not Path(f"/sys/class/net/{net.bridge}").exists():
+            run(["ip", "link", "add", net.bridge, "type", "bridge"])
+            run(["ip", "addr", "add", f"{net.gateway}/24", "dev", net.bridge])
+            run(["ip", "link", "set", net.bridge, "up"])
+        Path("/proc/sys/net/ipv4/ip_forward").write_text("1")
+        for table, chain, spec in netplan.nat_rules(net):
+            if run(["iptables", "-w", "-t", table, "-C", chain, *spec], check=False).returncode:
+                run(["iptables", "-w", "-t", table, "-I", chain, *spec])
+        return net
+
+    def _remove_session_net_if_empty(self, session: str) -> None:
+        path = self._session_file(session)
+        if not path.exists() or any(n.session == session for n in self.list_nodes()):
+            return
+        net = netplan.session_net(json.loads(path.read_text())["index"])
+        for table, chain, spec in netplan.nat_rules(net):
+            while run(["iptables", "-w", "-t", table, "-D", chain, *spec], check=False).returncode == 0:
+                pass
+        if Path(f"/sys/class/net/{net.bridge}").exists():
+            run(["ip", "link", "del", net.bridge], check=False)
+        path.unlink(missing_ok=True)
+
+    # ---- start ----------------------------------------------------------------
+    async def start(self, spec: NodeSpec, on_progress=None) -> Node:
+        return await asyncio.to_thread(self._start, spec, on_progress or (lambda event: None))
+
+    def _start(self, spec: NodeSpec, progress) -> Node:
+        problems = self.preflight()
+        if problems:
+            raise LabRuntimeError("; ".join(problems), permanent=True)
+        started = time.monotonic()
+        image = images.current_image()
+        node_id = secrets.token_hex(6)
+        directory = self._node_dir(node_id)
+        progress({"progress": 5, "message": "preparing the node's file system"})
+        try:
+            with host_lock():
+                if any(n.session == spec.session and n.name == spec.name for n in self.list_nodes()):
+                    raise LabRuntimeError(f"session {spec.session} already has a node called "
+                                          f"{spec.name}", permanent=True)
+                net = self._ensure_session_net(spec.session)
+                peers = {n.name: n.address for n in self.list_nodes() if n.session == spec.session}
+                taken = set(peers.values())
+                slot = next(s for s in range(1, netplan.MAX_NODES_PER_SESSION + 1)
+                            if net.node_address(s) not in taken)
+                address = net.node_address(slot)
+                for sub in ("upper/etc/docker", "work", "docker", "root"):
+                    (directory / sub).mkdir(parents=True, exist_ok=True)
+                node = Node(id=node_id, session=spec.session, name=spec.name, driver=self.name,
+                            address=address, created=time.time(),
+                            extra={"image": str(image), "bridge": net.bridge,
+                                   "gateway": net.gateway, "state": "starting"})
+                self._save(node)
+            self._write_node_files(directory, spec, net, address, peers)
+            progress({"progress": 20, "message": "connecting the node to its network"})
+            self._make_netns(node, net)
+            progress({"progress": 35, "message": "starting the node"})
+            keeper, pid = self._launch(node, image, directory)
+            node = Node(**{**node.to_json(), "extra": {**node.extra, "pid": pid, "keeper": keeper,
+                                                      "state": "starting"}})
+            self._save(node)
+            progress({"progress": 50, "message": "waiting for the Docker engine"})
+            self._wait_for_engine(node, pid, keeper)
+            node = Node(**{**node.to_json(), "extra": {**node.extra, "state": "running",
+                           "start_seconds": round(time.monotonic() - started, 3)}})
+            self._save(node)
+            self._refresh_session_hosts(spec.session)
+        except BaseException as e:
+            log.warning("node %s (%s/%s) failed to start: %s", node_id, spec.session, spec.name, e)
+            with contextlib.suppress(Exception):
+                self._stop(node_id)
+            if isinstance(e, LabRuntimeError):
+                raise
+            raise LabRuntimeError(f"the node could not start: {e}") from e
+        progress({"progress": 100, "message": "ready"})
+        log.info("node %s (%s/%s) ready in %.2fs", node_id, spec.session, spec.name,
+                 time.monotonic() - started)
+        return node
+
+    def _write_node_files(self, directory: Path, spec: NodeSpec, net, address: str, peers: dict):
+        etc = directory / "upper/etc"
+        (etc / "hostname").write_text(spec.name + "\n")
+        (etc / "hosts").write_text(netplan.hosts_file(spec.name, address, peers))
+        (etc / "resolv.conf").write_text(self._resolv_conf())
+        (etc / "docker/daemon.json").write_text(json.dumps(netplan.daemon_json(net), indent=1))
+        for path, text in spec.files:
+            target = directory / "upper" / str(path).lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+
+    @staticmethod
+    def _resolv_conf() -> str:
+        """The host's resolvers, as long as a node can reach them through NAT."""
+        servers = []
+        with contextlib.suppress(OSError), open("/etc/resolv.conf") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 2 and parts[0] == "nameserver" and not parts[1].startswith("127."):
+                    servers.append(parts[1])
+        if not servers:
+            raise LabRuntimeError("the host's /etc/resolv.conf names no resolver a node can "
+                                  "reach (only loopback ones): set a real nameserver",
+                                  permanent=True)
+        return "".join(f"nameserver {s}\n" for s in servers)
+
+    def _make_netns(self, node: Node, net) -> None:
+        ns = netplan.netns_name(node.id)
+        host_if, node_if = netplan.veth_names(node.id)
+        run(["ip", "netns", "add", ns])
+        run(["ip", "link", "add", host_if, "type", "veth", "peer", "name", node_if])
+        run(["ip", "link", "set", node_if, "netns", ns])
+        run(["ip", "link", "set", host_if, "master", net.bridge, "up"])
+        batch = (f"link set lo up\nlink set {node_if} name eth0\n"
+                 f"addr add {node.address}/24 dev eth0\nlink set eth0 up\n"
+                 f"route add default via {net.gateway}\n")
+        run(["ip", "-n", ns, "-batch", "-"], input=batch.encode())
+
+    def _launch(self, node: Node, image: Path, directory: Path) -> tuple:
+        hierarchies = cgroup_hierarchies()
+        cg_dirs = node_cgroup_dirs(node.id)
+        for path in cg_dirs:
+            path.mkdir(parents=True, exist_ok=True)
+            if path.parent.parent.name == "cpuset" or (path.parent.parent / "cpuset.cpus").exists():
+                _prepare_cpuset(path)
+        cg_mounts = " ".join(f"{name}:{opts}" for name, opts in hierarchies)
+        # The launcher joins the node's cgroups first, so the new cgroup namespace
+        # is rooted at them; then it enters the node's network and makes the rest.
+        join = "for c in $LAB_CGROUPS; do echo $$ > \"$c/cgroup.procs\"; done; exec \"$@\""
+        argv = ["/bin/sh", "-c", join, "launch",
+                "nsenter", f"--net=/run/netns/{netplan.netns_name(node.id)}",
+                "unshare", "--mount", "--uts", "--ipc", "--pid", "--cgroup", "--fork",
+                "/bin/sh", str(NODESTART), str(image), str(directory), node.name, cg_mounts]
+        console = open(directory / "console.log", "ab")
+        try:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=console, stderr=console,
+                start_new_session=True, close_fds=True,
+                env={"PATH": os.environ.get("PATH", NODE_PATH),
+                     "LAB_CGROUPS": " ".join(str(p) for p in cg_dirs)})
+        finally:
+            console.close()
+        self._keepers[node.id] = proc
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+            with contextlib.suppress(OSError):
+                kids = children.read_text().split()
+                if kids:
+                    return proc.pid, int(kids[0])
+            if proc.poll() is not None:
+                break
+            time.sleep(0.005)
+        raise LabRuntimeError("the node's init did not start: " + self._console_tail(node.id))
+
+    def _console_tail(self, node_id: str) -> str:
+        with contextlib.suppress(OSError):
+            text = (self._node_dir(node_id) / "console.log").read_text(errors="replace").strip()
+            return text[-1500:] or "(no output)"
+        return "(no output)"
+
+    def _wait_for_engine(self, node: Node, pid: int, keeper: int) -> None:
+        # /var/run is an absolute symlink to /run, which /proc/PID/root would
+        # resolve against the host's root: name the real path.
+        sock_path = f"/proc/{pid}/root/run/docker.sock"
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if not _pid_alive(pid) or (node.id in self._keepers
+                                       and self._keepers[node.id].poll() is not None):
+                raise LabRuntimeError("the node stopped while starting: "
+                                      + self._console_tail(node.id) + self._dockerd_log(pid, node))
+            if self._engine_answers(sock_path):
+                return
+            time.sleep(0.02)
+        raise LabRuntimeError(f"the node's Docker engine did not answer within {START_TIMEOUT:.0f}s"
+                              + self._dockerd_log(pid, node))
+
+    def _dockerd_log(self, pid: int, node: Node) -> str:
+        path = self._node_dir(node.id) / "upper/var/log/dockerd.log"
+        with contextlib.suppress(OSError):
+            return "\ndockerd said: " + path.read_text(errors="replace")[-1500:]
+        return ""
+
+    @staticmethod
+    def _engine_answers(sock_path: str) -> bool:
+        """The check `docker info` makes: the engine's /info endpoint answers 200."""
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(2)
+                s.connect(sock_path)
+                s.sendall(b"GET /info HTTP/1.0\r\nHost: docker\r\n\r\n")
+                return s.recv(64).split(b" ")[1:2] == [b"200"]
+        except OSError:
+            return False
+
+    def _refresh_session_hosts(self, session: str) -> None:
+        """Every node of a session knows every other one by name."""
+        nodes = [n for n in self.list_nodes() if n.session == session]
+        peers = {n.name: n.address for n in nodes}
+        for n in nodes:
+            with contextlib.suppress(OSError):
+                (self._node_dir(n.id) / "upper/etc/hosts").write_text(
+                    netplan.hosts_file(n.name, n.address, peers))
+
+    # ---- stop -----------------------------------------------------------------
+    async def stop(self, node_id: str) -> None:
+        await asyncio.to_thread(self._stop, node_id)
+
+    def _stop(self, node_id: str) -> None:
+        try:
+            node = self._load(node_id)
+        except NodeNotFound:
+            if not self._node_dir(node_id).exists():
+                return  # already gone: success
+            node = Node(id=node_id, session="", name="", driver=self.name)
+        cg_dirs = node_cgroup_dirs(node_id)
+        # Kill everything in the node's cgroups (the nested containers too)
+        # until nothing is left; killing PID 1 alone would do, but the cgroup
+        # is the truth if the init was already gone.
+        deadline = time.monotonic() + 15
+        while True:
+            pids = set()
+            for path in cg_dirs:
+                if path.exists():
+                    pids.update(_cgroup_procs(path))
+            if not pids:
+                break
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            if time.monotonic() > deadline:
+                raise LabRuntimeError(f"node {node_id}: processes {sorted(pids)} would not die")
+            time.sleep(0.01)
+        keeper = self._keepers.pop(node_id, None)
+        if keeper is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                keeper.wait(5)
+        for path in cg_dirs:
+            self._remove_cgroup_tree(path)
+        ns = netplan.netns_name(node_id)
+        if Path(f"/run/netns/{ns}").exists():
+            run(["ip", "netns", "del", ns], check=False)
+        host_if, _ = netplan.veth_names(node_id)
+        if Path(f"/sys/class/net/{host_if}").exists():
+            run(["ip", "link", "del", host_if], check=False)
+        directory = self._node_dir(node_id)
+        if directory.exists():
+            # --one-file-system: never follow into a mount, should one be left.
+            run(["rm", "-rf", "--one-file-system", str(directory)], check=False)
+        if node.session:
+            with host_lock():
+                self._remove_session_net_if_empty(node.session)
+        log.info("node %s removed", node_id)
+
+    @staticmethod
+    def _remove_cgroup_tree(path: Path) -> None:
+        if not path.exists():
+            return
+        for sub in sorted((p for p in path.rglob("*") if p.is_dir()),
+                          key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                sub.rmdir()
+        for _ in range(100):
+            try:
+                path.rmdir()
+                return
+            except OSError as e:
+                if e.errno == errno.ENOENT:
+                    return
+                time.sleep(0.01)  # the kernel frees a cgroup shortly after its last task
+
+    # ---- poll / exec / terminal ---------------------------------------------------
+    async def poll(self, node_id: str):
+        try:
+            node = self._load(node_id)
+        except NodeNotFound:
+            return "gone"
+        pid = node.extra.get("pid")
+        if not pid or not self._owns(node, pid):
+            return "stopped"
+        return None
+
+    def _enter_argv(self, pid: int, node_id: str, argv: list) -> list:
+        """Host argv that runs `argv` inside the node: its cgroups, namespaces and root."""
+        cg = " ".join(str(p) for p in node_cgroup_dirs(node_id))
+        join = "for c in %s; do echo $$ > \"$c/cgroup.procs\"; done; exec \"$@\"" % cg
+        return ["/bin/sh", "-c", join, "enter",
+                "nsenter", "-t", str(pid), "-m", "-u", "-i", "-n", "-p", "-C", "-r", "-w",
+                "--", *argv]
+
+    async def exec(self, node_id, argv, timeout=30.0, input=None) -> ExecResult:
+        pid = self._running_pid(node_id)
+        # `timeout` inside the node kills the command itself; killing only
+        # nsenter on the host would leave it running in the node.
+        inner = ["timeout", "-s", "KILL", str(max(1, int(timeout))), *argv]
+        proc = await asyncio.create_subprocess_exec(
+            *self._enter_argv(pid, node_id, inner),
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(NODE_ENV),
+            start_new_session=True)
+        began = time.monotonic()
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(input), timeout + 5)
+        except asyncio.TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+            return ExecResult(-1, "", timed_out=True)
+        code = proc.returncode
+        # 137 is `timeout -s KILL` having killed it (or an OOM kill, told apart by time).
+        timed_out = code == 137 and time.monotonic() - began >= max(1, int(timeout)) - 0.05
+        return ExecResult(code, out.decode(errors="replace"), timed_out=timed_out)
+
+    async def open_terminal(self, node_id, cols=80, rows=24, name="main"):
+        pid = self._running_pid(node_id)
+        if not name.replace("-", "").isalnum():
+            raise LabRuntimeError(f"invalid terminal name {name!r}", permanent=True)
+        # tmux keeps the shell (and its screen) inside the node, so a new
+        # attachment after a page reload or a site restart finds it again.
+        argv = ["setsid", "-c", *self._enter_argv(pid, node_id,
+                ["tmux", "-u", "new-session", "-A", "-s", name, "-c", "/root"])]
+        return await PtyTerminal.spawn(argv, cols, rows, env=dict(NODE_ENV))
+
