@@ -1,0 +1,132 @@
+"""Ada's lesson page hears about her machine and her steps as they change."""
+import json
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from runtime import ExecResult
+
+from labs import tasks
+from labs.asgi import application
+from labs.models import LabSession, StepProgress
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+LESSON_PATH = "/ws/lessons/first-containers/"
+
+
+async def lesson_socket(headers):
+    comm = WebsocketCommunicator(application, LESSON_PATH, headers=headers)
+    connected, _ = await comm.connect()
+    assert connected
+    return comm
+
+
+async def next_event(comm, timeout=3):
+    return json.loads(await comm.receive_from(timeout=timeout))
+
+
+async def test_start_progress_then_ready_arrive(lesson, ada, ws_headers, fake_driver):
+    headers = await database_sync_to_async(ws_headers)(ada)
+    comm = await lesson_socket(headers)
+    assert await comm.receive_nothing(timeout=0.1)  # no session yet, nothing to say
+
+    session, _ = await database_sync_to_async(LabSession.ensure_for)(ada, lesson)
+    node = await database_sync_to_async(session.node1)()
+    await sync_to_async(tasks.start_session)(session.pk)
+
+    assert await next_event(comm) == {"type": "progress", "node": node.pk, "name": "node1",
+                                      "progress": 10, "message": "creating node"}
+    assert await next_event(comm) == {"type": "progress", "node": node.pk, "name": "node1",
+                                      "progress": 100, "message": "ready"}
+    assert await next_event(comm) == {"type": "session", "state": "ready", "error": "",
+                                      "node": node.pk}
+    await comm.disconnect()
+
+
+async def test_failed_start_arrives_with_the_reason(lesson, ada, ws_headers, fake_driver):
+    fake_driver.fail_start = "the node image is missing: run make node-image"
+    headers = await database_sync_to_async(ws_headers)(ada)
+    comm = await lesson_socket(headers)
+    session, _ = await database_sync_to_async(LabSession.ensure_for)(ada, lesson)
+    await sync_to_async(tasks.start_session)(session.pk)
+    events = [await next_event(comm), await next_event(comm)]
+    assert events[0]["type"] == "progress"
+    assert events[1] == {"type": "session", "state": "failed", "node": events[0]["node"],
+                         "error": "node1: the node image is missing: run make node-image"}
+    await comm.disconnect()
+
+
+async def test_reconnecting_page_is_told_where_the_session_stands(ready_session, ada, ws_headers):
+    headers = await database_sync_to_async(ws_headers)(ada)
+    comm = await lesson_socket(headers)
+    event = await next_event(comm)
+    assert event["type"] == "session" and event["state"] == "ready"
+    await comm.disconnect()
+
+
+async def test_finished_command_in_terminal_runs_checks_and_step_event_arrives(
+        ready_session, ada, ws_headers, fake_driver):
+    fake_driver.responder = lambda node, argv: (
+        ExecResult(0, "") if "ancestor=alpine" in argv[2] else ExecResult(1, "List every container."))
+    headers = await database_sync_to_async(ws_headers)(ada)
+    lesson_comm = await lesson_socket(headers)
+    assert (await next_event(lesson_comm))["type"] == "session"
+    node = await database_sync_to_async(ready_session.node1)()
+    term = WebsocketCommunicator(application, f"/ws/nodes/{node.pk}/terminal/", headers=headers)
+    assert (await term.connect())[0]
+
+    # The shell prints a command-end mark after `docker container run alpine hostname`.
+    await term.send_to(bytes_data=b"3f4a1c9b2e7d\r\n\x1b]6973;cmd-end;0\x07")
+    assert await term.receive_from(timeout=2) == b"3f4a1c9b2e7d\r\n"
+
+    events = [await next_event(lesson_comm), await next_event(lesson_comm)]
+    assert events == [
+        {"type": "step", "step": 1, "state": "done", "message": ""},
+        {"type": "step", "step": 2, "state": "pending", "message": "List every container."},
+    ]
+    # Nothing changed on the next command: no repeated events.
+    await term.send_to(bytes_data=b"\x1b]6973;cmd-end;0\x07")
+    assert await lesson_comm.receive_nothing(timeout=1)
+    assert len([c for c in fake_driver.calls if c[0] == "exec"]) == 4
+    await term.disconnect()
+    await lesson_comm.disconnect()
+
+
+async def test_check_request_on_the_socket_runs_checks(ready_session, ada, ws_headers, fake_driver):
+    fake_driver.responder = lambda node, argv: ExecResult(0, "")
+    headers = await database_sync_to_async(ws_headers)(ada)
+    comm = await lesson_socket(headers)
+    await next_event(comm)
+    await comm.send_to(text_data=json.dumps({"type": "check"}))
+    assert [await next_event(comm), await next_event(comm)] == [
+        {"type": "step", "step": 1, "state": "done", "message": ""},
+        {"type": "step", "step": 2, "state": "done", "message": ""},
+    ]
+    states = await database_sync_to_async(
+        lambda: sorted(StepProgress.objects.filter(user=ada).values_list("state", flat=True)))()
+    assert states == ["done", "done"]
+    await comm.disconnect()
+
+
+async def test_check_before_start_is_explained(lesson, ada, ws_headers, fake_driver):
+    headers = await database_sync_to_async(ws_headers)(ada)
+    comm = await lesson_socket(headers)
+    await comm.send_to(text_data=json.dumps({"type": "check"}))
+    assert await next_event(comm) == {"type": "error", "message": "Start the lab first, then check."}
+    await comm.disconnect()
+
+
+async def test_bob_does_not_hear_adas_events(ready_session, bob, ws_headers, fake_driver):
+    headers = await database_sync_to_async(ws_headers)(bob)
+    comm = await lesson_socket(headers)
+    await sync_to_async(tasks.run_checks)(ready_session.pk)
+    assert await comm.receive_nothing(timeout=0.3)
+    await comm.disconnect()
+
+
+async def test_anonymous_lesson_socket_is_closed(lesson, ws_headers):
+    comm = WebsocketCommunicator(application, LESSON_PATH, headers=ws_headers())
+    await comm.connect()
+    assert await comm.receive_output(timeout=2) == {"type": "websocket.close", "code": 4403}

@@ -1,0 +1,72 @@
+"""Checks run in Ada's node and record what she has done."""
+from runtime import ExecResult
+
+from labs import tasks
+from labs.models import StepProgress
+
+
+def responder_by_step(results):
+    """Answer each step's check by a phrase found in its script."""
+    def respond(node, argv):
+        assert argv[:2] == ["/bin/sh", "-c"]
+        for phrase, result in results.items():
+            if phrase in argv[2]:
+                return result
+        raise AssertionError(f"unexpected check {argv[2]!r}")
+    return respond
+
+
+def test_passed_check_is_done_and_failed_check_keeps_its_reason(ready_session, ada, fake_driver):
+    fake_driver.responder = responder_by_step({
+        "ancestor=alpine": ExecResult(0, ""),
+        "bash_history": ExecResult(1, "List every container, stopped ones too.\n"),
+    })
+    assert tasks.run_checks(ready_session.pk) == {1: "done", 2: "pending"}
+    progress = {p.step.number: p for p in StepProgress.objects.filter(user=ada)}
+    assert (progress[1].state, progress[1].message) == ("done", "")
+    assert progress[1].done_at is not None
+    assert (progress[2].state, progress[2].message) == ("pending", "List every container, stopped ones too.")
+    assert progress[2].done_at is None
+    node_id = ready_session.node1().runtime_id
+    execs = [c for c in fake_driver.calls if c[0] == "exec"]
+    assert [c[1] for c in execs] == [node_id, node_id]
+
+
+def test_timed_out_check_says_so_and_keeps_the_state(ready_session, ada, fake_driver):
+    fake_driver.responder = responder_by_step({
+        "ancestor=alpine": ExecResult(0, ""),
+        "bash_history": ExecResult(0, ""),
+    })
+    tasks.run_checks(ready_session.pk)
+    fake_driver.responder = lambda node, argv: ExecResult(-1, "", timed_out=True)
+    assert tasks.run_checks(ready_session.pk) == {1: "done", 2: "done"}
+    messages = set(StepProgress.objects.filter(user=ada).values_list("message", flat=True))
+    assert messages == {"could not check (timed out)"}
+
+
+def test_timed_out_check_of_pending_step_stays_pending(ready_session, ada, fake_driver):
+    fake_driver.responder = lambda node, argv: ExecResult(-1, "", timed_out=True)
+    assert tasks.run_checks(ready_session.pk) == {1: "pending", 2: "pending"}
+    assert StepProgress.objects.get(user=ada, step__number=1).message == "could not check (timed out)"
+
+
+def test_check_without_output_gets_a_generic_reason(ready_session, ada, fake_driver):
+    fake_driver.responder = lambda node, argv: ExecResult(3, "")
+    tasks.run_checks(ready_session.pk)
+    assert StepProgress.objects.get(user=ada, step__number=1).message == "not done yet (check exited 3)"
+
+
+def test_checks_of_a_vanished_session_do_nothing(ready_session, fake_driver):
+    session_id = ready_session.pk
+    ready_session.delete()
+    assert tasks.run_checks(session_id) is None
+    assert tasks.start_session(session_id) is None
+    assert [c for c in fake_driver.calls if c[0] == "exec"] == []
+
+
+def test_checks_wait_for_a_ready_node(lesson, ada, fake_driver):
+    from labs.models import LabSession
+
+    session, _ = LabSession.ensure_for(ada, lesson)
+    assert tasks.run_checks(session.pk) is None
+    assert fake_driver.calls == []

@@ -1,0 +1,89 @@
+"""Ada types into her node's terminal; Bob and strangers get nothing."""
+import asyncio
+import json
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+
+from labs.asgi import application
+from labs.models import LabSession
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def terminal_path(node_pk, cols=100, rows=30):
+    return f"/ws/nodes/{node_pk}/terminal/?cols={cols}&rows={rows}"
+
+
+async def test_owner_gets_her_keystrokes_echoed(ready_session, ada, ws_headers, fake_driver):
+    node = await database_sync_to_async(ready_session.node1)()
+    headers = await database_sync_to_async(ws_headers)(ada)
+    comm = WebsocketCommunicator(application, terminal_path(node.pk), headers=headers)
+    connected, _ = await comm.connect()
+    assert connected
+    (term,) = fake_driver.terminals
+    assert term.node_id == node.runtime_id
+    assert term.size == (100, 30)
+
+    await comm.send_to(bytes_data=b"echo hi\r")
+    assert await comm.receive_from(timeout=2) == b"echo hi\r"
+
+    await comm.send_to(text_data=json.dumps({"type": "resize", "cols": 132, "rows": 43}))
+    await comm.send_to(bytes_data=b"x")  # the echo proves the resize was handled first
+    assert await comm.receive_from(timeout=2) == b"x"
+    assert term.size == (132, 43)
+
+    await comm.disconnect()
+    assert term.closed
+
+
+async def test_command_end_marks_never_reach_the_browser(ready_session, ada, ws_headers, fake_driver):
+    node = await database_sync_to_async(ready_session.node1)()
+    headers = await database_sync_to_async(ws_headers)(ada)
+    comm = WebsocketCommunicator(application, terminal_path(node.pk), headers=headers)
+    assert (await comm.connect())[0]
+    await comm.send_to(bytes_data=b"done\r\n\x1b]6973;cmd-end;0\x07$ ")
+    assert await comm.receive_from(timeout=2) == b"done\r\n$ "
+    await comm.disconnect()
+
+
+@pytest.mark.parametrize("who", ["bob", "anonymous"])
+async def test_others_are_closed_with_4403(who, ready_session, bob, ws_headers, fake_driver):
+    node = await database_sync_to_async(ready_session.node1)()
+    user = bob if who == "bob" else None
+    headers = await database_sync_to_async(ws_headers)(user)
+    comm = WebsocketCommunicator(application, terminal_path(node.pk), headers=headers)
+    connected, _ = await comm.connect()
+    assert connected  # accepted, then closed with a reason code
+    assert await comm.receive_output(timeout=2) == {"type": "websocket.close", "code": 4403}
+    assert fake_driver.terminals == []
+
+
+async def test_unknown_node_is_closed_with_4403(ada, ws_headers, fake_driver, db):
+    headers = await database_sync_to_async(ws_headers)(ada)
+    comm = WebsocketCommunicator(application, terminal_path(999), headers=headers)
+    await comm.connect()
+    assert await comm.receive_output(timeout=2) == {"type": "websocket.close", "code": 4403}
+
+
+async def test_vanished_node_fails_the_session(ready_session, ada, ws_headers, fake_driver):
+    node = await database_sync_to_async(ready_session.node1)()
+    fake_driver.nodes.clear()  # the node died behind our back
+    headers = await database_sync_to_async(ws_headers)(ada)
+    comm = WebsocketCommunicator(application, terminal_path(node.pk), headers=headers)
+    await comm.connect()
+    error = json.loads(await comm.receive_from(timeout=2))
+    assert error["type"] == "error" and node.runtime_id in error["message"]
+    assert await comm.receive_output(timeout=2) == {"type": "websocket.close", "code": 4410}
+    await database_sync_to_async(ready_session.refresh_from_db)()
+    assert ready_session.state == LabSession.FAILED
+
+
+async def test_foreign_origin_is_rejected(ready_session, ada, ws_headers):
+    node = await database_sync_to_async(ready_session.node1)()
+    headers = [h for h in await database_sync_to_async(ws_headers)(ada) if h[0] != b"origin"]
+    headers.append((b"origin", b"http://evil.example"))
+    comm = WebsocketCommunicator(application, terminal_path(node.pk), headers=headers)
+    connected, _ = await comm.connect()
+    assert not connected
