@@ -128,7 +128,11 @@ elif CHANNEL_LAYER == "redis":
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            # redis-py 8 reads with a 5 s socket timeout by default, the same
+            # as channels_redis's blocking receive (BZPOPMIN, 5 s): every idle
+            # consumer then dies with "Timeout reading from ...". Read longer.
+            "CONFIG": {"hosts": [{"address": REDIS_URL,
+                                  "socket_timeout": envint("REDIS_SOCKET_TIMEOUT", "30")}]},
         }
     }
 else:

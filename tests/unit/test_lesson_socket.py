@@ -130,3 +130,25 @@ async def test_anonymous_lesson_socket_is_closed(lesson, ws_headers):
     comm = WebsocketCommunicator(application, LESSON_PATH, headers=ws_headers())
     await comm.connect()
     assert await comm.receive_output(timeout=2) == {"type": "websocket.close", "code": 4403}
+
+
+async def test_progress_reported_from_a_driver_thread_arrives(lesson, ada, ws_headers, fake_driver,
+                                                              monkeypatch):
+    """The built-in driver starts nodes in a helper thread and reports progress from there."""
+    import asyncio
+
+    plain_start = fake_driver.start
+
+    async def threaded_start(spec, on_progress=None):
+        await asyncio.to_thread(on_progress, {"progress": 40, "message": "unpacking image"})
+        return await plain_start(spec)
+
+    monkeypatch.setattr(fake_driver, "start", threaded_start)
+    headers = await database_sync_to_async(ws_headers)(ada)
+    comm = await lesson_socket(headers)
+    session, _ = await database_sync_to_async(LabSession.ensure_for)(ada, lesson)
+    await sync_to_async(tasks.start_session)(session.pk)
+    first = await next_event(comm)
+    assert (first["type"], first["progress"], first["message"]) == ("progress", 40, "unpacking image")
+    assert (await next_event(comm))["state"] == "ready"
+    await comm.disconnect()
