@@ -70,3 +70,21 @@ def test_checks_wait_for_a_ready_node(lesson, ada, fake_driver):
     session, _ = LabSession.ensure_for(ada, lesson)
     assert tasks.run_checks(session.pk) is None
     assert fake_driver.calls == []
+
+
+def test_check_button_post_runs_checks_after_commit(client, ready_session, ada, fake_driver,
+                                                    django_capture_on_commit_callbacks):
+    fake_driver.responder = lambda node, argv: ExecResult(0, "")
+    client.force_login(ada)
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        assert client.post("/lessons/first-containers/check").json() == {"ok": True}
+    assert len(callbacks) == 1
+    assert set(StepProgress.objects.filter(user=ada).values_list("state", flat=True)) == {"done"}
+
+
+def test_check_button_before_start_is_refused(client, lesson, ada, fake_driver):
+    client.force_login(ada)
+    response = client.post("/lessons/first-containers/check")
+    assert response.status_code == 409
+    assert response.json()["error"] == "Start the lab first, then check."
+    assert fake_driver.calls == []
