@@ -39,6 +39,10 @@ def main(argv=None) -> int:
     build.add_argument("--force", action="store_true")
     build.add_argument("--node-only", action="store_true", help="only the node image")
 
+    reg = sub.add_parser("registry", help="the lab registry").add_subparsers(dest="cmd", required=True)
+    reg.add_parser("serve", help="run the lab registry in the foreground ($LAB_REGISTRY_MODE, "
+                   "$LAB_REGISTRY_PORT)")
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
@@ -56,6 +60,9 @@ async def _dispatch(args) -> int:
             from . import lessonimages
             await lessonimages.build_all(get_driver(args.driver), force=args.force)
         return 0
+    if args.group == "registry" and args.cmd == "serve":
+        from . import registry
+        registry.serve()  # replaces this process
     driver = get_driver(args.driver)
     if args.group == "node" and args.cmd == "create":
         node = await driver.start(NodeSpec(session=args.session, name=args.name),
