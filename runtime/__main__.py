@@ -74,8 +74,10 @@ async def _dispatch(args) -> int:
         if not argv:
             print("error: give a command after --", file=sys.stderr)
             return 2
-        result = await driver.exec(args.id, argv, timeout=args.timeout)
-        sys.stdout.write(result.output)
+        def out(chunk: bytes) -> None:
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+        result = await driver.exec(args.id, argv, timeout=args.timeout, on_output=out)
         if result.timed_out:
             print(f"error: timed out after {args.timeout:.0f}s", file=sys.stderr)
         return result.exit_code if result.exit_code >= 0 else 124

@@ -121,12 +121,41 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+class _PipeCollector(asyncio.Protocol):
+    """Collects a command's output from a pipe (and hands it on as it comes)."""
+
+    def __init__(self, on_output=None):
+        self.chunks: list = []
+        self.on_output = on_output
+        self.closed = asyncio.Event()
+
+    def data_received(self, data: bytes) -> None:
+        self.chunks.append(data)
+        if self.on_output:
+            self.on_output(data)
+
+    def eof_received(self):
+        self.closed.set()
+
+    def connection_lost(self, exc) -> None:
+        self.closed.set()
+
+    def text(self) -> str:
+        return b"".join(self.chunks).decode(errors="replace")
+
+
 class BuiltinDriver(Driver):
     name = "builtin"
 
     def __init__(self):
-        # Launcher processes this process started, so it can reap them.
-        self._keepers: dict = {}
         with contextlib.suppress(OSError):  # not root: preflight says so
             for d in (nodes_dir(), sessions_dir()):
                 d.mkdir(parents=True, exist_ok=True)
@@ -342,31 +371,32 @@ class BuiltinDriver(Driver):
         cg_mounts = " ".join(f"{name}:{opts}" for name, opts in hierarchies)
         # The launcher joins the node's cgroups first, so the new cgroup namespace
         # is rooted at them; then it enters the node's network and makes the rest.
-        join = "for c in $LAB_CGROUPS; do echo $$ > \"$c/cgroup.procs\"; done; exec \"$@\""
-        argv = ["/bin/sh", "-c", join, "launch",
+        # `setsid -f` detaches it from this process: the node outlives whichever
+        # process (site, worker, CLI) started it, and the host's init reaps it.
+        pidfile = directory / "keeper.pid"
+        join = ("for c in $LAB_CGROUPS; do echo $$ > \"$c/cgroup.procs\"; done; "
+                "echo $$ > \"$LAB_PIDFILE\"; exec \"$@\"")
+        argv = ["setsid", "-f", "/bin/sh", "-c", join, "launch",
                 "nsenter", f"--net=/run/netns/{netplan.netns_name(node.id)}",
                 "unshare", "--mount", "--uts", "--ipc", "--pid", "--cgroup", "--fork",
                 "/bin/sh", str(NODESTART), str(image), str(directory), node.name, cg_mounts]
-        console = open(directory / "console.log", "ab")
-        try:
-            proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=console, stderr=console,
-                start_new_session=True, close_fds=True,
-                env={"PATH": os.environ.get("PATH", NODE_PATH),
-                     "LAB_CGROUPS": " ".join(str(p) for p in cg_dirs)})
-        finally:
-            console.close()
-        self._keepers[node.id] = proc
+        with open(directory / "console.log", "ab") as console:
+            subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=console, stderr=console,
+                           close_fds=True, check=True,
+                           env={"PATH": os.environ.get("PATH", NODE_PATH),
+                                "LAB_CGROUPS": " ".join(str(p) for p in cg_dirs),
+                                "LAB_PIDFILE": str(pidfile)})
         deadline = time.monotonic() + 10
+        keeper = None
         while time.monotonic() < deadline:
-            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
-            with contextlib.suppress(OSError):
-                kids = children.read_text().split()
+            with contextlib.suppress(OSError, ValueError):
+                keeper = keeper or int(pidfile.read_text())
+                kids = Path(f"/proc/{keeper}/task/{keeper}/children").read_text().split()
                 if kids:
-                    return proc.pid, int(kids[0])
-            if proc.poll() is not None:
+                    return keeper, int(kids[0])
+            if keeper and not _pid_alive(keeper):
                 break
-            time.sleep(0.005)
+            time.sleep(0.002)
         raise LabRuntimeError("the node's init did not start: " + self._console_tail(node.id))
 
     def _console_tail(self, node_id: str) -> str:
@@ -381,8 +411,7 @@ class BuiltinDriver(Driver):
         sock_path = f"/proc/{pid}/root/run/docker.sock"
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
-            if not _pid_alive(pid) or (node.id in self._keepers
-                                       and self._keepers[node.id].poll() is not None):
+            if not _pid_alive(pid):
                 raise LabRuntimeError("the node stopped while starting: "
                                       + self._console_tail(node.id) + self._dockerd_log(pid, node))
             if self._engine_answers(sock_path):
@@ -447,10 +476,12 @@ class BuiltinDriver(Driver):
             if time.monotonic() > deadline:
                 raise LabRuntimeError(f"node {node_id}: processes {sorted(pids)} would not die")
             time.sleep(0.01)
-        keeper = self._keepers.pop(node_id, None)
-        if keeper is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                keeper.wait(5)
+        # The launcher reaps the node's init and exits; the host's init then
+        # reaps the launcher. Wait until both have gone (a zombie holds nothing
+        # but its pid, so one the host's init is slow to reap counts as gone).
+        for pid in (node.extra.get("pid"), node.extra.get("keeper")):
+            while pid and _pid_alive(pid) and not _is_zombie(pid) and time.monotonic() < deadline:
+                time.sleep(0.005)
         for path in cg_dirs:
             self._remove_cgroup_tree(path)
         ns = netplan.netns_name(node_id)
@@ -504,28 +535,51 @@ class BuiltinDriver(Driver):
                 "nsenter", "-t", str(pid), "-m", "-u", "-i", "-n", "-p", "-C", "-r", "-w",
                 "--", *argv]
 
-    async def exec(self, node_id, argv, timeout=30.0, input=None) -> ExecResult:
+    async def exec(self, node_id, argv, timeout=30.0, input=None, on_output=None) -> ExecResult:
         pid = self._running_pid(node_id)
         # `timeout` inside the node kills the command itself; killing only
         # nsenter on the host would leave it running in the node.
-        inner = ["timeout", "-s", "KILL", str(max(1, int(timeout))), *argv]
-        proc = await asyncio.create_subprocess_exec(
-            *self._enter_argv(pid, node_id, inner),
-            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(NODE_ENV),
-            start_new_session=True)
-        began = time.monotonic()
+        limit = max(1, int(timeout))
+        inner = ["timeout", "-s", "KILL", str(limit), *argv]
+        # Our own pipe for the output: when the command ends we stop reading,
+        # even if something it left in the background still holds the pipe.
+        read_fd, write_fd = os.pipe()
         try:
-            out, _ = await asyncio.wait_for(proc.communicate(input), timeout + 5)
-        except asyncio.TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
-            return ExecResult(-1, "", timed_out=True)
-        code = proc.returncode
-        # 137 is `timeout -s KILL` having killed it (or an OOM kill, told apart by time).
-        timed_out = code == 137 and time.monotonic() - began >= max(1, int(timeout)) - 0.05
-        return ExecResult(code, out.decode(errors="replace"), timed_out=timed_out)
+            proc = await asyncio.create_subprocess_exec(
+                *self._enter_argv(pid, node_id, inner),
+                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                stdout=write_fd, stderr=write_fd, env=dict(NODE_ENV), start_new_session=True)
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
+        began = time.monotonic()
+        reader = _PipeCollector(on_output)
+        transport, _ = await asyncio.get_running_loop().connect_read_pipe(
+            lambda: reader, os.fdopen(read_fd, "rb", buffering=0))
+        try:
+            if input is not None:
+                proc.stdin.write(input)
+                with contextlib.suppress(ConnectionError):
+                    await proc.stdin.drain()
+                proc.stdin.close()
+            try:
+                code = await asyncio.wait_for(proc.wait(), timeout + 5)
+            except asyncio.TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+                return ExecResult(-1, reader.text(), timed_out=True)
+            # Output already written is still in the pipe: take it, briefly.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(reader.closed.wait(), 0.5)
+        finally:
+            transport.close()
+        # A KILL from `timeout` shows as 137 or -9 (nsenter re-raises the child's
+        # signal); an OOM kill looks the same and is told apart by the time taken.
+        timed_out = code in (137, -9) and time.monotonic() - began >= limit - 0.05
+        return ExecResult(code, reader.text(), timed_out=timed_out)
 
     async def open_terminal(self, node_id, cols=80, rows=24, name="main"):
         pid = self._running_pid(node_id)

@@ -68,14 +68,15 @@ class FakeDriver(Driver):
     async def poll(self, node_id: str):
         return None if node_id in self.nodes else "gone"
 
-    async def exec(self, node_id, argv, timeout=30.0, input=None) -> ExecResult:
+    async def exec(self, node_id, argv, timeout=30.0, input=None, on_output=None) -> ExecResult:
         self.calls.append(("exec", node_id, list(argv)))
         node = self.nodes.get(node_id)
         if node is None:
             raise NodeNotFound(node_id)
-        if self.responder:
-            return self.responder(node, list(argv))
-        return ExecResult(0, "")
+        result = self.responder(node, list(argv)) if self.responder else ExecResult(0, "")
+        if on_output and result.output:
+            on_output(result.output.encode())
+        return result
 
     async def open_terminal(self, node_id, cols=80, rows=24, name="main") -> Terminal:
         if node_id not in self.nodes:

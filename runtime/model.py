@@ -141,8 +141,10 @@ class Driver(abc.ABC):
 
     @abc.abstractmethod
     async def exec(self, node_id: str, argv: list, timeout: float = 30.0,
-                   input: Optional[bytes] = None) -> ExecResult:
-        """Run argv in the node as root; output collected; killed after `timeout`."""
+                   input: Optional[bytes] = None,
+                   on_output: Optional[Callable[[bytes], None]] = None) -> ExecResult:
+        """Run argv in the node as root; output collected (and passed to
+        `on_output` as it arrives); killed after `timeout`."""
 
     @abc.abstractmethod
     async def open_terminal(self, node_id: str, cols: int = 80, rows: int = 24,
