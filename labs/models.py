@@ -120,7 +120,7 @@ class LabSession(models.Model):
     @property
     def runtime_name(self) -> str:
         """The session name the runtime knows this session by."""
-        return f"s{self.pk}"
+        return f"{settings.LAB_SESSION_PREFIX}{self.pk}"
 
     @property
     def group_name(self) -> str:

@@ -119,7 +119,9 @@ STATIC_ROOT = BASE_DIR / "var" / "static"
 # Daphne serves /static/ itself (labs.asgi), even with DEBUG off.
 SERVE_STATIC = envbool("SERVE_STATIC", "1")
 
-REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")
+# The lab runs its own redis-server (Procfile) on a port of its own, so a
+# system Redis that Debian's package may have started on 6379 never clashes.
+REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6390/0")
 
 CHANNEL_LAYER = env("CHANNEL_LAYER", "redis")
 if CHANNEL_LAYER == "memory":
@@ -148,10 +150,19 @@ CELERY_TASK_ALWAYS_EAGER = envbool("CELERY_TASK_ALWAYS_EAGER", "0")
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULE = {
+    "reap-nodes": {"task": "labs.tasks.reap_nodes",
+                   "schedule": float(envint("LAB_REAP_SECONDS", "300"))},
+}
 
 # The runtime library reads LAB_DRIVER itself; keep the value here so the site
 # can show it and tests can see which driver is meant.
 LAB_DRIVER = env("LAB_DRIVER", "builtin")
+# Runtime session names are this prefix plus the LabSession id. Two sites (say
+# the lab and a test run) sharing one machine's runtime need different prefixes.
+LAB_SESSION_PREFIX = env("LAB_SESSION_PREFIX", "s")
+if not LAB_SESSION_PREFIX.isalpha() or not LAB_SESSION_PREFIX.islower():
+    raise ImproperlyConfigured("LAB_SESSION_PREFIX must be lower-case letters")
 os.environ.setdefault("LAB_DRIVER", LAB_DRIVER)
 
 # Where lesson directories live (labs/content/<slug>/lesson.toml).

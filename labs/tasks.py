@@ -12,6 +12,7 @@ from asgiref.sync import async_to_sync
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from channels.layers import get_channel_layer
+from django.conf import settings
 
 from runtime import LabRuntimeError, NodeSpec, get_driver
 
@@ -178,3 +179,33 @@ async def _start_node(driver, spec: NodeSpec, group: str, node_pk: int):
         for result in await asyncio.gather(*waits, return_exceptions=True):
             if isinstance(result, Exception):
                 log.warning("could not push progress to %s: %s", group, result)
+
+
+@shared_task(soft_time_limit=120, time_limit=150)
+def reap_nodes() -> list:
+    """Remove runtime nodes that no live session of this site owns any more.
+
+    Run by Celery beat. It catches nodes left behind by a crash between
+    starting a node and recording it, or by a session deleted while running.
+    Only sessions named with this site's prefix are touched, so another site
+    sharing the machine keeps its nodes.
+    """
+    prefix = settings.LAB_SESSION_PREFIX
+    live = set(LabSession.objects.filter(state__in=[LabSession.STARTING, LabSession.READY])
+               .values_list("pk", flat=True))
+    driver = get_driver()
+    removed = []
+    for node in driver.list_nodes():
+        number = node.session[len(prefix):]
+        if not node.session.startswith(prefix) or not number.isdigit():
+            continue
+        if int(number) in live:
+            continue
+        try:
+            _run(driver.stop(node.id))
+        except LabRuntimeError as exc:
+            log.warning("could not reap node %s: %s", node.id, exc.reason)
+            continue
+        log.info("reaped node %s of ended session %s", node.id, node.session)
+        removed.append(node.id)
+    return removed
