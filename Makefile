@@ -1,0 +1,41 @@
+# Two commands on a fresh Debian 12 machine, as root:
+#   make run    install what is missing, build images, start every process
+#   make test   the same set-up, then the whole test suite
+SHELL := /bin/bash
+PORT ?= 8000
+PY := .venv/bin/python
+export PATH := /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$(PATH)
+
+.PHONY: run test setup preflight deps venv images db
+
+run: setup
+	@if curl -fsS -o /dev/null "http://127.0.0.1:$(PORT)/" 2>/dev/null; then \
+	    echo "The lab is already running at http://127.0.0.1:$(PORT)/"; exit 0; fi; \
+	echo "Starting the lab: http://127.0.0.1:$(PORT)/  (Ctrl-C stops every process)"; \
+	LAB_PORT=$(PORT) exec .venv/bin/honcho start -f Procfile
+
+test: setup
+	.venv/bin/pytest
+
+setup: preflight deps venv images db
+
+preflight:
+	@scripts/preflight.sh
+
+deps:
+	@scripts/install-deps.sh
+
+venv: .venv/.requirements-installed
+
+.venv/.requirements-installed: requirements.txt
+	@test -x $(PY) || python3 -m venv .venv
+	.venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+images: venv
+	$(PY) -m runtime images build
+
+db: venv
+	@mkdir -p var
+	$(PY) manage.py migrate --noinput -v 0
+	$(PY) manage.py sync_lessons
