@@ -1,0 +1,132 @@
+"""The whole lab, started for real for the integration and browser tests.
+
+Like `make run`, but on free ports with a throwaway database: a real
+redis-server, the lab registry, Daphne serving the site and a Celery worker,
+all using the built-in runtime. Every process and every node the site starts
+is removed afterwards, also when a test fails; the processes' logs are
+printed when something goes wrong so a failure explains itself.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+# Runtime sessions of the test site are named with this prefix, so cleaning up
+# after it never touches a lab that runs on the same machine.
+SESSION_PREFIX = "itest"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, seconds: float, what: str, interval: float = 0.05):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"gave up after {seconds:.0f}s waiting for {what}")
+
+
+@dataclass
+class LiveSite:
+    url: str
+    env: dict
+    workdir: Path
+    procs: dict = field(default_factory=dict)
+
+    def log(self, name: str) -> str:
+        path = self.workdir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def dump_logs(self) -> str:
+        return "\n".join(f"----- {name} -----\n{self.log(name)[-4000:]}" for name in self.procs)
+
+    def manage(self, *args) -> subprocess.CompletedProcess:
+        return subprocess.run([str(VENV_BIN / "python"), "manage.py", *args], cwd=ROOT,
+                              env=self.env, capture_output=True, text=True, timeout=120)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def live_site():
+    from runtime import get_driver, registry
+
+    workdir = Path(tempfile.mkdtemp(prefix="lab-site-"))
+    port, redis_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "DB_PATH": str(workdir / "db.sqlite3"),
+        "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "LAB_SESSION_PREFIX": SESSION_PREFIX,
+        "LAB_DRIVER": "builtin",
+        "CHANNEL_LAYER": "redis",
+        "DEBUG": "0",
+        "LOG_LEVEL": "INFO",
+    }
+    commands = {
+        "redis": ["redis-server", "--bind", "127.0.0.1", "--port", str(redis_port),
+                  "--save", "", "--appendonly", "no"],
+        "web": [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port),
+                "labs.asgi:application"],
+        "worker": [str(VENV_BIN / "celery"), "-A", "labs.celery:app", "worker",
+                   "--loglevel=INFO", "--concurrency=4", "--without-gossip", "--without-mingle"],
+    }
+    site = LiveSite(url=f"http://127.0.0.1:{port}", env=env, workdir=workdir)
+    failed = True
+    with registry.ensure_running():
+        try:
+            for args in (["migrate", "--noinput"], ["sync_lessons"]):
+                done = site.manage(*args)
+                assert done.returncode == 0, done.stdout + done.stderr
+            for name, argv in commands.items():
+                log = open(workdir / f"{name}.log", "wb")
+                site.procs[name] = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log,
+                                                    stderr=subprocess.STDOUT,
+                                                    start_new_session=True)
+                log.close()
+            wait_for(lambda: _answers(site.url + "/"), 30, "the site to answer")
+            wait_for(lambda: "ready" in site.log("worker"), 60, "the Celery worker")
+            yield site
+            failed = False
+        finally:
+            for name, proc in site.procs.items():
+                if proc.poll() is None:
+                    proc.terminate()
+            for name, proc in site.procs.items():
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, 9)
+                    proc.wait()
+            driver = get_driver("builtin")
+            for node in driver.list_nodes():
+                if node.session.startswith(SESSION_PREFIX):
+                    asyncio.run(driver.stop(node.id))
+            if failed:
+                sys.stderr.write(site.dump_logs())
+            shutil.rmtree(workdir, ignore_errors=True)
