@@ -36,7 +36,7 @@ def main(argv=None) -> int:
 
     img = sub.add_parser("images", help="node and lesson images").add_subparsers(dest="cmd", required=True)
     build = img.add_parser("build", help="build the node image (and lesson images) if missing")
-    build.add_argument("--force", action="store_true")
+    build.add_argument("--force", action="store_true", help="rebuild the lesson images")
     build.add_argument("--node-only", action="store_true", help="only the node image")
 
     reg = sub.add_parser("registry", help="the lab registry").add_subparsers(dest="cmd", required=True)
@@ -55,7 +55,9 @@ def main(argv=None) -> int:
 
 async def _dispatch(args) -> int:
     if args.group == "images":
-        images.build_node_image(force=args.force)
+        # The node image is rebuilt only when its recipe changes: running nodes
+        # use it as their lower layer, so --force never replaces it under them.
+        images.build_node_image()
         if not args.node_only:
             from . import lessonimages
             await lessonimages.build_all(get_driver(args.driver), force=args.force)

@@ -9,6 +9,7 @@ printed when something goes wrong so a failure explains itself.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import shutil
@@ -42,6 +43,20 @@ def wait_for(predicate, seconds: float, what: str, interval: float = 0.05):
             return value
         time.sleep(interval)
     raise TimeoutError(f"gave up after {seconds:.0f}s waiting for {what}")
+
+
+def remove_test_nodes(driver) -> None:
+    """Stop every node of the test site's sessions.
+
+    In a thread of its own: a test (Playwright's sync API, say) may still
+    hold an event loop in this one, where asyncio.run() refuses to work.
+    """
+    async def stop_all():
+        for node in driver.list_nodes():
+            if node.session.startswith(SESSION_PREFIX):
+                await driver.stop(node.id)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, stop_all()).result()
 
 
 @dataclass
@@ -123,10 +138,7 @@ def live_site():
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, 9)
                     proc.wait()
-            driver = get_driver("builtin")
-            for node in driver.list_nodes():
-                if node.session.startswith(SESSION_PREFIX):
-                    asyncio.run(driver.stop(node.id))
+            remove_test_nodes(get_driver("builtin"))
             if failed:
                 sys.stderr.write(site.dump_logs())
             shutil.rmtree(workdir, ignore_errors=True)

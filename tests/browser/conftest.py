@@ -1,0 +1,38 @@
+"""Browser tests: Debian's Chromium, driven by Playwright, against the real running lab."""
+from __future__ import annotations
+
+import tempfile
+
+import pytest
+
+from tests.integration.conftest import _site_session, live_site, pytest_runtest_makereport  # noqa: F401
+
+CHROMIUM = "/usr/bin/chromium"
+# Without these, Chromium keeps reaching for Google services this machine cannot reach.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--disable-dev-shm-usage"]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(browser, request):
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    yield page
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        shot = tempfile.mktemp(prefix="lab-browser-", suffix=".png")
+        page.screenshot(path=shot, full_page=True)
+        print(f"screenshot of the failed page: {shot}")
+    context.close()
