@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 PORT ?= 8000
 PY := .venv/bin/python
-export PATH := /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$(PATH)
+export PATH := $(PATH):/usr/local/sbin:/usr/sbin:/sbin
 
 .PHONY: run test setup preflight deps venv images db
 
