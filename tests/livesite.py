@@ -12,8 +12,10 @@ import asyncio
 import concurrent.futures
 import contextlib
 import os
+import random
 import shutil
 import socket
+import string
 import subprocess
 import sys
 import tempfile
@@ -24,9 +26,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
-# Runtime sessions of the test site are named with this prefix, so cleaning up
-# after it never touches a lab that runs on the same machine.
-SESSION_PREFIX = "itest"
+# Runtime sessions of a test site are named with a prefix of its own, so
+# cleaning up after it never touches a lab (or an earlier, crashed test run)
+# on the same machine.
+SESSION_PREFIX = "it" + "".join(random.choice(string.ascii_lowercase) for _ in range(4))
 
 
 def free_port() -> int:

@@ -5,8 +5,6 @@ import tempfile
 
 import pytest
 
-from tests.integration.conftest import _site_session, live_site, pytest_runtest_makereport  # noqa: F401
-
 CHROMIUM = "/usr/bin/chromium"
 # Without these, Chromium keeps reaching for Google services this machine cannot reach.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

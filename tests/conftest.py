@@ -1,0 +1,27 @@
+"""Fixtures shared by the integration and browser suites: the real running lab."""
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, "rep_" + report.when, report)
+
+
+@pytest.fixture(scope="session")
+def _site_session():
+    from tests.livesite import live_site
+    with live_site() as site:
+        yield site
+
+
+@pytest.fixture
+def live_site(_site_session, request):
+    """The running lab; its processes' logs are shown when a test using it fails."""
+    yield _site_session
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print(_site_session.dump_logs())
