@@ -43,6 +43,9 @@ def main(argv=None) -> int:
     reg.add_parser("serve", help="run the lab registry in the foreground ($LAB_REGISTRY_MODE, "
                    "$LAB_REGISTRY_PORT)")
 
+    bench = sub.add_parser("bench", help="measure the runtime and print a report")
+    bench.add_argument("--nodes", type=int, default=10, help="nodes to start for the figures")
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
@@ -66,6 +69,11 @@ async def _dispatch(args) -> int:
         from . import registry
         registry.serve()  # replaces this process
     driver = get_driver(args.driver)
+    if args.group == "bench":
+        from . import bench
+        # The bench runs its own event loops (and, later, real sites and clients).
+        print(await asyncio.to_thread(bench.report, driver, args.nodes))
+        return 0
     if args.group == "node" and args.cmd == "create":
         node = await driver.start(NodeSpec(session=args.session, name=args.name),
                                   on_progress=lambda e: logging.getLogger("runtime").debug("%s", e))
