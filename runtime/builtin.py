@@ -329,10 +329,14 @@ class BuiltinDriver(Driver):
         (etc / "hosts").write_text(netplan.hosts_file(spec.name, address, peers))
         (etc / "resolv.conf").write_text(self._resolv_conf())
         (etc / "docker/daemon.json").write_text(json.dumps(netplan.daemon_json(net), indent=1))
-        for path, text in spec.files:
+        for path, content, *mode in spec.files:
+            if not str(path).startswith("/") or ".." in Path(path).parts:
+                raise LabRuntimeError(f"file path {path!r} must be absolute, without '..'",
+                                      permanent=True)
             target = directory / "upper" / str(path).lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text)
+            target.write_bytes(content.encode() if isinstance(content, str) else content)
+            target.chmod(mode[0] if mode else 0o644)
 
     @staticmethod
     def _resolv_conf() -> str:

@@ -54,7 +54,8 @@ class NodeSpec:
 
     session: str
     name: str = "node1"
-    # Extra files to place in the node before it starts: {absolute path: text}.
+    # Files to place in the node before it starts: (absolute path, str or bytes)
+    # or (absolute path, content, mode) tuples.
     files: tuple = ()
 
     def __post_init__(self):

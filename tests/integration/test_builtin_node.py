@@ -180,3 +180,33 @@ def test_cli_creates_execs_lists_and_removes_a_node(nodes):
     assert traces_after_stop(node_id) == []
     bad = run_cli("node", "exec", "nosuchnode", "--", "true")
     assert bad.returncode == 1 and "no node" in bad.stderr
+
+
+def test_spec_files_are_placed_in_the_node(nodes, driver):
+    from runtime import NodeSpec
+    session = nodes.session()
+    node = asyncio.run(driver.start(NodeSpec(session=session, files=(
+        ("/root/app/index.html", "<h1>hi</h1>\n"),
+        ("/root/app/logo.bin", bytes(range(256))),
+        ("/root/app/run.sh", "#!/bin/sh\necho ran\n", 0o755),
+    ))))
+    nodes.sessions.add(session)
+    assert nodes.exec(node, ["cat", "/root/app/index.html"]).output == "<h1>hi</h1>\n"
+    assert nodes.exec(node, ["wc", "-c", "/root/app/logo.bin"]).output.split()[0] == "256"
+    assert nodes.exec(node, ["/root/app/run.sh"]).output == "ran\n"
+
+
+def test_a_failed_start_says_why_and_leaves_nothing(nodes, driver, monkeypatch):
+    import runtime.builtin as builtin
+    from runtime import NodeSpec
+    monkeypatch.setattr(builtin, "START_TIMEOUT", 0.01)
+    session = nodes.session()
+    before = set(Path("/var/lib/dockerlab/nodes").iterdir())
+    with pytest.raises(LabRuntimeError, match="did not answer"):
+        asyncio.run(driver.start(NodeSpec(session=session)))
+    # The half-made node's directory, state, bridge and session are all gone.
+    assert set(Path("/var/lib/dockerlab/nodes").iterdir()) == before
+    assert not Path(f"/var/lib/dockerlab/sessions/{session}.json").exists()
+    assert not any(link.name.startswith("labbr") and (link / "brif").exists()
+                   and not any((link / "brif").iterdir())
+                   for link in Path("/sys/class/net").iterdir())
