@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from labs.lessons import LessonError, load_lesson, load_lessons
+from labs.lessons import FileDef, LessonError, QuizDef, load_lesson, load_lessons
 
 CONTENT = Path(__file__).resolve().parents[2] / "labs" / "content"
 
@@ -115,3 +115,167 @@ def test_invalid_node_name_points_at_nodes_line(tmp_path):
     with pytest.raises(LessonError) as caught:
         load_lesson(directory)
     assert caught.value.line == 5
+
+
+# ---- nodes, files, per-step node and quiz -----------------------------------
+
+QUIZ_TOML = '''[quiz]
+question = "Which one?"
+choices = ["this", "that"]
+answer = 1
+explain = "That one."
+'''
+
+QUIZ_STEPS = {"01-hello.md": "# Hi\n", "01-hello.check": "true\n", "01-hello.solve": "true\n",
+              "02-think.md": "# Think\n\nRead this.\n", "02-think.toml": QUIZ_TOML}
+
+
+def raises_at(directory_or_lesson, path, line):
+    with pytest.raises(LessonError) as caught:
+        load_lesson(directory_or_lesson)
+    assert caught.value.path == path, str(caught.value)
+    assert caught.value.line == line, str(caught.value)
+    assert str(caught.value).startswith(f"{path}:{line}: ")
+    return str(caught.value)
+
+
+def test_a_quiz_step_has_its_question_and_no_scripts(tmp_path):
+    lesson = load_lesson(make_lesson(tmp_path, steps=QUIZ_STEPS))
+    hello, think = lesson.steps
+    assert (hello.node, hello.quiz) == ("node1", None)
+    assert think.quiz == QuizDef(question="Which one?", choices=("this", "that"), answer=1,
+                                 explain="That one.")
+    assert (think.check, think.solve, think.setup) == ("", "", "")
+    assert think.quiz.is_right(1) and not think.quiz.is_right(0) and not think.quiz.is_right(True)
+
+
+def test_step_node_names_a_lesson_node(tmp_path):
+    toml = GOOD_TOML.replace('["node1"]', '["node1", "node2"]')
+    steps = {"01-join.md": "# Join\n", "01-join.check": "true\n", "01-join.solve": "true\n",
+             "01-join.toml": 'node = "node2"\n'}
+    lesson = load_lesson(make_lesson(tmp_path, toml=toml, steps=steps))
+    assert lesson.nodes == ("node1", "node2")
+    assert lesson.steps[0].node == "node2"
+
+
+def test_step_node_not_in_the_lesson_names_its_line(tmp_path):
+    steps = {"01-join.md": "# Join\n", "01-join.check": "true\n", "01-join.solve": "true\n",
+             "01-join.toml": '# which terminal\nnode = "node2"\n'}
+    directory = make_lesson(tmp_path, steps=steps)
+    message = raises_at(directory, directory / "steps" / "01-join.toml", 2)
+    assert "one of the lesson's nodes" in message
+
+
+def test_quiz_step_with_a_check_script_is_refused(tmp_path):
+    directory = make_lesson(tmp_path, steps={**QUIZ_STEPS, "02-think.check": "true\n"})
+    message = raises_at(directory, directory / "steps" / "02-think.check", 1)
+    assert "quiz step" in message
+
+
+def test_quiz_answer_out_of_range_names_its_line(tmp_path):
+    steps = {**QUIZ_STEPS, "02-think.toml": QUIZ_TOML.replace("answer = 1", "answer = 2")}
+    directory = make_lesson(tmp_path, steps=steps)
+    message = raises_at(directory, directory / "steps" / "02-think.toml", 4)
+    assert "0 to 1" in message
+
+
+def test_quiz_with_one_choice_names_its_line(tmp_path):
+    steps = {**QUIZ_STEPS, "02-think.toml": QUIZ_TOML.replace('["this", "that"]', '["this"]')}
+    directory = make_lesson(tmp_path, steps=steps)
+    raises_at(directory, directory / "steps" / "02-think.toml", 3)
+
+
+def test_quiz_without_question_names_the_table(tmp_path):
+    steps = {**QUIZ_STEPS, "02-think.toml": 'node = "node1"\n' + QUIZ_TOML.replace(
+        'question = "Which one?"\n', "")}
+    directory = make_lesson(tmp_path, steps=steps)
+    message = raises_at(directory, directory / "steps" / "02-think.toml", 2)
+    assert "'question'" in message
+
+
+def test_broken_step_toml_names_its_line(tmp_path):
+    steps = {**QUIZ_STEPS, "02-think.toml": "[quiz]\nquestion = \n"}
+    directory = make_lesson(tmp_path, steps=steps)
+    message = raises_at(directory, directory / "steps" / "02-think.toml", 2)
+    assert "invalid TOML" in message
+
+
+def test_step_toml_without_markdown_is_reported(tmp_path):
+    directory = make_lesson(tmp_path, steps={**QUIZ_STEPS, "03-lost.toml": 'node = "node1"\n'})
+    raises_at(directory, directory / "steps" / "03-lost.toml", 1)
+
+
+FILES_TOML = GOOD_TOML.replace('["node1"]', '["node1", "node2"]') + '''
+[[files]]
+path = "/root/app/index.html"
+source = "files/index.html"
+
+[[files]]
+node = "node2"
+path = "/root/app/run.sh"
+source = "files/run.sh"
+mode = "0755"
+'''
+
+
+def make_files_lesson(tmp_path, toml=FILES_TOML):
+    directory = make_lesson(tmp_path, toml=toml)
+    (directory / "files").mkdir()
+    (directory / "files" / "index.html").write_bytes(b"<h1>hi</h1>\n")
+    (directory / "files" / "run.sh").write_bytes(b"#!/bin/sh\n\x00binary too\n")
+    return directory
+
+
+def test_files_are_loaded_with_node_path_source_and_mode(tmp_path):
+    directory = make_files_lesson(tmp_path)
+    lesson = load_lesson(directory)
+    assert lesson.files == (
+        FileDef(node="node1", path="/root/app/index.html",
+                source=str((directory / "files" / "index.html").resolve()), mode=0o644),
+        FileDef(node="node2", path="/root/app/run.sh",
+                source=str((directory / "files" / "run.sh").resolve()), mode=0o755),
+    )
+    assert lesson.files_for("node1") == (("/root/app/index.html", b"<h1>hi</h1>\n", 0o644),)
+    assert lesson.files_for("node2")[0][1] == b"#!/bin/sh\n\x00binary too\n"
+    # The source joins onto the lesson directory the same either way.
+    assert Path(lesson.path) / lesson.files[0].source == Path(lesson.files[0].source)
+
+
+@pytest.mark.parametrize("change, line, words", [
+    (('source = "files/run.sh"', 'source = "files/missing.sh"'), 15, "does not exist"),
+    (('path = "/root/app/index.html"', 'path = "root/app/index.html"'), 9, "absolute"),
+    (('path = "/root/app/index.html"', 'path = "/root/../etc/passwd"'), 9, "'..'"),
+    (('node = "node2"', 'node = "node3"'), 13, "one of the lesson's nodes"),
+    (('mode = "0755"', 'mode = 755'), 16, "octal"),
+    (('source = "files/index.html"', 'source = "../outside.html"'), 10, "outside"),
+])
+def test_broken_files_name_the_table_line(tmp_path, change, line, words):
+    (tmp_path / "outside.html").write_text("x")
+    directory = make_files_lesson(tmp_path, toml=FILES_TOML.replace(*change))
+    message = raises_at(directory, directory / "lesson.toml", line)
+    assert words in message
+
+
+def test_more_than_five_nodes_is_refused(tmp_path):
+    six = ", ".join(f'"node{i}"' for i in range(1, 7))
+    directory = make_lesson(tmp_path, toml=GOOD_TOML.replace('["node1"]', f"[{six}]"))
+    message = raises_at(directory, directory / "lesson.toml", 5)
+    assert "1 to 5" in message
+
+
+def test_no_nodes_is_refused(tmp_path):
+    directory = make_lesson(tmp_path, toml=GOOD_TOML.replace('["node1"]', "[]"))
+    raises_at(directory, directory / "lesson.toml", 5)
+
+
+def test_a_bad_image_name_names_the_images_line(tmp_path):
+    directory = make_lesson(tmp_path, toml=GOOD_TOML.replace('["alpine"]', '["Alpine Linux"]'))
+    raises_at(directory, directory / "lesson.toml", 6)
+
+
+def test_every_lesson_uses_only_lab_images_and_its_own_nodes():
+    from runtime.lessonimages import NAMES
+    for lesson in load_lessons(CONTENT):
+        for image in lesson.images:
+            assert image.split(":")[0] in NAMES, (lesson.slug, image)
+        assert {step.node for step in lesson.steps} <= set(lesson.nodes)
