@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from . import images, netplan
+from . import idmap, images, netplan
 from .model import Driver, ExecResult, LabRuntimeError, Node, NodeNotFound, NodeSpec
 from .paths import lock_path, nodes_dir, sessions_dir
 from .pty_terminal import PtyTerminal
@@ -39,6 +39,12 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_PARENT = "dockerlab"
 NODESTART = Path(__file__).with_name("nodestart.sh")
 START_TIMEOUT = float(os.environ.get("LAB_NODE_START_TIMEOUT", "60"))
+# Root in a node is an unprivileged uid range on the host, a different one per
+# node: [UID_BASE + k*UID_RANGE, +UID_RANGE). Off only for debugging.
+USERNS = os.environ.get("LAB_USERNS", "1") not in ("0", "false", "no", "off")
+UID_BASE = int(os.environ.get("LAB_UID_BASE", str(10_000_000)))
+UID_RANGE = 65536
+MAX_UID_SLOTS = (2**32 - 2 - UID_BASE) // UID_RANGE
 
 
 def run(argv: list, check: bool = True, input: Optional[bytes] = None) -> subprocess.CompletedProcess:
@@ -290,23 +296,29 @@ class BuiltinDriver(Driver):
                 slot = next(s for s in range(1, netplan.MAX_NODES_PER_SESSION + 1)
                             if net.node_address(s) not in taken)
                 address = net.node_address(slot)
-                for sub in ("upper/etc/docker", "work", "docker", "root"):
+                for sub in ("upper/etc/docker", "work", "docker", "root", "lower"):
                     (directory / sub).mkdir(parents=True, exist_ok=True)
+                uid_base = self._free_uid_base() if USERNS else 0
                 node = Node(id=node_id, session=spec.session, name=spec.name, driver=self.name,
                             address=address, created=time.time(),
                             extra={"image": str(image), "bridge": net.bridge,
-                                   "gateway": net.gateway, "state": "starting"})
+                                   "gateway": net.gateway, "state": "starting",
+                                   "uid_base": uid_base})
                 self._save(node)
             self._write_node_files(directory, spec, net, address, peers)
             progress({"progress": 20, "message": "connecting the node to its network"})
-            self._make_netns(node, net)
-            progress({"progress": 35, "message": "starting the node"})
-            keeper, pid = self._launch(node, image, directory)
+            with self._namespace_holder(node) as holder:
+                self._prepare_ownership(node, image, directory, holder)
+                self._make_netns(node, net, holder)
+                progress({"progress": 35, "message": "starting the node"})
+                keeper, pid = self._launch(node, image, directory, holder)
             node = Node(**{**node.to_json(), "extra": {**node.extra, "pid": pid, "keeper": keeper,
                                                       "state": "starting"}})
             self._save(node)
             progress({"progress": 50, "message": "waiting for the Docker engine"})
             self._wait_for_engine(node, pid, keeper)
+            # The node holds its own copy of the image mount now; drop the host's.
+            self._release_lower(directory)
             node = Node(**{**node.to_json(), "extra": {**node.extra, "state": "running",
                            "start_seconds": round(time.monotonic() - started, 3)}})
             self._save(node)
@@ -353,37 +365,109 @@ class BuiltinDriver(Driver):
                                   permanent=True)
         return "".join(f"nameserver {s}\n" for s in servers)
 
-    def _make_netns(self, node: Node, net) -> None:
-        ns = netplan.netns_name(node.id)
+    def _free_uid_base(self) -> int:
+        """The first uid range no node uses (caller holds the lock)."""
+        used = {n.extra.get("uid_base") for n in self.list_nodes()}
+        for k in range(MAX_UID_SLOTS):
+            base = UID_BASE + k * UID_RANGE
+            if base not in used:
+                return base
+        raise LabRuntimeError("every node uid range is in use: the lab is full")
+
+    @contextlib.contextmanager
+    def _namespace_holder(self, node: Node):
+        """A placeholder process owning the node's new user and network namespaces.
+
+        The host sets them up (uid map, veth, addresses) before anything runs
+        in them; the node's init then joins them and the holder goes away.
+        """
+        argv = ["unshare", "--net", *(["--user"] if USERNS else []), "--", "sleep", "infinity"]
+        holder = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            ours = os.readlink("/proc/self/ns/net")
+            deadline = time.monotonic() + 5
+            while True:
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{holder.pid}/ns/net") != ours:
+                        break
+                if holder.poll() is not None or time.monotonic() > deadline:
+                    raise LabRuntimeError("could not create the node's namespaces (unshare)")
+                time.sleep(0.001)
+            if USERNS:
+                base = node.extra["uid_base"]
+                for name in ("uid_map", "gid_map"):
+                    Path(f"/proc/{holder.pid}/{name}").write_text(f"0 {base} {UID_RANGE}\n")
+            yield holder.pid
+        finally:
+            holder.kill()
+            holder.wait()
+
+    def _prepare_ownership(self, node: Node, image: Path, directory: Path, holder: int) -> None:
+        """Hand the node's directories to its root and map the image into its range."""
+        if USERNS:
+            base = node.extra["uid_base"]
+            for sub in ("upper", "work", "docker", "root"):
+                for path in [directory / sub, *(directory / sub).rglob("*")]:
+                    os.lchown(path, base, base)
+            idmap.idmapped_bind(str(image), str(directory / "lower"),
+                                f"/proc/{holder}/ns/user")
+        else:
+            run(["mount", "--bind", "-o", "ro", str(image), str(directory / "lower")])
+
+    @staticmethod
+    def _release_lower(directory: Path) -> None:
+        # os.path.ismount cannot see a bind mount from the same file system.
+        lower = str(directory / "lower")
+        with open("/proc/self/mountinfo") as f:
+            mounted = any(line.split()[4] == lower for line in f)
+        if mounted:
+            run(["umount", "-l", lower], check=False)
+
+    def _make_netns(self, node: Node, net, holder: int) -> None:
         host_if, node_if = netplan.veth_names(node.id)
-        run(["ip", "netns", "add", ns])
         run(["ip", "link", "add", host_if, "type", "veth", "peer", "name", node_if])
-        run(["ip", "link", "set", node_if, "netns", ns])
+        run(["ip", "link", "set", node_if, "netns", str(holder)])
         run(["ip", "link", "set", host_if, "master", net.bridge, "up"])
         batch = (f"link set lo up\nlink set {node_if} name eth0\n"
                  f"addr add {node.address}/24 dev eth0\nlink set eth0 up\n"
                  f"route add default via {net.gateway}\n")
-        run(["ip", "-n", ns, "-batch", "-"], input=batch.encode())
+        run(["nsenter", f"--net=/proc/{holder}/ns/net", "ip", "-batch", "-"], input=batch.encode())
 
-    def _launch(self, node: Node, image: Path, directory: Path) -> tuple:
+    def _launch(self, node: Node, image: Path, directory: Path, holder: int) -> tuple:
         hierarchies = cgroup_hierarchies()
         cg_dirs = node_cgroup_dirs(node.id)
         for path in cg_dirs:
             path.mkdir(parents=True, exist_ok=True)
             if path.parent.parent.name == "cpuset" or (path.parent.parent / "cpuset.cpus").exists():
                 _prepare_cpuset(path)
+            if USERNS:
+                # The node's root may make sub-cgroups (its containers) and move
+                # tasks, but not touch the limits set on its own cgroup.
+                base = node.extra["uid_base"]
+                for name in ("", "cgroup.procs", "tasks", "cgroup.subtree_control",
+                             "cgroup.threads"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.chown(path / name, base, base)
         cg_mounts = " ".join(f"{name}:{opts}" for name, opts in hierarchies)
         # The launcher joins the node's cgroups first, so the new cgroup namespace
-        # is rooted at them; then it enters the node's network and makes the rest.
-        # `setsid -f` detaches it from this process: the node outlives whichever
-        # process (site, worker, CLI) started it, and the host's init reaps it.
+        # is rooted at them; then it joins the holder's user and network
+        # namespaces and makes the rest. `setsid -f` detaches it from this
+        # process: the node outlives whichever process (site, worker, CLI)
+        # started it, and the host's init reaps it.
         pidfile = directory / "keeper.pid"
+        script = directory / "nodestart.sh"
+        shutil.copyfile(NODESTART, script)
         join = ("for c in $LAB_CGROUPS; do echo $$ > \"$c/cgroup.procs\"; done; "
                 "echo $$ > \"$LAB_PIDFILE\"; exec \"$@\"")
-        argv = ["setsid", "-f", "/bin/sh", "-c", join, "launch",
-                "nsenter", f"--net=/run/netns/{netplan.netns_name(node.id)}",
+        enter = ["nsenter", f"--net=/proc/{holder}/ns/net"]
+        if USERNS:
+            enter += [f"--user=/proc/{holder}/ns/user", "--setuid=0", "--setgid=0"]
+        argv = ["setsid", "-f", "/bin/sh", "-c", join, "launch", *enter,
                 "unshare", "--mount", "--uts", "--ipc", "--pid", "--cgroup", "--fork",
-                "/bin/sh", str(NODESTART), str(image), str(directory), node.name, cg_mounts]
+                # A copy beside the node's state: the node's root may not be able
+                # to read the project's directory.
+                "/bin/sh", str(script),
+                str(directory / "lower"), str(directory), node.name, cg_mounts]
         with open(directory / "console.log", "ab") as console:
             subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=console, stderr=console,
                            close_fds=True, check=True,
@@ -488,9 +572,7 @@ class BuiltinDriver(Driver):
                 time.sleep(0.005)
         for path in cg_dirs:
             self._remove_cgroup_tree(path)
-        ns = netplan.netns_name(node_id)
-        if Path(f"/run/netns/{ns}").exists():
-            run(["ip", "netns", "del", ns], check=False)
+        self._release_lower(self._node_dir(node_id))
         host_if, _ = netplan.veth_names(node_id)
         if Path(f"/sys/class/net/{host_if}").exists():
             run(["ip", "link", "del", host_if], check=False)
@@ -532,12 +614,13 @@ class BuiltinDriver(Driver):
         return None
 
     def _enter_argv(self, pid: int, node_id: str, argv: list) -> list:
+        in_userns = bool(self._load(node_id).extra.get("uid_base"))
         """Host argv that runs `argv` inside the node: its cgroups, namespaces and root."""
         cg = " ".join(str(p) for p in node_cgroup_dirs(node_id))
         join = "for c in %s; do echo $$ > \"$c/cgroup.procs\"; done; exec \"$@\"" % cg
         return ["/bin/sh", "-c", join, "enter",
-                "nsenter", "-t", str(pid), "-m", "-u", "-i", "-n", "-p", "-C", "-r", "-w",
-                "--", *argv]
+                "nsenter", "-t", str(pid), *(["-U"] if in_userns else []),
+                "-m", "-u", "-i", "-n", "-p", "-C", "-r", "-w", "--", *argv]
 
     async def exec(self, node_id, argv, timeout=30.0, input=None, on_output=None) -> ExecResult:
         pid = self._running_pid(node_id)

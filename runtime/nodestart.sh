@@ -1,10 +1,12 @@
 #!/bin/sh
 # Becomes PID 1 of a new node. Runs with the host's root filesystem still
-# visible, inside the node's fresh mount, uts, ipc, pid, net and cgroup
-# namespaces; builds the node's root and pivots into it. Every mount made
+# visible, as the node's root inside its user namespace and its fresh mount,
+# uts, ipc, pid, net and cgroup namespaces; builds the node's root and pivots
+# into it. Every mount made
 # here lives in the node's mount namespace only, so it vanishes with the node.
 #
-# usage: nodestart.sh IMAGE_DIR NODE_DIR HOSTNAME "CG_NAME:MOUNT_OPTS ..."
+# usage: nodestart.sh LOWER_DIR NODE_DIR HOSTNAME "CG_NAME:MOUNT_OPTS ..."
+# (LOWER_DIR: the node image, mapped into the node's uid range)
 set -eu
 IMG=$1 DIR=$2 NAME=$3 CGROUPS=$4
 ROOT=$DIR/root
@@ -26,11 +28,12 @@ for entry in $CGROUPS; do
     fi
 done
 
-# A minimal /dev: the character devices programs expect, nothing of the host's disks.
+# A minimal /dev: the character devices programs expect, nothing of the host's
+# disks. Bind mounts of the host's nodes, since a user namespace may not mknod.
 mount -t tmpfs -o mode=755,nosuid,size=1m dev "$ROOT/dev"
-for d in null:1:3 zero:1:5 full:1:7 random:1:8 urandom:1:9 tty:5:0; do
-    n=${d%%:*} rest=${d#*:}
-    mknod -m 666 "$ROOT/dev/$n" c "${rest%%:*}" "${rest#*:}"
+for d in null zero full random urandom tty; do
+    touch "$ROOT/dev/$d"
+    mount --bind "/dev/$d" "$ROOT/dev/$d"
 done
 mkdir -p "$ROOT/dev/pts" "$ROOT/dev/shm" "$ROOT/dev/mqueue"
 mount -t devpts -o newinstance,ptmxmode=0666,mode=0620,gid=5,nosuid,noexec devpts "$ROOT/dev/pts"
