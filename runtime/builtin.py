@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -25,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from . import idmap, images, netplan
+from . import firewall, idmap, images, netplan
 from .model import Driver, ExecResult, LabRuntimeError, Node, NodeNotFound, NodeSpec
 from .paths import lock_path, nodes_dir, sessions_dir
 from .pty_terminal import PtyTerminal
@@ -45,6 +46,42 @@ USERNS = os.environ.get("LAB_USERNS", "1") not in ("0", "false", "no", "off")
 UID_BASE = int(os.environ.get("LAB_UID_BASE", str(10_000_000)))
 UID_RANGE = 65536
 MAX_UID_SLOTS = (2**32 - 2 - UID_BASE) // UID_RANGE
+
+
+def _size(text: str) -> int:
+    units = {"k": 2**10, "m": 2**20, "g": 2**30}
+    text = text.strip().lower().rstrip("b")
+    return int(float(text[:-1]) * units[text[-1]]) if text[-1:] in units else int(text)
+
+
+def node_limits() -> dict:
+    """Per-node limits from the environment (LAB_NODE_MEMORY/PIDS/CPUS)."""
+    try:
+        return {"memory": _size(os.environ.get("LAB_NODE_MEMORY", "2g")),
+                "pids": int(os.environ.get("LAB_NODE_PIDS", "2048")),
+                "cpus": float(os.environ.get("LAB_NODE_CPUS", "1.0"))}
+    except (ValueError, IndexError) as e:
+        raise LabRuntimeError(f"bad node limit setting (LAB_NODE_MEMORY/PIDS/CPUS): {e}",
+                              permanent=True) from None
+
+
+# Character devices a node may use (its /dev holds just these, and pty slaves).
+ALLOWED_DEVICES = ("c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm",
+                   "c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm")
+
+
+def cgroup_limit_writes(limits: dict) -> list:
+    """(hierarchy, file, value) writes that confine one node, in order."""
+    memory = str(limits["memory"])
+    return [
+        ("memory", "memory.limit_in_bytes", memory),
+        ("memory", "memory.memsw.limit_in_bytes", memory),  # no swap to escape into
+        ("pids", "pids.max", str(limits["pids"])),
+        ("cpu", "cpu.cfs_period_us", "100000"),
+        ("cpu", "cpu.cfs_quota_us", str(int(limits["cpus"] * 100000))),
+        ("devices", "devices.deny", "a"),
+        *[("devices", "devices.allow", rule) for rule in ALLOWED_DEVICES],
+    ]
 
 
 def run(argv: list, check: bool = True, input: Optional[bytes] = None) -> subprocess.CompletedProcess:
@@ -125,6 +162,11 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _disable_ipv6(ifname: str, netns: str | None = None) -> None:
+    prefix = ["nsenter", f"--net={netns}"] if netns else []
+    run([*prefix, "sysctl", "-q", "-w", f"net.ipv6.conf.{ifname}.disable_ipv6=1"], check=False)
 
 
 def _is_zombie(pid: int) -> bool:
@@ -252,8 +294,12 @@ class BuiltinDriver(Driver):
             path.write_text(json.dumps({"index": net.index, "session": session}))
         if not Path(f"/sys/class/net/{net.bridge}").exists():
             run(["ip", "link", "add", net.bridge, "type", "bridge"])
+            # No IPv6 on lab bridges: a link-local address would let nodes reach
+            # host services listening on [::] around the IPv4 firewall.
+            _disable_ipv6(net.bridge)
             run(["ip", "addr", "add", f"{net.gateway}/24", "dev", net.bridge])
             run(["ip", "link", "set", net.bridge, "up"])
+            firewall.apply()
         Path("/proc/sys/net/ipv4/ip_forward").write_text("1")
         for table, chain, spec in netplan.nat_rules(net):
             if run(["iptables", "-w", "-t", table, "-C", chain, *spec], check=False).returncode:
@@ -265,9 +311,13 @@ class BuiltinDriver(Driver):
         if not path.exists() or any(n.session == session for n in self.list_nodes()):
             return
         net = netplan.session_net(json.loads(path.read_text())["index"])
-        for table, chain, spec in netplan.nat_rules(net):
-            while run(["iptables", "-w", "-t", table, "-D", chain, *spec], check=False).returncode == 0:
-                pass
+        # Every rule tagged with this bridge, also ones an older version made.
+        for table in ("nat", "filter"):
+            listing = run(["iptables", "-w", "-t", table, "-S"], check=False).stdout.decode()
+            for line in listing.splitlines():
+                if f"lab:{net.bridge}" in line.split() or f'"lab:{net.bridge}"' in line:
+                    spec = shlex.split(line)
+                    run(["iptables", "-w", "-t", table, "-D", *spec[1:]], check=False)
         if Path(f"/sys/class/net/{net.bridge}").exists():
             run(["ip", "link", "del", net.bridge], check=False)
         path.unlink(missing_ok=True)
@@ -428,6 +478,7 @@ class BuiltinDriver(Driver):
         run(["ip", "link", "add", host_if, "type", "veth", "peer", "name", node_if])
         run(["ip", "link", "set", node_if, "netns", str(holder)])
         run(["ip", "link", "set", host_if, "master", net.bridge, "up"])
+        _disable_ipv6(node_if, netns=f"/proc/{holder}/ns/net")
         batch = (f"link set lo up\nlink set {node_if} name eth0\n"
                  f"addr add {node.address}/24 dev eth0\nlink set eth0 up\n"
                  f"route add default via {net.gateway}\n")
@@ -448,6 +499,7 @@ class BuiltinDriver(Driver):
                              "cgroup.threads"):
                     with contextlib.suppress(FileNotFoundError):
                         os.chown(path / name, base, base)
+        self._apply_limits(cg_dirs)
         cg_mounts = " ".join(f"{name}:{opts}" for name, opts in hierarchies)
         # The launcher joins the node's cgroups first, so the new cgroup namespace
         # is rooted at them; then it joins the holder's user and network
@@ -486,6 +538,18 @@ class BuiltinDriver(Driver):
                 break
             time.sleep(0.002)
         raise LabRuntimeError("the node's init did not start: " + self._console_tail(node.id))
+
+    @staticmethod
+    def _apply_limits(cg_dirs: list) -> None:
+        by_hierarchy = {path.parent.parent.name: path for path in cg_dirs}
+        for hierarchy, name, value in cgroup_limit_writes(node_limits()):
+            path = by_hierarchy.get(hierarchy)
+            if path is None or not (path / name).exists():
+                continue  # this host lacks the controller (or swap accounting)
+            try:
+                (path / name).write_text(value)
+            except OSError as e:
+                raise LabRuntimeError(f"could not set {name}={value} on the node's cgroup: {e}")
 
     def _console_tail(self, node_id: str) -> str:
         with contextlib.suppress(OSError):

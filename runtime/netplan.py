@@ -59,13 +59,14 @@ def netns_name(node_id: str) -> str:
 
 
 def nat_rules(net: SessionNet) -> list:
-    """iptables rules (table, chain, spec) a session needs on the host."""
+    """iptables rules (table, chain, spec) a session needs on the host.
+
+    Only its NAT: what nodes may reach is decided for all sessions at once by
+    runtime.firewall.
+    """
     tag = ["-m", "comment", "--comment", f"lab:{net.bridge}"]
     return [
         ("nat", "POSTROUTING", ["-s", net.subnet, "!", "-o", net.bridge, "-j", "MASQUERADE", *tag]),
-        ("filter", "FORWARD", ["-i", net.bridge, "-j", "ACCEPT", *tag]),
-        ("filter", "FORWARD", ["-o", net.bridge, "-m", "conntrack", "--ctstate",
-                               "RELATED,ESTABLISHED", "-j", "ACCEPT", *tag]),
     ]
 
 

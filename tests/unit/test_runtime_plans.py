@@ -1,0 +1,63 @@
+"""The runtime's pure plans: network names, firewall rules and cgroup limits."""
+from __future__ import annotations
+
+import pytest
+
+from runtime import firewall, netplan
+from runtime.builtin import ALLOWED_DEVICES, _size, cgroup_limit_writes, node_limits
+from runtime.model import LabRuntimeError
+
+
+def test_session_network_numbers():
+    net = netplan.session_net(7, prefix="10.213")
+    assert (net.bridge, net.subnet, net.gateway) == ("labbr7", "10.213.7.0/24", "10.213.7.1")
+    assert net.node_address(1) == "10.213.7.2"
+    with pytest.raises(ValueError):
+        netplan.session_net(0)
+
+
+def test_nodes_never_reach_another_session_or_link_local_or_host_services():
+    rules = firewall.forward_rules("mirrors", ["192.0.2.53"], ["198.51.100.7"])
+    assert ["-i", "labbr+", "-o", "labbr+", "-j", "DROP"] in rules
+    assert ["-i", "labbr+", "-d", "169.254.0.0/16", "-j", "DROP"] in rules
+    # Only DNS to the resolver and HTTP(S) to the mirror are let out, then a reject.
+    accepts = [r for r in rules if r[-1] == "ACCEPT" and "-d" in r]
+    assert {r[r.index("-d") + 1] for r in accepts} == {"192.0.2.53", "198.51.100.7"}
+    assert rules[-2][-4:] == ["-j", "REJECT", "--reject-with", "icmp-admin-prohibited"]
+    host = firewall.input_rules(5000)
+    assert ["-p", "tcp", "--dport", "5000", "-j", "ACCEPT"] in host
+    assert host[-1][:2] == ["-j", "REJECT"]
+
+
+def test_egress_policies():
+    assert ["-i", "labbr+", "-j", "ACCEPT"] in firewall.forward_rules("open", [], [])
+    none = firewall.forward_rules("none", ["192.0.2.53"], ["198.51.100.7"])
+    assert not [r for r in none if "-d" in r and r[-1] == "ACCEPT"]
+
+
+def test_bad_egress_setting_is_refused(monkeypatch):
+    monkeypatch.setenv("LAB_EGRESS", "sometimes")
+    with pytest.raises(LabRuntimeError, match="LAB_EGRESS"):
+        firewall.egress_policy()
+
+
+def test_limits_from_settings(monkeypatch):
+    monkeypatch.setenv("LAB_NODE_MEMORY", "512m")
+    monkeypatch.setenv("LAB_NODE_PIDS", "300")
+    monkeypatch.setenv("LAB_NODE_CPUS", "0.5")
+    writes = cgroup_limit_writes(node_limits())
+    assert ("memory", "memory.limit_in_bytes", str(512 * 2**20)) in writes
+    assert ("pids", "pids.max", "300") in writes
+    assert ("cpu", "cpu.cfs_quota_us", "50000") in writes
+    # Devices: everything denied first, then only the listed character devices.
+    devices = [w for w in writes if w[0] == "devices"]
+    assert devices[0] == ("devices", "devices.deny", "a")
+    assert [w[2] for w in devices[1:]] == list(ALLOWED_DEVICES)
+    assert not any(rule.startswith("b ") for rule in ALLOWED_DEVICES)
+
+
+def test_bad_limit_is_refused(monkeypatch):
+    monkeypatch.setenv("LAB_NODE_MEMORY", "lots")
+    with pytest.raises(LabRuntimeError, match="LAB_NODE_MEMORY"):
+        node_limits()
+    assert _size("1.5g") == int(1.5 * 2**30)
