@@ -1,0 +1,3 @@
+var os = require("os");
+var hostname = os.hostname();
+console.log("hello from " + hostname);
