@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from . import firewall, idmap, images, netplan
+from . import firewall, idmap, images, netplan, seccomp
 from .model import Driver, ExecResult, LabRuntimeError, Node, NodeNotFound, NodeSpec
 from .paths import lock_path, nodes_dir, sessions_dir
 from .pty_terminal import PtyTerminal
@@ -522,7 +522,7 @@ class BuiltinDriver(Driver):
                 str(directory / "lower"), str(directory), node.name, cg_mounts]
         with open(directory / "console.log", "ab") as console:
             subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=console, stderr=console,
-                           close_fds=True, check=True,
+                           close_fds=True, check=True, preexec_fn=seccomp.install,
                            env={"PATH": os.environ.get("PATH", NODE_PATH),
                                 "LAB_CGROUPS": " ".join(str(p) for p in cg_dirs),
                                 "LAB_PIDFILE": str(pidfile)})
@@ -699,7 +699,8 @@ class BuiltinDriver(Driver):
             proc = await asyncio.create_subprocess_exec(
                 *self._enter_argv(pid, node_id, inner),
                 stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-                stdout=write_fd, stderr=write_fd, env=dict(NODE_ENV), start_new_session=True)
+                stdout=write_fd, stderr=write_fd, env=dict(NODE_ENV), start_new_session=True,
+                preexec_fn=seccomp.install)
         except BaseException:
             os.close(read_fd)
             raise
@@ -740,5 +741,6 @@ class BuiltinDriver(Driver):
         # attachment after a page reload or a site restart finds it again.
         argv = ["setsid", "-c", *self._enter_argv(pid, node_id,
                 ["tmux", "-u", "new-session", "-A", "-s", name, "-c", "/root"])]
-        return await PtyTerminal.spawn(argv, cols, rows, env=dict(NODE_ENV))
+        return await PtyTerminal.spawn(argv, cols, rows, env=dict(NODE_ENV),
+                                       preexec_fn=seccomp.install)
 

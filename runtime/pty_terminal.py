@@ -30,12 +30,13 @@ class PtyTerminal(Terminal):
         self._loop.add_reader(master, self._on_readable)
 
     @classmethod
-    async def spawn(cls, argv: list, cols: int, rows: int, env: dict) -> "PtyTerminal":
+    async def spawn(cls, argv: list, cols: int, rows: int, env: dict,
+                    preexec_fn=None) -> "PtyTerminal":
         master, slave = os.openpty()
         try:
             set_winsize(slave, cols, rows)
             proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env,
-                                    close_fds=True)
+                                    close_fds=True, preexec_fn=preexec_fn)
         except BaseException:
             os.close(master)
             raise
