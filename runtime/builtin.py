@@ -55,13 +55,14 @@ def _size(text: str) -> int:
 
 
 def node_limits() -> dict:
-    """Per-node limits from the environment (LAB_NODE_MEMORY/PIDS/CPUS)."""
+    """Per-node limits from the environment (LAB_NODE_MEMORY/DISK/PIDS/CPUS)."""
     try:
         return {"memory": _size(os.environ.get("LAB_NODE_MEMORY", "2g")),
+                "disk": _size(os.environ.get("LAB_NODE_DISK", "20g")),
                 "pids": int(os.environ.get("LAB_NODE_PIDS", "2048")),
                 "cpus": float(os.environ.get("LAB_NODE_CPUS", "1.0"))}
     except (ValueError, IndexError) as e:
-        raise LabRuntimeError(f"bad node limit setting (LAB_NODE_MEMORY/PIDS/CPUS): {e}",
+        raise LabRuntimeError(f"bad node limit setting (LAB_NODE_MEMORY/DISK/PIDS/CPUS): {e}",
                               permanent=True) from None
 
 
@@ -346,8 +347,7 @@ class BuiltinDriver(Driver):
                 slot = next(s for s in range(1, netplan.MAX_NODES_PER_SESSION + 1)
                             if net.node_address(s) not in taken)
                 address = net.node_address(slot)
-                for sub in ("upper/etc/docker", "work", "docker", "root", "lower"):
-                    (directory / sub).mkdir(parents=True, exist_ok=True)
+                (directory / "lower").mkdir(parents=True, exist_ok=True)
                 uid_base = self._free_uid_base() if USERNS else 0
                 node = Node(id=node_id, session=spec.session, name=spec.name, driver=self.name,
                             address=address, created=time.time(),
@@ -355,7 +355,9 @@ class BuiltinDriver(Driver):
                                    "gateway": net.gateway, "state": "starting",
                                    "uid_base": uid_base})
                 self._save(node)
-            self._write_node_files(directory, spec, net, address, peers)
+            progress({"progress": 10, "message": "making the node's disk"})
+            self._make_disk(node, directory)
+            self._write_node_files(directory / "fs", spec, net, address, peers)
             progress({"progress": 20, "message": "connecting the node to its network"})
             with self._namespace_holder(node) as holder:
                 self._prepare_ownership(node, image, directory, holder)
@@ -367,8 +369,8 @@ class BuiltinDriver(Driver):
             self._save(node)
             progress({"progress": 50, "message": "waiting for the Docker engine"})
             self._wait_for_engine(node, pid, keeper)
-            # The node holds its own copy of the image mount now; drop the host's.
-            self._release_lower(directory)
+            # The node holds its own copies of its disk and image mounts now.
+            self._release_host_mounts(directory)
             node = Node(**{**node.to_json(), "extra": {**node.extra, "state": "running",
                            "start_seconds": round(time.monotonic() - started, 3)}})
             self._save(node)
@@ -457,21 +459,39 @@ class BuiltinDriver(Driver):
         if USERNS:
             base = node.extra["uid_base"]
             for sub in ("upper", "work", "docker", "root"):
-                for path in [directory / sub, *(directory / sub).rglob("*")]:
+                for path in [directory / "fs" / sub, *(directory / "fs" / sub).rglob("*")]:
                     os.lchown(path, base, base)
             idmap.idmapped_bind(str(image), str(directory / "lower"),
                                 f"/proc/{holder}/ns/user")
         else:
             run(["mount", "--bind", "-o", "ro", str(image), str(directory / "lower")])
 
+    def _make_disk(self, node: Node, directory: Path) -> None:
+        """The node's own file system for its writable layer and Docker's data.
+
+        A sparse image file with ext4, loop-mounted: its size (LAB_NODE_DISK)
+        caps what the node can write, inodes included, and a full disk stays
+        the node's problem. The node keeps the mount in its own namespace;
+        the kernel frees the loop device when the node ends.
+        """
+        image, fs = directory / "disk.img", directory / "fs"
+        with open(image, "wb") as f:
+            f.truncate(node_limits()["disk"])
+        run(["mkfs.ext4", "-q", "-F", "-m", "0", "-E",
+             "lazy_itable_init=1,lazy_journal_init=1", str(image)])
+        fs.mkdir(exist_ok=True)
+        run(["mount", "-o", "loop,nosuid,nodev", str(image), str(fs)])
+        for sub in ("upper/etc/docker", "work", "docker", "root"):
+            (fs / sub).mkdir(parents=True, exist_ok=True)
+
     @staticmethod
-    def _release_lower(directory: Path) -> None:
+    def _release_host_mounts(directory: Path) -> None:
         # os.path.ismount cannot see a bind mount from the same file system.
-        lower = str(directory / "lower")
+        wanted = {str(directory / "lower"), str(directory / "fs")}
         with open("/proc/self/mountinfo") as f:
-            mounted = any(line.split()[4] == lower for line in f)
-        if mounted:
-            run(["umount", "-l", lower], check=False)
+            mounted = [line.split()[4] for line in f if line.split()[4] in wanted]
+        for path in mounted:
+            run(["umount", "-l", path], check=False)
 
     def _make_netns(self, node: Node, net, holder: int) -> None:
         host_if, node_if = netplan.veth_names(node.id)
@@ -519,7 +539,7 @@ class BuiltinDriver(Driver):
                 # A copy beside the node's state: the node's root may not be able
                 # to read the project's directory.
                 "/bin/sh", str(script),
-                str(directory / "lower"), str(directory), node.name, cg_mounts]
+                str(directory / "lower"), str(directory / "fs"), node.name, cg_mounts]
         with open(directory / "console.log", "ab") as console:
             subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=console, stderr=console,
                            close_fds=True, check=True, preexec_fn=seccomp.install,
@@ -573,7 +593,7 @@ class BuiltinDriver(Driver):
                               + self._dockerd_log(pid, node))
 
     def _dockerd_log(self, pid: int, node: Node) -> str:
-        path = self._node_dir(node.id) / "upper/var/log/dockerd.log"
+        path = Path(f"/proc/{pid}/root/var/log/dockerd.log")
         with contextlib.suppress(OSError):
             return "\ndockerd said: " + path.read_text(errors="replace")[-1500:]
         return ""
@@ -595,9 +615,12 @@ class BuiltinDriver(Driver):
         nodes = [n for n in self.list_nodes() if n.session == session]
         peers = {n.name: n.address for n in nodes}
         for n in nodes:
+            pid = n.extra.get("pid")
+            # Through the node's own mounts: its disk is not mounted on the host.
             with contextlib.suppress(OSError):
-                (self._node_dir(n.id) / "upper/etc/hosts").write_text(
-                    netplan.hosts_file(n.name, n.address, peers))
+                if pid and self._owns(n, pid):
+                    Path(f"/proc/{pid}/root/etc/hosts").write_text(
+                        netplan.hosts_file(n.name, n.address, peers))
 
     # ---- stop -----------------------------------------------------------------
     async def stop(self, node_id: str) -> None:
@@ -636,7 +659,7 @@ class BuiltinDriver(Driver):
                 time.sleep(0.005)
         for path in cg_dirs:
             self._remove_cgroup_tree(path)
-        self._release_lower(self._node_dir(node_id))
+        self._release_host_mounts(self._node_dir(node_id))
         host_if, _ = netplan.veth_names(node_id)
         if Path(f"/sys/class/net/{host_if}").exists():
             run(["ip", "link", "del", host_if], check=False)

@@ -30,6 +30,9 @@ def traces(node_id: str) -> list:
     found += [f"cgroup {p}" for p in node_cgroup_dirs(node_id) if p.exists()]
     if (Path("/var/lib/dockerlab/nodes") / node_id).exists():
         found.append("directory")
+    for loop in Path("/sys/block").glob("loop*/loop/backing_file"):
+        if node_id in loop.read_text():
+            found.append(f"loop device {loop.parent.parent.name}")
     for proc in Path("/proc").glob("[0-9]*/cgroup"):
         try:
             if f"/{node_id}" in proc.read_text():
