@@ -2,7 +2,8 @@
 
 HTTP goes to Django (with /static/ served straight from the static dirs, so
 no collectstatic is needed); websockets go through the origin check and the
-auth middleware to the lab consumers.
+auth middleware to the lab consumers. /nodes/<pk>/ports/<port>/... (HTTP and
+websockets) goes to the published-port proxy (labs.portproxy) instead.
 """
 import os
 
@@ -16,13 +17,17 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from labs.portproxy import PortProxy, mount  # noqa: E402
 from labs.routing import websocket_urlpatterns  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 # ASGIStaticFilesHandler serves with insecure=True, so this works with DEBUG off too.
 http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC else django_asgi_app
 
+port_proxy = PortProxy()
+
 application = ProtocolTypeRouter({
-    "http": http_app,
-    "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+    "http": mount(http_app, AuthMiddlewareStack(port_proxy)),
+    "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(
+        mount(URLRouter(websocket_urlpatterns), port_proxy))),
 })

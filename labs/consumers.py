@@ -1,18 +1,31 @@
-"""Websocket consumers: the lesson event stream and the node terminal."""
+"""Websocket consumers: the lesson event stream and the node terminal.
+
+Checks run after every finished command (the terminal's command-end marks)
+and on Docker engine events: while a lesson page is open on a ready session,
+an EngineWatcher per node follows `docker events` in that node (a blocked
+process, no polling) and runs the checks shortly after container, image,
+network, volume, service or swarm-node changes, so steps turn green whatever
+terminal the learner used.
+"""
 from __future__ import annotations
 
 import asyncio
+import codecs
+import contextlib
 import json
 import logging
+import time
 from urllib.parse import parse_qs
 
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 
 from runtime import LabRuntimeError, get_driver
 from runtime.termmarks import MarkParser
 
+from .hints import hint_for
 from .models import LabNode, LabSession, Lesson, learner_group
 from . import tasks
 
@@ -23,12 +36,190 @@ CLOSE_NOT_FOUND = 4404
 CLOSE_NODE_GONE = 4410
 # After a command ends, wait this long for more marks before checking once.
 CHECK_DEBOUNCE_SECONDS = 0.3
+# Engine events come in bursts (create, start, connect, die, destroy): check
+# once this long after the first of a burst.
+EVENT_DEBOUNCE_SECONDS = 1.0
+# `docker events` runs for at most this long, then is started again (with
+# --since, so nothing is missed): a watcher whose page went away without a
+# clean close leaves nothing behind for longer than this.
+EVENTS_WINDOW_SECONDS = 120
+# Output of the current command kept for hints (characters).
+HINT_BUFFER_CHARS = 8000
+
+EVENT_TYPES = ("container", "image", "network", "volume", "service", "node")
+# Not exec_*, health_status, attach, resize, kill (die follows), top, ...: checks
+# themselves run `docker exec` and the like, and must not trigger more checks.
+EVENT_ACTIONS = ("create", "start", "die", "destroy", "stop", "rename", "pause", "unpause",
+                 "commit", "update", "remove", "pull", "push", "tag", "untag", "delete",
+                 "import", "load", "connect", "disconnect")
+# Containers a check script starts carry this label; their events are ignored.
+CHECK_LABEL = "lab.check"
+
+# session id -> time.monotonic() of the last check run this process enqueued.
+_last_enqueued: dict = {}
 
 
 async def enqueue_checks(session_id: int) -> None:
+    _last_enqueued[session_id] = time.monotonic()
     # .delay talks to the broker (and runs the task inline when eager): keep
     # it off the event loop.
     await sync_to_async(tasks.run_checks.delay)(session_id)
+
+
+def events_argv() -> list:
+    argv = ["docker", "events", "--format", "{{json .}}"]
+    for kind in EVENT_TYPES:
+        argv += ["--filter", f"type={kind}"]
+    for action in EVENT_ACTIONS:
+        argv += ["--filter", f"event={action}"]
+    return argv
+
+
+def counts_as_change(line: str) -> bool:
+    """Whether one `docker events` JSON line should run the checks."""
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return False
+    if not isinstance(event, dict):
+        return False
+    attributes = (event.get("Actor") or {}).get("Attributes") or {}
+    if CHECK_LABEL in attributes:
+        return False
+    action = str(event.get("Action") or event.get("status") or "")
+    return not action.startswith(("exec_", "health_status"))
+
+
+class EngineWatcher:
+    """Follows `docker events` in one node and runs the session's checks on changes.
+
+    Shared: every lesson page open on the node holds a reference; the stream
+    stops when the last one lets go. Costs one blocked `docker events` process
+    in the node while a page is open; nothing runs between events.
+    """
+
+    active: dict = {}  # runtime id -> EngineWatcher
+
+    def __init__(self, runtime_id: str, session_id: int):
+        self.runtime_id = runtime_id
+        self.session_id = session_id
+        self.refs = 0
+        self.task = None
+        self.timer = None
+        self.first_event = None
+        self.pid = None
+        self.changes = 0  # events that counted (for tests and logs)
+
+    @classmethod
+    def acquire(cls, runtime_id: str, session_id: int) -> "EngineWatcher":
+        watcher = cls.active.get(runtime_id)
+        if watcher is None:
+            watcher = cls.active[runtime_id] = cls(runtime_id, session_id)
+            watcher.task = asyncio.create_task(watcher._run())
+        watcher.refs += 1
+        return watcher
+
+    def release(self) -> None:
+        self.refs -= 1
+        if self.refs > 0:
+            return
+        if self.active.get(self.runtime_id) is self:
+            del self.active[self.runtime_id]
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.task is not None:
+            self.task.cancel()
+
+    async def _run(self):
+        driver = get_driver()
+        since = None
+        backoff = 1.0
+        loop = asyncio.get_running_loop()
+        while True:
+            argv = events_argv()
+            if since is not None:
+                argv += ["--since", f"{since:.3f}"]
+            # sh prints its pid first (then becomes docker events), so a
+            # cancelled watcher can stop the stream in the node right away.
+            script = 'echo "lab-watch-pid $$"; exec "$@"'
+            began = time.monotonic()
+            pending = bytearray()
+            self.pid = None
+
+            def on_output(chunk: bytes):
+                loop.call_soon_threadsafe(self._feed, pending, chunk)
+
+            try:
+                await driver.exec(self.runtime_id, ["/bin/sh", "-c", script, "watch", *argv],
+                                  timeout=EVENTS_WINDOW_SECONDS, on_output=on_output)
+            except asyncio.CancelledError:
+                self._kill_stream(driver)
+                raise
+            except LabRuntimeError as exc:
+                if exc.permanent:
+                    log.info("stopped watching %s: %s", self.runtime_id, exc.reason)
+                    return
+                log.warning("watching engine events of %s failed: %s", self.runtime_id, exc.reason)
+            except Exception:
+                log.exception("watching engine events of %s crashed", self.runtime_id)
+            self.pid = None
+            since = time.time()
+            if time.monotonic() - began < 5:
+                # It ended at once (engine restarting, say): wait before the next try.
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 60.0)
+            else:
+                backoff = 1.0
+
+    def _kill_stream(self, driver):
+        if not self.pid:
+            return
+        pid = self.pid
+
+        async def kill():
+            with contextlib.suppress(Exception):
+                await driver.exec(self.runtime_id, ["kill", pid], timeout=5)
+        task = asyncio.ensure_future(kill())
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+
+    def _feed(self, pending: bytearray, chunk: bytes):
+        pending.extend(chunk)
+        while b"\n" in pending:
+            line, _, rest = bytes(pending).partition(b"\n")
+            pending[:] = rest
+            text = line.decode(errors="replace").strip()
+            if text.startswith("lab-watch-pid "):
+                self.pid = text.split()[-1]
+            elif counts_as_change(text):
+                self.changes += 1
+                self._poke()
+
+    def _poke(self):
+        if self.first_event is None:
+            self.first_event = time.monotonic()
+        if self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(EVENT_DEBOUNCE_SECONDS, self._fire)
+
+    def _fire(self):
+        self.timer = None
+        first, self.first_event = self.first_event, None
+        # A check enqueued after these events (say by the command-end mark of
+        # the command that caused them) already saw them.
+        if first is not None and _last_enqueued.get(self.session_id, -1) >= first:
+            return
+        task = asyncio.ensure_future(self._enqueue())
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+
+    async def _enqueue(self):
+        try:
+            await enqueue_checks(self.session_id)
+        except Exception:
+            log.exception("could not enqueue checks for session %s", self.session_id)
+
+
+_background: set = set()
 
 
 class LessonConsumer(AsyncWebsocketConsumer):
@@ -51,17 +242,36 @@ class LessonConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_NOT_FOUND)
             return
         self.user = user
+        self.watchers = []
         self.group = learner_group(user.pk, slug)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
         session = await self._session()
         if session is not None:
             await self.send_json(await database_sync_to_async(session.event)())
+            await self._watch(session)
 
     async def disconnect(self, code):
         group = getattr(self, "group", None)
         if group:
             await self.channel_layer.group_discard(group, self.channel_name)
+        self._unwatch()
+
+    async def _watch(self, session):
+        """Follow engine events of the session's nodes while it is ready."""
+        if self.watchers or session.state != LabSession.READY:
+            return
+        if not getattr(settings, "LAB_WATCH_ENGINE_EVENTS", True):
+            return
+        ids = await database_sync_to_async(
+            lambda: [n.runtime_id for n in session.nodes.all()
+                     if n.state == LabNode.READY and n.runtime_id])()
+        self.watchers = [EngineWatcher.acquire(runtime_id, session.pk) for runtime_id in ids]
+
+    def _unwatch(self):
+        watchers, self.watchers = getattr(self, "watchers", []), []
+        for watcher in watchers:
+            watcher.release()
 
     async def receive(self, text_data=None, bytes_data=None):
         try:
@@ -77,7 +287,15 @@ class LessonConsumer(AsyncWebsocketConsumer):
             await enqueue_checks(session.pk)
 
     async def lesson_event(self, message):
-        await self.send_json(message["event"])
+        event = message["event"]
+        await self.send_json(event)
+        if event.get("type") == "session":
+            if event.get("state") == LabSession.READY:
+                session = await self._session()
+                if session is not None:
+                    await self._watch(session)
+            else:
+                self._unwatch()
 
     async def send_json(self, data):
         await self.send(text_data=json.dumps(data))
@@ -97,6 +315,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
     term = None
     pump_task = None
     check_task = None
+    hint_task = None
 
     async def connect(self):
         user = self.scope.get("user")
@@ -128,6 +347,9 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_NODE_GONE)
             return
         self.marks = MarkParser()
+        self.user = user
+        self.output = ""  # since the last command-end mark, for hints
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         await self.accept()
         self.pump_task = asyncio.create_task(self._pump())
 
@@ -140,7 +362,11 @@ class TerminalConsumer(AsyncWebsocketConsumer):
                 clean, codes = self.marks.feed(chunk)
                 if clean:
                     await self.send(bytes_data=clean)
+                    self.output = (self.output + self.decoder.decode(clean))[-HINT_BUFFER_CHARS:]
                 if codes:
+                    if codes[-1] != 0:
+                        self._maybe_hint(self.output)
+                    self.output = ""
                     self._schedule_checks()
         except asyncio.CancelledError:
             raise
@@ -161,6 +387,27 @@ class TerminalConsumer(AsyncWebsocketConsumer):
                 log.exception("could not enqueue checks for session %s", self.session_id)
 
         self.check_task = asyncio.create_task(later())
+
+    def _maybe_hint(self, output: str):
+        """A failed command printed a known Docker error: tell the lesson page."""
+        hint = hint_for(output)
+        if hint is None:
+            return
+
+        async def send_hint():
+            try:
+                step = await database_sync_to_async(self.node.first_open_step)(self.user)
+                if step is None:
+                    return
+                event = {"type": "hint", "step": step.number, "node": self.node.name,
+                         "message": hint}
+                await self.channel_layer.group_send(
+                    learner_group(self.user.pk, self.node.session.lesson.slug),
+                    {"type": "lesson.event", "event": event})
+            except Exception:
+                log.exception("could not send a hint for %s", self.node.runtime_id)
+
+        self.hint_task = asyncio.create_task(send_hint())
 
     async def receive(self, text_data=None, bytes_data=None):
         if self.term is None:
@@ -186,8 +433,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
 
     @database_sync_to_async
     def _owned_node(self, user, node_pk):
-        return (LabNode.objects.select_related("session")
-                .filter(pk=node_pk, session__user=user).first())
+        return LabNode.owned(user, node_pk)
 
     def _node_lost(self, reason: str):
         self.node.mark_failed(reason)

@@ -6,6 +6,7 @@ methods rather than poking at fields.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import markdown
 from django.conf import settings
@@ -16,8 +17,22 @@ log = logging.getLogger(__name__)
 
 
 def render_markdown(text: str) -> str:
-    return markdown.markdown(text, extensions=["fenced_code", "tables", "sane_lists"],
+    # attr_list lets a command block name another node than its step's:
+    # ```{ .sh data-node="node2" }
+    return markdown.markdown(text, extensions=["fenced_code", "tables", "sane_lists", "attr_list"],
                              output_format="html")
+
+
+def _file_bytes(lesson_def, file_def) -> bytes:
+    """The content of one lesson file: given by the loader, else read from the lesson dir."""
+    content = getattr(file_def, "content", None)
+    if callable(content):  # labs.lessons.FileDef reads its source file
+        content = content()
+    if isinstance(content, str):
+        return content.encode()
+    if isinstance(content, bytes):
+        return content
+    return (Path(lesson_def.path) / file_def.source).read_bytes()
 
 
 class Lesson(models.Model):
@@ -61,10 +76,16 @@ class Lesson(models.Model):
             numbers = set()
             for step_def in lesson_def.steps:
                 numbers.add(step_def.number)
+                quiz = getattr(step_def, "quiz", None)
                 values = {"name": step_def.name, "title": step_def.title,
                           "body_html": render_markdown(step_def.text),
-                          "check_script": step_def.check, "solve_script": step_def.solve,
-                          "setup_script": step_def.setup}
+                          "check_script": step_def.check or "", "solve_script": step_def.solve or "",
+                          "setup_script": step_def.setup or "",
+                          "node": getattr(step_def, "node", None) or "node1",
+                          "quiz_question": quiz.question if quiz else "",
+                          "quiz_choices": list(quiz.choices) if quiz else [],
+                          "quiz_answer": quiz.answer if quiz else None,
+                          "quiz_explain": (quiz.explain or "") if quiz else ""}
                 step, step_created = Step.objects.get_or_create(
                     lesson=lesson, number=step_def.number, defaults=values)
                 if step_created:
@@ -77,7 +98,36 @@ class Lesson(models.Model):
                     step.save(update_fields=dirty)
                     changed = True
             removed, _ = lesson.steps.exclude(number__in=numbers).delete()
+            changed = lesson._sync_files(lesson_def) or changed
             return lesson, changed or bool(removed)
+
+    def _sync_files(self, lesson_def) -> bool:
+        """Store the files the lesson places in its nodes; True if any changed."""
+        changed = False
+        keep = set()
+        for file_def in getattr(lesson_def, "files", ()) or ():
+            key = (file_def.node, file_def.path)
+            keep.add(key)
+            values = {"content": _file_bytes(lesson_def, file_def),
+                      "mode": int(getattr(file_def, "mode", None) or 0o644)}
+            row, created = LessonFile.objects.get_or_create(
+                lesson=self, node=file_def.node, path=file_def.path, defaults=values)
+            if created:
+                changed = True
+            elif bytes(row.content) != values["content"] or row.mode != values["mode"]:
+                row.content, row.mode = values["content"], values["mode"]
+                row.save(update_fields=["content", "mode"])
+                changed = True
+        for row in list(self.files.all()):
+            if (row.node, row.path) not in keep:
+                row.delete()
+                changed = True
+        return changed
+
+    def files_for(self, node_name: str) -> tuple:
+        """NodeSpec.files for one of the lesson's nodes: ((path, bytes, mode), ...)."""
+        return tuple((f.path, bytes(f.content), f.mode)
+                     for f in self.files.filter(node=node_name).order_by("path"))
 
 
 class Step(models.Model):
@@ -86,9 +136,16 @@ class Step(models.Model):
     name = models.CharField(max_length=100)
     title = models.CharField(max_length=200)
     body_html = models.TextField()
-    check_script = models.TextField()
+    check_script = models.TextField(blank=True)  # empty for a quiz step
     solve_script = models.TextField(blank=True)
     setup_script = models.TextField(blank=True)
+    # The node whose terminal the step is about and where its check runs.
+    node = models.CharField(max_length=31, default="node1")
+    # A quiz step has a question instead of a check; answered on the page.
+    quiz_question = models.TextField(blank=True)
+    quiz_choices = models.JSONField(default=list, blank=True)
+    quiz_answer = models.IntegerField(null=True, blank=True)  # 0-based index into choices
+    quiz_explain = models.TextField(blank=True)
 
     class Meta:
         ordering = ["lesson", "number"]
@@ -97,6 +154,52 @@ class Step(models.Model):
 
     def __str__(self):
         return f"{self.lesson.slug} step {self.number}: {self.title}"
+
+    @property
+    def is_quiz(self) -> bool:
+        return bool(self.quiz_question) and self.quiz_answer is not None
+
+    @property
+    def has_check(self) -> bool:
+        return not self.is_quiz and bool(self.check_script.strip())
+
+    def answer(self, user, choice) -> tuple:
+        """Record a learner's answer to this quiz step; returns (right, progress, changed).
+
+        Right marks the step done; wrong leaves it as it is with the explanation
+        as its message. Anything that is not one of the choices counts as wrong.
+        """
+        try:
+            index = int(choice)
+        except (TypeError, ValueError):
+            index = -1
+        right = self.is_quiz and index == self.quiz_answer
+        if right:
+            progress, changed = StepProgress.record(user, self, StepProgress.DONE, "")
+        else:
+            message = "Not quite."
+            if self.quiz_explain:
+                message += " " + self.quiz_explain
+            progress, changed = StepProgress.record(user, self, StepProgress.PENDING, message)
+        return right, progress, changed
+
+
+class LessonFile(models.Model):
+    """A file the lesson places in one of its nodes before the node starts."""
+
+    lesson = models.ForeignKey(Lesson, on_delete=models.CASCADE, related_name="files")
+    node = models.CharField(max_length=31, default="node1")
+    path = models.CharField(max_length=500)  # absolute, inside the node
+    mode = models.PositiveIntegerField(default=0o644)
+    content = models.BinaryField()
+
+    class Meta:
+        ordering = ["lesson", "node", "path"]
+        constraints = [models.UniqueConstraint(fields=["lesson", "node", "path"],
+                                               name="unique_lesson_file")]
+
+    def __str__(self):
+        return f"{self.lesson.slug}:{self.node}:{self.path}"
 
 
 class LabSession(models.Model):
@@ -173,10 +276,15 @@ class LabSession(models.Model):
         return self.nodes.order_by("name").first()
 
     def event(self) -> dict:
-        """The JSON the lesson socket sends about this session."""
-        node = self.node1()
+        """The JSON the lesson socket sends about this session.
+
+        `node` is node1's id (kept for pages and clients that know one node);
+        `nodes` lists every node with its published ports.
+        """
+        nodes = list(self.nodes.order_by("name"))
         return {"type": "session", "state": self.state, "error": self.error,
-                "node": node.pk if node else None}
+                "node": nodes[0].pk if nodes else None,
+                "nodes": [n.summary() for n in nodes]}
 
 
 def learner_group(user_id, slug: str) -> str:
@@ -192,6 +300,9 @@ class LabNode(models.Model):
     runtime_id = models.CharField(max_length=100, blank=True)
     state = models.CharField(max_length=10, choices=STATES, default=STARTING)
     error = models.TextField(blank=True)
+    # Published TCP ports as last seen in the node:
+    # [{"port": 8080, "target": 80, "container": "web1"}, ...]
+    ports = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["session", "name"]
@@ -208,6 +319,43 @@ class LabNode(models.Model):
     def mark_failed(self, reason: str):
         self.state, self.error = self.FAILED, reason
         self.save(update_fields=["state", "error"])
+
+    def port_url(self, port: int) -> str:
+        return f"/nodes/{self.pk}/ports/{int(port)}/"
+
+    def summary(self) -> dict:
+        return {"id": self.pk, "name": self.name, "state": self.state,
+                "ports": [dict(p, url=self.port_url(p["port"])) for p in self.ports]}
+
+    def set_ports(self, ports: list) -> bool:
+        """Store the published ports seen in the node; True if they changed."""
+        if ports == self.ports:
+            return False
+        self.ports = ports
+        self.save(update_fields=["ports"])
+        return True
+
+    def ports_event(self) -> dict:
+        return {"type": "ports", "node": self.pk, "name": self.name,
+                "ports": self.summary()["ports"]}
+
+    def first_open_step(self, user):
+        """The first step about this node (not a quiz) the learner has not done, or None."""
+        done = set(StepProgress.objects.filter(user=user, step__lesson_id=self.session.lesson_id,
+                                               state=StepProgress.DONE)
+                   .values_list("step_id", flat=True))
+        for step in self.session.lesson.steps.filter(node=self.name).order_by("number"):
+            if step.pk not in done and not step.is_quiz:
+                return step
+        return None
+
+    @classmethod
+    def owned(cls, user, pk):
+        """The node `pk` if `user` owns it, else None."""
+        if user is None or not user.is_authenticated:
+            return None
+        return (cls.objects.select_related("session", "session__lesson")
+                .filter(pk=pk, session__user=user).first())
 
 
 class StepProgress(models.Model):

@@ -17,6 +17,7 @@ from django.conf import settings
 from runtime import LabRuntimeError, NodeSpec, get_driver
 
 from .models import LabNode, LabSession, StepProgress
+from .portproxy import parse_ports
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,8 @@ def start_session(session_id: int) -> str | None:
             continue
 
         try:
-            spec = NodeSpec(session=session.runtime_name, name=node.name)
+            spec = NodeSpec(session=session.runtime_name, name=node.name,
+                            files=session.lesson.files_for(node.name))
             started = _run(_start_node(driver, spec, group, node.pk))
         except Exception as exc:
             if isinstance(exc, LabRuntimeError):
@@ -99,39 +101,68 @@ def stop_session(session_id: int) -> None:
 
 @shared_task(soft_time_limit=CHECK_TIMEOUT * 6, time_limit=CHECK_TIMEOUT * 6 + 30)
 def run_checks(session_id: int) -> dict | None:
-    """Run every step's check in node1; record and push what changed.
+    """Run every step's check in the step's node; record and push what changed.
 
-    Returns {step number: state} (handy for tests and the shell).
+    Quiz steps are answered on the page, not checked here. Afterwards the
+    published ports of every node are refreshed (and pushed when they changed).
+    Returns {step number: state} of the checked steps (handy for tests and the shell).
     """
     session = _session(session_id)
     if session is None or session.state != LabSession.READY:
         return None
-    node = session.node1()
-    if node is None or not node.runtime_id:
+    nodes = {n.name: n for n in session.nodes.all() if n.runtime_id}
+    if not nodes:
         return None
     driver = get_driver()
     results = {}
     for step in session.lesson.steps.order_by("number"):
-        try:
-            result = _run(driver.exec(node.runtime_id, ["/bin/sh", "-c", step.check_script],
-                                      timeout=CHECK_TIMEOUT))
-        except LabRuntimeError as exc:
-            log.warning("check of step %s in %s failed to run: %s", step.number,
-                        node.runtime_id, exc.reason)
-            state, message = None, f"could not check ({exc.reason})"
+        if not step.has_check:
+            continue
+        node = nodes.get(step.node)
+        if node is None:
+            state, message = None, f"could not check (this lab has no node {step.node})"
         else:
-            if result.timed_out:
-                state, message = None, "could not check (timed out)"
-            elif result.exit_code == 0:
-                state, message = StepProgress.DONE, ""
-            else:
-                state = StepProgress.PENDING
-                message = result.output.strip()[-2000:] or f"not done yet (check exited {result.exit_code})"
+            state, message = _check(driver, node, step)
         progress, changed = StepProgress.record(session.user, step, state, message)
         results[step.number] = progress.state
         if changed:
             push(session.group_name, progress.event())
+    for node in nodes.values():
+        refresh_ports(driver, node, session.group_name)
     return results
+
+
+def _check(driver, node, step) -> tuple:
+    """(state, message) of one step's check in its node."""
+    try:
+        result = _run(driver.exec(node.runtime_id, ["/bin/sh", "-c", step.check_script],
+                                  timeout=CHECK_TIMEOUT))
+    except LabRuntimeError as exc:
+        log.warning("check of step %s in %s failed to run: %s", step.number,
+                    node.runtime_id, exc.reason)
+        return None, f"could not check ({exc.reason})"
+    if result.timed_out:
+        return None, "could not check (timed out)"
+    if result.exit_code == 0:
+        return StepProgress.DONE, ""
+    return (StepProgress.PENDING,
+            result.output.strip()[-2000:] or f"not done yet (check exited {result.exit_code})")
+
+
+PORTS_ARGV = ["docker", "container", "ls", "--format", "{{.Names}}\t{{.Ports}}"]
+
+
+def refresh_ports(driver, node, group: str) -> None:
+    """Read the node's published ports; store and push them when they changed."""
+    try:
+        result = _run(driver.exec(node.runtime_id, PORTS_ARGV, timeout=10))
+    except LabRuntimeError as exc:
+        log.info("could not list ports of %s: %s", node.runtime_id, exc.reason)
+        return
+    if not result.ok:
+        return
+    if node.set_ports(parse_ports(result.output)):
+        push(group, node.ports_event())
 
 
 def _run(coro):

@@ -1,4 +1,4 @@
-"""Thin views: the lesson list, a lesson page, sign-up and Start/Stop."""
+"""Thin views: the lesson list, a lesson page, sign-up, Start/Stop and quiz answers."""
 from __future__ import annotations
 
 import logging
@@ -9,12 +9,13 @@ from django.contrib.auth.forms import UserCreationForm
 from django.db import transaction
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from runtime import LabRuntimeError, get_driver
 
 from . import tasks
-from .models import LabSession, Lesson, StepProgress
+from .models import LabSession, Lesson, Step, StepProgress, learner_group
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +41,18 @@ def lesson_page(request, slug):
         steps.append({"step": step,
                       "state": entry.state if entry else StepProgress.PENDING,
                       "message": entry.message if entry else ""})
-    session = node = None
+    session = None
+    nodes = []
     if request.user.is_authenticated:
         session = LabSession.current_for(request.user, lesson)
-        node = session.node1() if session else None
+    ready = bool(session and session.state == LabSession.READY)
+    if ready:
+        nodes = [n.summary() for n in session.nodes.order_by("name")]
     return render(request, "labs/lesson.html", {
         "lesson": lesson, "steps": steps, "session": session,
-        "ready_node": node.pk if (session and session.state == LabSession.READY and node) else "",
+        "node_names": lesson.nodes,
+        "ready_node": nodes[0]["id"] if nodes else "",
+        "ready_nodes": nodes,
     })
 
 
@@ -112,3 +118,24 @@ def signup(request):
     else:
         form = UserCreationForm()
     return render(request, "registration/signup.html", {"form": form})
+
+
+@require_POST
+def answer(request, slug, number):
+    """A quiz answer: right marks the step done; wrong says why. Judged here only."""
+    step = get_object_or_404(Step, lesson__slug=slug, number=number)
+    wants_json = "application/json" in request.headers.get("Accept", "")
+    if not request.user.is_authenticated:
+        return JsonResponse({"ok": False, "error": "Log in to answer."}, status=403)
+    if not step.is_quiz:
+        return JsonResponse({"ok": False, "error": "This step has no question."}, status=400)
+    right, progress, changed = step.answer(request.user, request.POST.get("choice"))
+    if changed:
+        group = learner_group(request.user.pk, slug)
+        event = progress.event()
+        transaction.on_commit(lambda: tasks.push(group, event))
+    if not wants_json:
+        return redirect(reverse("lesson", args=[slug]) + f"#step-{step.number}")
+    body = {"ok": True, "correct": right}
+    body.update(progress.event())
+    return JsonResponse(body)

@@ -1,12 +1,133 @@
-// Lesson page: start the learner's lab machine, show progress, attach the
-// terminal (xterm.js) and keep step states live from the lesson socket.
+// Lesson page: start the learner's lab machines, show progress, attach a
+// terminal (xterm.js) per machine in tabs, keep step states, hints and
+// published ports live from the lesson socket, make the commands in the
+// step text clickable, and answer quiz steps.
 (function () {
   "use strict";
 
+  const START_DEADLINE_MS = 90000;
+  // ```sh (bash, shell, console) blocks are commands: they get Run and Copy.
+  // Other blocks (```text, ```dockerfile, plain ```) only get Copy.
+  const COMMAND_LANGS = /\blanguage-(sh|bash|shell|console|zsh)\b/;
+  // A command with a placeholder the learner must fill in first: <id>, <token>, ...
+  const PLACEHOLDER = /<[A-Za-z][^<>\n]*>/;
+
   const lab = document.getElementById("lab");
+  const csrfInput = document.querySelector("input[name=csrfmiddlewaretoken]");
+  const csrf = csrfInput ? csrfInput.value : "";
+
+  // ---- clickable commands (work before the lab is up: Run then explains) ---
+  function commandText(code) {
+    // Drop a leading "$ " prompt (console style) and the final newline.
+    return code.textContent.replace(/\n+$/, "").split("\n")
+      .map(function (line) { return line.replace(/^\$ /, ""); }).join("\n");
+  }
+
+  function copyText(text) {
+    if (navigator.clipboard && window.isSecureContext) {
+      return navigator.clipboard.writeText(text);
+    }
+    // Fallback for plain-http sites, where the clipboard API is not offered.
+    const area = document.createElement("textarea");
+    area.value = text;
+    area.setAttribute("readonly", "");
+    area.style.position = "fixed";
+    area.style.opacity = "0";
+    document.body.appendChild(area);
+    area.select();
+    let ok = false;
+    try { ok = document.execCommand("copy"); } catch (err) { ok = false; }
+    document.body.removeChild(area);
+    return ok ? Promise.resolve() : Promise.reject(new Error("copy refused"));
+  }
+
+  function flash(button, text) {
+    const before = button.dataset.label || button.textContent;
+    button.dataset.label = before;
+    button.textContent = text;
+    setTimeout(function () { button.textContent = before; }, 1500);
+  }
+
+  document.querySelectorAll(".step .body pre > code").forEach(function (code) {
+    const pre = code.parentElement;
+    const step = pre.closest(".step");
+    const bar = document.createElement("div");
+    bar.className = "cmd-actions";
+    const isCommand = COMMAND_LANGS.test(code.className);
+    if (isCommand && lab) {
+      const text = commandText(code);
+      const node = code.dataset.node || pre.dataset.node || step.dataset.node || "node1";
+      const fill = PLACEHOLDER.test(text);
+      const run = document.createElement("button");
+      run.type = "button";
+      run.className = "cmd-run";
+      run.textContent = fill ? "Type" : "Run";
+      run.title = fill ? "Type this into " + node + "'s terminal; fill in the <placeholder>, then press Enter"
+                       : "Run this in " + node + "'s terminal";
+      run.addEventListener("click", function () { runCommand(node, text, !fill, run); });
+      bar.appendChild(run);
+      pre.classList.add("command");
+      pre.dataset.node = node;
+      code.addEventListener("click", function () { runCommand(node, text, !fill, run); });
+      code.title = run.title;
+    }
+    const copy = document.createElement("button");
+    copy.type = "button";
+    copy.className = "cmd-copy";
+    copy.textContent = "Copy";
+    copy.title = "Copy to the clipboard";
+    copy.addEventListener("click", function (event) {
+      event.stopPropagation();
+      copyText(commandText(code)).then(function () { flash(copy, "Copied"); },
+                                       function () { flash(copy, "Select and copy"); });
+    });
+    bar.appendChild(copy);
+    pre.appendChild(bar);
+  });
+
+  // ---- quiz steps -----------------------------------------------------------
+  document.querySelectorAll("form.quiz").forEach(function (form) {
+    form.addEventListener("submit", async function (event) {
+      event.preventDefault();
+      const button = form.querySelector("button[type=submit]");
+      if (button) button.disabled = true;
+      try {
+        const response = await fetch(form.action, {
+          method: "POST", body: new FormData(form), credentials: "same-origin",
+          headers: {"X-CSRFToken": csrf, "Accept": "application/json"}});
+        const body = await response.json();
+        if (body.ok) onStep(body);
+        else setMessage(form.closest(".step"), body.error || "Could not check the answer.");
+      } catch (err) {
+        setMessage(form.closest(".step"), "Could not reach the server (" + err + ").");
+      } finally {
+        if (button) button.disabled = false;
+      }
+    });
+  });
+
+  function setMessage(el, text) {
+    if (el) el.querySelector(".step-message").textContent = text;
+  }
+
+  // ---- steps ----------------------------------------------------------------
+  function onStep(event) {
+    const el = document.querySelector('.step[data-step="' + event.step + '"]');
+    if (!el) return;
+    el.dataset.state = event.state;
+    el.querySelector(".step-message").textContent = event.state === "done" ? "" : (event.message || "");
+    if (event.state === "done") el.querySelector(".step-hint").textContent = "";
+  }
+
+  function onHint(event) {
+    const el = document.querySelector('.step[data-step="' + event.step + '"]');
+    if (!el || el.dataset.state === "done") return;
+    el.querySelector(".step-hint").textContent = event.message;
+  }
+
   if (!lab) return;
 
-  const START_DEADLINE_MS = 90000;
+  // ---- the lab ----------------------------------------------------------------
   const slug = lab.dataset.slug;
   const statusBox = document.getElementById("lab-status");
   const statusText = document.getElementById("status-text");
@@ -15,14 +136,35 @@
   const startButton = document.getElementById("start-button");
   const retryButton = document.getElementById("retry-button");
   const checkButton = document.getElementById("check-button");
-  const termBox = document.getElementById("terminal");
-  const csrf = document.querySelector("input[name=csrfmiddlewaretoken]").value;
+  const portsBox = document.getElementById("ports");
   const wsBase = (location.protocol === "https:" ? "wss://" : "ws://") + location.host;
+  const encoder = new TextEncoder();
 
-  let nodeId = lab.dataset.node || "";
+  const names = (lab.dataset.nodeNames || "node1").split(",").filter(Boolean);
+  const terms = {};  // node name -> its tab, box, xterm and socket
+  names.forEach(function (name) {
+    terms[name] = {
+      name: name, id: null, ports: [], term: null, fit: null, socket: null, retry: 0,
+      timer: null, queue: [],
+      tab: lab.querySelector('.term-tab[data-node-name="' + name + '"]'),
+      box: lab.querySelector('.terminal[data-node-name="' + name + '"]'),
+    };
+    terms[name].tab.addEventListener("click", function () { showTab(name); });
+  });
+  let active = names[0];
   let deadline = null;
-  let term = null, fit = null, termSocket = null, termRetry = 0, termTimer = null;
   let lessonSocket = null, lessonRetry = 0;
+
+  function setNodes(nodes) {
+    (nodes || []).forEach(function (node) {
+      const t = terms[node.name];
+      if (!t) return;
+      if (t.id !== null && t.id !== node.id) closeTerminal(t);  // a new machine
+      t.id = node.id;
+      t.ports = node.ports || [];
+    });
+    renderPorts();
+  }
 
   function setState(state, text) {
     lab.dataset.state = state;
@@ -33,13 +175,16 @@
     progress.hidden = state !== "starting";
     checkButton.disabled = !(state === "ready" || state === "reconnecting");
     if (state !== "starting" && deadline) { clearTimeout(deadline); deadline = null; }
+    if (state !== "ready" && state !== "reconnecting") {
+      names.forEach(function (name) { closeTerminal(terms[name]); });
+    }
   }
 
   function fail(reason) {
     setState("failed", reason || "Your lab machine could not start.");
   }
 
-  // ---- starting -------------------------------------------------------
+  // ---- starting -------------------------------------------------------------
   // Never an endless spinner: give up after START_DEADLINE_MS and offer Retry.
   function armDeadline() {
     if (deadline) clearTimeout(deadline);
@@ -51,7 +196,7 @@
   }
 
   async function start() {
-    setState("starting", "Starting your lab machine…");
+    setState("starting", "Starting your lab machine" + (names.length > 1 ? "s" : "") + "…");
     bar.style.width = "2%";
     armDeadline();
     let body;
@@ -68,9 +213,10 @@
   }
 
   function onSession(event) {
+    if (event.nodes) setNodes(event.nodes);
+    else if (event.node && terms[names[0]]) terms[names[0]].id = event.node;
     if (event.state === "ready" && event.node) {
-      nodeId = String(event.node);
-      if (lab.dataset.state !== "ready") attachTerminal();
+      if (lab.dataset.state !== "ready") becomeReady();
     } else if (event.state === "failed") {
       fail("Your lab machine could not start: " + (event.error || "unknown reason"));
     } else if (event.state === "stopped") {
@@ -81,6 +227,7 @@
   // Session news from the socket (also sent once on every (re)connect).
   function onSessionEvent(event) {
     const now = lab.dataset.state;
+    if (event.nodes && (event.state === "ready")) setNodes(event.nodes);
     if (event.state === "ready") {
       if (now === "starting" || now === "failed" || now === "idle") onSession(event);
     } else if (event.state === "failed") {
@@ -103,14 +250,6 @@
   startButton.addEventListener("click", start);
   retryButton.addEventListener("click", start);
 
-  // ---- steps ----------------------------------------------------------
-  function onStep(event) {
-    const el = document.querySelector('.step[data-step="' + event.step + '"]');
-    if (!el) return;
-    el.dataset.state = event.state;
-    el.querySelector(".step-message").textContent = event.state === "done" ? "" : (event.message || "");
-  }
-
   checkButton.addEventListener("click", function () {
     if (lessonSocket && lessonSocket.readyState === WebSocket.OPEN) {
       lessonSocket.send(JSON.stringify({type: "check"}));
@@ -120,7 +259,34 @@
     }
   });
 
-  // ---- lesson events ----------------------------------------------------
+  // ---- published ports ------------------------------------------------------
+  function renderPorts() {
+    portsBox.textContent = "";
+    names.forEach(function (name) {
+      terms[name].ports.forEach(function (port) {
+        const link = document.createElement("a");
+        link.href = port.url;
+        link.target = "_blank";
+        link.rel = "noopener";
+        link.className = "port-link";
+        link.dataset.node = name;
+        link.dataset.port = port.port;
+        link.textContent = (names.length > 1 ? name + ":" : "port ") + port.port +
+          (port.container ? " (" + port.container + ")" : "") + " ↗";
+        link.title = "Open what " + name + " publishes on port " + port.port + " in a new tab";
+        portsBox.appendChild(link);
+      });
+    });
+  }
+
+  function onPorts(event) {
+    const t = terms[event.name];
+    if (!t) return;
+    t.ports = event.ports || [];
+    renderPorts();
+  }
+
+  // ---- lesson events --------------------------------------------------------
   function connectLesson() {
     lessonSocket = new WebSocket(wsBase + "/ws/lessons/" + slug + "/");
     lessonSocket.onopen = function () { lessonRetry = 0; };
@@ -130,6 +296,8 @@
       if (event.type === "progress") onProgress(event);
       else if (event.type === "session") onSessionEvent(event);
       else if (event.type === "step") onStep(event);
+      else if (event.type === "hint") onHint(event);
+      else if (event.type === "ports") onPorts(event);
       else if (event.type === "error") statusText.textContent = event.message;
     };
     lessonSocket.onclose = function (close) {
@@ -139,47 +307,73 @@
     };
   }
 
-  // ---- terminal -----------------------------------------------------------
-  function ensureTerm() {
-    if (term) return;
-    term = new Terminal({cursorBlink: true, convertEol: false, fontSize: 14, scrollback: 5000,
-                         fontFamily: 'ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace',
-                         theme: {background: "#11161f"}});
-    fit = new FitAddon.FitAddon();
-    term.loadAddon(fit);
-    term.open(termBox);
-    const encoder = new TextEncoder();
-    term.onData(function (data) {
-      if (termSocket && termSocket.readyState === WebSocket.OPEN) termSocket.send(encoder.encode(data));
-    });
-    term.onBinary(function (data) {
-      if (!termSocket || termSocket.readyState !== WebSocket.OPEN) return;
-      const bytes = new Uint8Array(data.length);
-      for (let i = 0; i < data.length; i++) bytes[i] = data.charCodeAt(i) & 255;
-      termSocket.send(bytes);
-    });
-    term.onResize(function (size) {
-      if (termSocket && termSocket.readyState === WebSocket.OPEN) {
-        termSocket.send(JSON.stringify({type: "resize", cols: size.cols, rows: size.rows}));
-      }
-    });
-    window.addEventListener("resize", function () { try { fit.fit(); } catch (err) { /* hidden */ } });
+  // ---- terminals: one per node, in tabs, each connected when first shown ---
+  function becomeReady() {
+    setState("ready");
+    showTab(active);
   }
 
-  function attachTerminal() {
-    setState("ready");
-    ensureTerm();
-    fit.fit();
-    if (termTimer) { clearTimeout(termTimer); termTimer = null; }
-    const url = wsBase + "/ws/nodes/" + nodeId + "/terminal/?cols=" + term.cols + "&rows=" + term.rows;
+  function showTab(name) {
+    const t = terms[name];
+    if (!t) return;
+    active = name;
+    names.forEach(function (other) {
+      const o = terms[other];
+      o.tab.setAttribute("aria-selected", other === name ? "true" : "false");
+      o.box.hidden = other !== name;
+    });
+    if (lab.dataset.state !== "ready" && lab.dataset.state !== "reconnecting") return;
+    ensureTerm(t);
+    try { t.fit.fit(); } catch (err) { /* not laid out yet */ }
+    if (!t.socket && !t.timer) connectTerminal(t);
+    t.term.focus();
+  }
+
+  function ensureTerm(t) {
+    if (t.term) return;
+    t.term = new Terminal({cursorBlink: true, convertEol: false, fontSize: 14, scrollback: 5000,
+                           fontFamily: 'ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace',
+                           theme: {background: "#11161f"}});
+    t.fit = new FitAddon.FitAddon();
+    t.term.loadAddon(t.fit);
+    t.term.open(t.box);
+    t.term.onData(function (data) { send(t, encoder.encode(data)); });
+    t.term.onBinary(function (data) {
+      const bytes = new Uint8Array(data.length);
+      for (let i = 0; i < data.length; i++) bytes[i] = data.charCodeAt(i) & 255;
+      send(t, bytes);
+    });
+    t.term.onResize(function (size) {
+      send(t, JSON.stringify({type: "resize", cols: size.cols, rows: size.rows}));
+    });
+  }
+
+  function send(t, data) {
+    if (t.socket && t.socket.readyState === WebSocket.OPEN) t.socket.send(data);
+  }
+
+  window.addEventListener("resize", function () {
+    const t = terms[active];
+    if (t && t.fit) { try { t.fit.fit(); } catch (err) { /* hidden */ } }
+  });
+
+  function connectTerminal(t) {
+    if (t.timer) { clearTimeout(t.timer); t.timer = null; }
+    if (t.id === null) return;
+    const url = wsBase + "/ws/nodes/" + t.id + "/terminal/?cols=" + t.term.cols + "&rows=" + t.term.rows;
     const socket = new WebSocket(url);
     socket.binaryType = "arraybuffer";
-    termSocket = socket;
+    t.socket = socket;
     socket.onopen = function () {
-      termRetry = 0;
-      setState("ready");
-      fit.fit();
-      term.focus();
+      t.retry = 0;
+      if (t.name === active) {
+        setState("ready");
+        try { t.fit.fit(); } catch (err) { /* hidden */ }
+        t.term.focus();
+      }
+      const queued = t.queue;
+      t.queue = [];
+      queued.forEach(function (job) { job(); });
     };
     socket.onmessage = function (message) {
       if (typeof message.data === "string") {
@@ -189,23 +383,58 @@
         } catch (err) { /* ignore */ }
         return;
       }
-      term.write(new Uint8Array(message.data));
+      t.term.write(new Uint8Array(message.data));
     };
     socket.onclose = function (close) {
-      if (socket !== termSocket) return;
+      if (socket !== t.socket) return;
+      t.socket = null;
       if (close.code === 4403) { fail("This lab machine is not yours."); return; }
       if (close.code === 4410) {
-        fail("Your lab machine is gone. Start a new one to continue.");
+        fail("Your lab machine " + t.name + " is gone. Start a new one to continue.");
         return;
       }
-      termRetry = Math.min(termRetry + 1, 6);
-      const wait = 500 * Math.pow(2, termRetry);
-      setState("reconnecting", "Connection to your terminal dropped; reconnecting in " +
-               Math.round(wait / 1000) + " s…");
-      termTimer = setTimeout(attachTerminal, wait);
+      t.retry = Math.min(t.retry + 1, 6);
+      const wait = 500 * Math.pow(2, t.retry);
+      if (t.name === active) {
+        setState("reconnecting", "Connection to " + t.name + "'s terminal dropped; reconnecting in " +
+                 Math.round(wait / 1000) + " s…");
+      }
+      t.timer = setTimeout(function () { connectTerminal(t); }, wait);
     };
   }
 
+  function closeTerminal(t) {
+    if (t.timer) { clearTimeout(t.timer); t.timer = null; }
+    t.queue = [];
+    if (t.socket) {
+      const socket = t.socket;
+      t.socket = null;
+      socket.close();
+    }
+  }
+
+  // A click on a command: switch to its node's tab and type it there.
+  // Commands with a <placeholder> are pasted without Enter, so the learner
+  // fills it in first; the others are typed line by line, each with Enter.
+  function runCommand(name, text, enter, button) {
+    const state = lab.dataset.state;
+    if (state !== "ready" && state !== "reconnecting") {
+      flash(button, "Start the lab first");
+      return;
+    }
+    const t = terms[name] || terms[active];
+    showTab(t.name);
+    const job = function () {
+      if (enter) send(t, encoder.encode(text.replace(/\n/g, "\r") + "\r"));
+      else t.term.paste(text);
+      t.term.focus();
+    };
+    if (t.socket && t.socket.readyState === WebSocket.OPEN) job();
+    else t.queue.push(job);
+  }
+
   connectLesson();
-  if (nodeId) attachTerminal(); else setState("idle");
+  const initial = document.getElementById("lab-nodes");
+  if (initial) setNodes(JSON.parse(initial.textContent));
+  if (lab.dataset.node) becomeReady(); else setState("idle");
 })();

@@ -13,7 +13,9 @@ from django.conf import settings as django_settings
 import runtime
 from runtime.fakedriver import FakeDriver
 
-CONTENT_DIR = Path(django_settings.BASE_DIR) / "labs" / "content"
+# A frozen two-step copy of the first lesson: the real one under labs/content
+# grows as the course is written, and these tests are about the site, not the course.
+CONTENT_DIR = Path(__file__).resolve().parent / "lessons"
 ORIGIN = b"http://localhost"
 
 
@@ -21,6 +23,8 @@ ORIGIN = b"http://localhost"
 def unit_settings(settings, monkeypatch):
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     settings.LAB_DRIVER = "fake"
+    # Engine-event watchers add exec calls of their own; the tests about them turn them on.
+    settings.LAB_WATCH_ENGINE_EVENTS = False
     monkeypatch.setenv("LAB_DRIVER", "fake")
     from labs.celery import app
 
@@ -41,7 +45,7 @@ def fake_driver(monkeypatch):
 
 @pytest.fixture
 def lesson(db):
-    """The real first-containers lesson, synced from labs/content."""
+    """The first-containers lesson (tests/unit/lessons copy: two steps), synced."""
     from labs.lessons import load_lesson
     from labs.models import Lesson
 
@@ -82,6 +86,69 @@ def ready_session(lesson, ada, fake_driver):
     from labs.models import LabSession
 
     session, needs_start = LabSession.ensure_for(ada, lesson)
+    assert needs_start
+    assert tasks.start_session(session.pk) == LabSession.READY
+    session.refresh_from_db()
+    return session
+
+
+def make_lesson_def(tmp_path, slug="two-nodes", nodes=("node1", "node2"), steps=(), files=()):
+    """A LessonDef-shaped object for tests that need lesson features first-containers lacks.
+
+    steps: dicts with number, name, node and either check or quiz=(question, choices, answer, explain).
+    files: (node, absolute path, source relative to the lesson dir, content bytes, mode).
+    """
+    from types import SimpleNamespace as NS
+
+    lesson_dir = tmp_path / slug
+    lesson_dir.mkdir(parents=True, exist_ok=True)
+    file_defs = []
+    for node, path, source, content, mode in files:
+        (lesson_dir / source).parent.mkdir(parents=True, exist_ok=True)
+        (lesson_dir / source).write_bytes(content)
+        file_defs.append(NS(node=node, path=path, source=source, mode=mode))
+    step_defs = []
+    for s in steps:
+        quiz = s.get("quiz")
+        step_defs.append(NS(number=s["number"], name=s["name"], title=s.get("title", s["name"]),
+                            text=s.get("text", "Do it:\n\n```sh\ndocker info\n```\n"),
+                            check=s.get("check", ""), solve=s.get("solve", ""), setup="",
+                            node=s.get("node", "node1"),
+                            quiz=NS(question=quiz[0], choices=tuple(quiz[1]), answer=quiz[2],
+                                    explain=quiz[3]) if quiz else None))
+    return NS(slug=slug, title=slug.replace("-", " ").capitalize(), summary="A test lesson.",
+              minutes=5, order=9, nodes=tuple(nodes), images=(), steps=tuple(step_defs),
+              files=tuple(file_defs), path=str(lesson_dir))
+
+
+@pytest.fixture
+def two_node_lesson(db, tmp_path):
+    """A swarm-like lesson: a quiz, a step on node1, a step on node2, and files for both."""
+    from labs.models import Lesson
+
+    lesson_def = make_lesson_def(tmp_path, steps=[
+        {"number": 1, "name": "01-idea", "quiz": ("Which node runs the manager?",
+                                                 ["node2", "node1", "neither"], 1,
+                                                 "The swarm is initialised on node1, so node1 manages it.")},
+        {"number": 2, "name": "02-init", "node": "node1", "check": "docker node ls # on node1\n"},
+        {"number": 3, "name": "03-join", "node": "node2", "check": "docker info # on node2\n",
+         "text": "Join:\n\n```sh\ndocker swarm join --token <token> node1:2377\n```\n"},
+    ], files=[
+        ("node1", "/root/app/Dockerfile", "files/Dockerfile", b"FROM nginx\n", 0o644),
+        ("node1", "/root/app/run.sh", "files/run.sh", b"#!/bin/sh\necho hi\n", 0o755),
+        ("node2", "/root/app/linux.png", "files/linux.png", b"\x89PNG\r\n\x1a\n\x00\xff", 0o644),
+    ])
+    lesson, _ = Lesson.sync_from(lesson_def)
+    return lesson
+
+
+@pytest.fixture
+def two_node_session(two_node_lesson, ada, fake_driver):
+    """Ada's session of the two-node lesson, both nodes started on the fake driver."""
+    from labs import tasks
+    from labs.models import LabSession
+
+    session, needs_start = LabSession.ensure_for(ada, two_node_lesson)
     assert needs_start
     assert tasks.start_session(session.pk) == LabSession.READY
     session.refresh_from_db()

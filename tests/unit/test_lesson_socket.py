@@ -41,7 +41,9 @@ async def test_start_progress_then_ready_arrive(lesson, ada, ws_headers, fake_dr
     assert await next_event(comm) == {"type": "progress", "node": node.pk, "name": "node1",
                                       "progress": 100, "message": "ready"}
     assert await next_event(comm) == {"type": "session", "state": "ready", "error": "",
-                                      "node": node.pk}
+                                      "node": node.pk,
+                                      "nodes": [{"id": node.pk, "name": "node1", "state": "ready",
+                                                 "ports": []}]}
     await comm.disconnect()
 
 
@@ -54,7 +56,9 @@ async def test_failed_start_arrives_with_the_reason(lesson, ada, ws_headers, fak
     events = [await next_event(comm), await next_event(comm)]
     assert events[0]["type"] == "progress"
     assert events[1] == {"type": "session", "state": "failed", "node": events[0]["node"],
-                         "error": "node1: the node image is missing: run make node-image"}
+                         "error": "node1: the node image is missing: run make node-image",
+                         "nodes": [{"id": events[0]["node"], "name": "node1", "state": "failed",
+                                    "ports": []}]}
     await comm.disconnect()
 
 
@@ -89,7 +93,7 @@ async def test_finished_command_in_terminal_runs_checks_and_step_event_arrives(
     # Nothing changed on the next command: no repeated events.
     await term.send_to(bytes_data=b"\x1b]6973;cmd-end;0\x07")
     assert await lesson_comm.receive_nothing(timeout=1)
-    assert len([c for c in fake_driver.calls if c[0] == "exec"]) == 4
+    assert len([c for c in fake_driver.calls if c[0] == "exec" and c[2][0] == "/bin/sh"]) == 4
     await term.disconnect()
     await lesson_comm.disconnect()
 

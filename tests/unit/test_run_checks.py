@@ -8,6 +8,8 @@ from labs.models import StepProgress
 def responder_by_step(results):
     """Answer each step's check by a phrase found in its script."""
     def respond(node, argv):
+        if argv[:3] == ["docker", "container", "ls"]:  # the published-ports refresh
+            return ExecResult(0, "")
         assert argv[:2] == ["/bin/sh", "-c"]
         for phrase, result in results.items():
             if phrase in argv[2]:
@@ -28,8 +30,8 @@ def test_passed_check_is_done_and_failed_check_keeps_its_reason(ready_session, a
     assert (progress[2].state, progress[2].message) == ("pending", "List every container, stopped ones too.")
     assert progress[2].done_at is None
     node_id = ready_session.node1().runtime_id
-    execs = [c for c in fake_driver.calls if c[0] == "exec"]
-    assert [c[1] for c in execs] == [node_id, node_id]
+    checks = [c for c in fake_driver.calls if c[0] == "exec" and c[2][0] == "/bin/sh"]
+    assert [c[1] for c in checks] == [node_id, node_id]
 
 
 def test_timed_out_check_says_so_and_keeps_the_state(ready_session, ada, fake_driver):

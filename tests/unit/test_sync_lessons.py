@@ -8,7 +8,7 @@ from django.core.management import CommandError, call_command
 
 from labs.models import Lesson, Step
 
-CONTENT = Path(__file__).resolve().parents[2] / "labs" / "content"
+CONTENT = Path(__file__).resolve().parent / "lessons"  # a frozen two-step copy
 
 
 def sync(directory) -> str:
