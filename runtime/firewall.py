@@ -17,12 +17,14 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shlex
 import socket
 import subprocess
 from urllib.parse import urlparse
 
 from .model import LabRuntimeError
 from .netplan import registry_port
+from .paths import base_dir
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +98,8 @@ def mirror_hosts() -> list:
     hosts = set()
     for path in host_apt_sources():
         with open(path) as f:
-            for url in re.findall(r"\b(?:https?)://[^\s\]]+", f.read()):
+            text = "\n".join(line for line in f if not line.lstrip().startswith("#"))
+            for url in re.findall(r"\b(?:https?)://[^\s\]]+", text):
                 if urlparse(url).hostname:
                     hosts.add(urlparse(url).hostname)
     return sorted(hosts)
@@ -120,23 +123,41 @@ def _iptables(*args, check=True):
     return proc
 
 
+def restore_text(chains: dict) -> str:
+    """iptables-restore input that replaces our chains in one transaction."""
+    lines = ["*filter"] + [f":{chain} - [0:0]" for chain in chains]
+    for chain, (_parent, rules) in chains.items():
+        lines += [" ".join(["-A", chain, *(shlex.quote(a) for a in rule)]) for rule in rules]
+    return "\n".join(lines + ["COMMIT", ""])
+
+
 def apply() -> None:
-    """(Re)write LAB-INPUT and LAB-FORWARD and make sure they are jumped to first."""
+    """Write LAB-INPUT and LAB-FORWARD (when they changed) and jump to them first.
+
+    The chains are replaced atomically (iptables-restore --noflush), so there
+    is never a moment without rules; unchanged rules are left alone, so their
+    packet counters keep counting.
+    """
     policy = egress_policy()
     mirrors = resolve(mirror_hosts()) if policy == "mirrors" else []
     chains = {
         "LAB-INPUT": ("INPUT", input_rules(registry_port())),
         "LAB-FORWARD": ("FORWARD", forward_rules(policy, host_resolvers(), mirrors)),
     }
-    for chain, (parent, rules) in chains.items():
-        if _iptables("-n", "-L", chain, check=False).returncode:
-            _iptables("-N", chain)
-        _iptables("-F", chain)
-        for rule in rules:
-            _iptables("-A", chain, *rule)
+    text = restore_text(chains)
+    stamp = base_dir() / "firewall.rules"
+    exists = all(_iptables("-n", "-L", chain, check=False).returncode == 0 for chain in chains)
+    if not (exists and stamp.exists() and stamp.read_text() == text):
+        proc = subprocess.run(["iptables-restore", "-w", "--noflush"], input=text,
+                              capture_output=True, text=True)
+        if proc.returncode:
+            raise LabRuntimeError(f"iptables-restore failed: {proc.stderr.strip()}")
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(text)
+    for chain, (parent, _rules) in chains.items():
         for direction in ("-i", "-o"):
-            jump = [direction, BRIDGES, "-j", chain]
             if parent == "INPUT" and direction == "-o":
                 continue
+            jump = [direction, BRIDGES, "-j", chain]
             if _iptables("-C", parent, *jump, check=False).returncode:
                 _iptables("-I", parent, "1", *jump)
