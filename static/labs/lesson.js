@@ -82,7 +82,8 @@
                                        function () { flash(copy, "Select and copy"); });
     });
     bar.appendChild(copy);
-    pre.appendChild(bar);
+    // Below the block, not over it: long commands scroll sideways under nothing.
+    pre.insertAdjacentElement("afterend", bar);
   });
 
   // ---- quiz steps -----------------------------------------------------------
