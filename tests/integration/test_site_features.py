@@ -14,7 +14,7 @@ import pytest
 import websockets
 
 from tests.integration.test_lesson_flow import SLUG, started_node
-from tests.labclient import Learner, next_event
+from labs.labclient import Learner, next_event
 
 
 def test_published_nginx_opens_through_the_site_for_its_owner_only(live_site):
@@ -54,3 +54,65 @@ def test_published_nginx_opens_through_the_site_for_its_owner_only(live_site):
             return closed.value.rcvd.code
 
     assert asyncio.run(eve_websocket()) == 4403
+
+
+def runtime_id_of(live_site, node_pk: int) -> str:
+    done = live_site.manage("shell", "-c", "from labs.models import LabNode; "
+                            f"print(LabNode.objects.get(pk={node_pk}).runtime_id)")
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-1]
+
+
+def test_engine_events_turn_a_step_done_without_the_terminal(live_site):
+    """Step 1 is done from outside the page's terminal (as from another shell):
+    the node's engine events run the checks, and the step event arrives."""
+    from runtime import get_driver
+
+    ada = Learner(live_site.url)
+    ada.signup("ada-events")
+    node = started_node(ada)
+    runtime_id = runtime_id_of(live_site, node)
+
+    async def run():
+        async with ada.connect(f"/ws/lessons/{SLUG}/") as lesson:
+            await next_event(lesson, lambda e: e.get("type") == "session")
+            # Give the page's watcher a moment to have `docker events` running:
+            # wait until it shows in the node's process list.
+            driver = get_driver("builtin")
+            for _ in range(100):
+                ps = await driver.exec(runtime_id, ["ps", "-eo", "args"], timeout=10)
+                if "docker events" in ps.output:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("no docker events watcher in the node:\n" + ps.output)
+            result = await driver.exec(runtime_id, ["docker", "container", "run", "alpine",
+                                                    "hostname"], timeout=60)
+            assert result.ok, result.output
+            step = await next_event(lesson, lambda e: e.get("type") == "step"
+                                    and e.get("step") == 1 and e.get("state") == "done", 60)
+        # The page closed: its watcher stops `docker events` in the node.
+        for _ in range(100):
+            ps = await driver.exec(runtime_id, ["ps", "-eo", "args"], timeout=10)
+            if "docker events" not in ps.output:
+                return step
+            await asyncio.sleep(0.1)
+        raise AssertionError("docker events still runs after the page closed:\n" + ps.output)
+
+    assert asyncio.run(run())["state"] == "done"
+
+
+def test_failed_command_with_a_known_error_shows_a_hint(live_site):
+    ada = Learner(live_site.url)
+    ada.signup("ada-hints")
+    node = started_node(ada)
+
+    async def run():
+        async with ada.connect(f"/ws/lessons/{SLUG}/") as lesson, \
+                ada.connect(f"/ws/nodes/{node}/terminal/?cols=120&rows=30") as term:
+            await term.send(b"docker container rm no-such-box\r")
+            return await next_event(lesson, lambda e: e.get("type") == "hint", 60)
+
+    hint = asyncio.run(run())
+    assert hint["step"] == 1 and hint["node"] == "node1"
+    assert "no container with that name" in hint["message"]
