@@ -1,10 +1,14 @@
-"""The whole lab, started for real for the integration and browser tests.
+"""The whole lab, started for real for the integration tests and the bench.
 
 Like `make run`, but on free ports with a throwaway database: a real
 redis-server, the lab registry, Daphne serving the site and a Celery worker,
-all using the built-in runtime. Every process and every node the site starts
-is removed afterwards, also when a test fails; the processes' logs are
-printed when something goes wrong so a failure explains itself.
+all using the built-in runtime (or the driver asked for). Every process and
+every node the site starts is removed afterwards, also when a test fails or
+the bench is interrupted; the processes' logs are printed when something goes
+wrong so a failure explains itself.
+
+Plain Python: it starts the site's processes and talks to them, it never
+imports Django (the bench runs it without settings).
 """
 from __future__ import annotations
 
@@ -48,15 +52,15 @@ def wait_for(predicate, seconds: float, what: str, interval: float = 0.05):
     raise TimeoutError(f"gave up after {seconds:.0f}s waiting for {what}")
 
 
-def remove_test_nodes(driver) -> None:
-    """Stop every node of the test site's sessions.
+def remove_test_nodes(driver, prefix: str = SESSION_PREFIX) -> None:
+    """Stop every node of the test site's sessions (those named with `prefix`).
 
     In a thread of its own: a test (Playwright's sync API, say) may still
     hold an event loop in this one, where asyncio.run() refuses to work.
     """
     async def stop_all():
         for node in driver.list_nodes():
-            if node.session.startswith(SESSION_PREFIX):
+            if node.session.startswith(prefix):
                 await driver.stop(node.id)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         pool.submit(asyncio.run, stop_all()).result()
@@ -68,6 +72,8 @@ class LiveSite:
     env: dict
     workdir: Path
     procs: dict = field(default_factory=dict)
+    prefix: str = SESSION_PREFIX
+    driver: str = "builtin"
 
     def log(self, name: str) -> str:
         path = self.workdir / f"{name}.log"
@@ -90,7 +96,11 @@ def _answers(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def live_site():
+def live_site(prefix: str = SESSION_PREFIX, driver: str = "builtin", workers: int = 4,
+              extra_env: dict | None = None, quiet: bool = False):
+    """The running site. `prefix` names its runtime sessions (and is what the
+    clean-up removes); `workers` is the Celery worker's concurrency, as
+    LAB_WORKERS sets it for `make run`. `quiet` keeps the logs to itself on failure."""
     from runtime import get_driver, registry
 
     workdir = Path(tempfile.mkdtemp(prefix="lab-site-"))
@@ -100,11 +110,12 @@ def live_site():
         "PYTHONPATH": str(ROOT),
         "DB_PATH": str(workdir / "db.sqlite3"),
         "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-        "LAB_SESSION_PREFIX": SESSION_PREFIX,
-        "LAB_DRIVER": "builtin",
+        "LAB_SESSION_PREFIX": prefix,
+        "LAB_DRIVER": driver,
         "CHANNEL_LAYER": "redis",
         "DEBUG": "0",
         "LOG_LEVEL": "INFO",
+        **(extra_env or {}),
     }
     commands = {
         "redis": ["redis-server", "--bind", "127.0.0.1", "--port", str(redis_port),
@@ -112,9 +123,10 @@ def live_site():
         "web": [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port),
                 "labs.asgi:application"],
         "worker": [str(VENV_BIN / "celery"), "-A", "labs.celery:app", "worker",
-                   "--loglevel=INFO", "--concurrency=4", "--without-gossip", "--without-mingle"],
+                   "--loglevel=INFO", f"--concurrency={workers}", "--without-gossip", "--without-mingle"],
     }
-    site = LiveSite(url=f"http://127.0.0.1:{port}", env=env, workdir=workdir)
+    site = LiveSite(url=f"http://127.0.0.1:{port}", env=env, workdir=workdir, prefix=prefix,
+                    driver=driver)
     failed = True
     with registry.ensure_running():
         try:
@@ -141,7 +153,7 @@ def live_site():
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, 9)
                     proc.wait()
-            remove_test_nodes(get_driver("builtin"))
-            if failed:
+            remove_test_nodes(get_driver(driver), prefix)
+            if failed and not quiet:
                 sys.stderr.write(site.dump_logs())
             shutil.rmtree(workdir, ignore_errors=True)

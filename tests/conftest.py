@@ -13,7 +13,7 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture(scope="session")
 def _site_session():
-    from tests.livesite import live_site
+    from labs.livesite import live_site
     with live_site() as site:
         yield site
 

@@ -13,7 +13,7 @@ import urllib.error
 import pytest
 import websockets
 
-from tests.labclient import Learner, next_event
+from labs.labclient import Learner, next_event
 
 SLUG = "first-containers"
 
