@@ -84,3 +84,19 @@ def test_two_node_lesson_has_a_terminal_per_tab(page, live_site):
     page.click('.term-tab[data-node-name="node1"]')
     expect(node1.locator(".xterm-rows")).to_contain_text("one-42")  # its screen is kept
     expect(page.locator('.term-tab[data-node-name="node1"]')).to_have_attribute("aria-selected", "true")
+
+
+def test_quiz_answer_is_checked_on_the_server(page, live_site):
+    sign_up(page, live_site, "quiz")
+    page.goto(live_site.url + "/lessons/containers-and-images/")
+    step1 = page.locator('[data-step="1"]')
+    expect(step1).to_have_attribute("data-state", "pending")
+    step1.locator('input[name=choice][value="1"]').check()
+    step1.get_by_role("button", name="Check answer").click()
+    expect(step1.locator(".step-message")).to_contain_text("Not quite.")
+    expect(step1).to_have_attribute("data-state", "pending")
+    step1.locator('input[name=choice][value="0"]').check()
+    step1.get_by_role("button", name="Check answer").click()
+    expect(step1).to_have_attribute("data-state", "done")
+    page.reload()
+    expect(page.locator('[data-step="1"]')).to_have_attribute("data-state", "done")
