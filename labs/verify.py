@@ -4,7 +4,8 @@ For each step of a lesson, on fresh nodes that only this run uses:
 
     setup (if any) -> check must FAIL -> solve -> check must PASS
 
-Quiz steps need no node: their answer must point at one of their choices.
+Quiz steps need no node: their answer must point at one of their choices (a
+lesson of quiz steps only starts no node at all).
 A check that runs out of time is "could not check", which counts as a
 failure. Steps run in order on the same nodes, as a learner would do them.
 
