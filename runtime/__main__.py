@@ -43,6 +43,12 @@ def main(argv=None) -> int:
     reg.add_parser("serve", help="run the lab registry in the foreground ($LAB_REGISTRY_MODE, "
                    "$LAB_REGISTRY_PORT)")
 
+    pool = sub.add_parser("pool", help="the warm pool of ready nodes").add_subparsers(
+        dest="cmd", required=True)
+    fill = pool.add_parser("fill", help="start pool nodes until SIZE are ready")
+    fill.add_argument("size", type=int)
+    sub.add_parser("reap", help="remove nodes whose processes died")
+
     bench = sub.add_parser("bench", help="measure the runtime and print a report")
     bench.add_argument("--nodes", type=int, default=10, help="nodes to start for the figures")
 
@@ -73,6 +79,14 @@ async def _dispatch(args) -> int:
         from . import bench
         # The bench runs its own event loops (and, later, real sites and clients).
         print(await asyncio.to_thread(bench.report, driver, args.nodes))
+        return 0
+    if args.group == "pool":
+        for node_id in await asyncio.to_thread(driver.fill_pool, args.size):
+            print(node_id)
+        return 0
+    if args.group == "reap":
+        for node_id in await asyncio.to_thread(driver.reap_dead):
+            print(node_id)
         return 0
     if args.group == "node" and args.cmd == "create":
         node = await driver.start(NodeSpec(session=args.session, name=args.name),

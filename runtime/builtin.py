@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import io
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tarfile
 import time
 from pathlib import Path
 from typing import Optional
@@ -46,6 +48,8 @@ USERNS = os.environ.get("LAB_USERNS", "1") not in ("0", "false", "no", "off")
 UID_BASE = int(os.environ.get("LAB_UID_BASE", str(10_000_000)))
 UID_RANGE = 65536
 MAX_UID_SLOTS = (2**32 - 2 - UID_BASE) // UID_RANGE
+# Ready nodes wait in this session until a learner's start claims one.
+POOL_SESSION = "warm-pool"
 
 
 def _size(text: str) -> int:
@@ -64,6 +68,33 @@ def node_limits() -> dict:
     except (ValueError, IndexError) as e:
         raise LabRuntimeError(f"bad node limit setting (LAB_NODE_MEMORY/DISK/PIDS/CPUS): {e}",
                               permanent=True) from None
+
+
+class LabFull(LabRuntimeError):
+    """No room for another node now; trying again later can succeed."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason, permanent=False)
+
+
+def capacity() -> dict:
+    """The global limits: LAB_MAX_NODES and LAB_MEMORY_HEADROOM (memory kept free)."""
+    try:
+        return {"max_nodes": int(os.environ.get("LAB_MAX_NODES", "250")),
+                "headroom": _size(os.environ.get("LAB_MEMORY_HEADROOM", "2g")),
+                # What a new idle node takes, so the headroom still holds after it.
+                "per_node": _size(os.environ.get("LAB_NODE_MEMORY_ESTIMATE", "96m"))}
+    except (ValueError, IndexError) as e:
+        raise LabRuntimeError(f"bad capacity setting (LAB_MAX_NODES/LAB_MEMORY_HEADROOM): {e}",
+                              permanent=True) from None
+
+
+def mem_available() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 # Character devices a node may use (its /dev holds just these, and pty slaves).
@@ -165,9 +196,25 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _place_files(root: Path, files) -> None:
+    """Write (path, content[, mode]) files under `root` (a node's upper layer)."""
+    for path, content, *mode in files:
+        if not str(path).startswith("/") or ".." in Path(path).parts:
+            raise LabRuntimeError(f"file path {path!r} must be absolute, without '..'",
+                                  permanent=True)
+        target = root / str(path).lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content.encode() if isinstance(content, str) else content)
+        target.chmod(mode[0] if mode else 0o644)
+
+
 def _disable_ipv6(ifname: str, netns: str | None = None) -> None:
-    prefix = ["nsenter", f"--net={netns}"] if netns else []
-    run([*prefix, "sysctl", "-q", "-w", f"net.ipv6.conf.{ifname}.disable_ipv6=1"], check=False)
+    if netns is None:  # this process's own network namespace: no need for a process
+        with contextlib.suppress(OSError):
+            Path(f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6").write_text("1")
+        return
+    run(["nsenter", f"--net={netns}", "sysctl", "-q", "-w",
+         f"net.ipv6.conf.{ifname}.disable_ipv6=1"], check=False)
 
 
 def _is_zombie(pid: int) -> bool:
@@ -293,13 +340,20 @@ class BuiltinDriver(Driver):
             net = netplan.session_net(free[0])
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps({"index": net.index, "session": session}))
+        # A port-less bridge just to hold the registry's address (no dummy
+        # interfaces on every kernel).
+        if not Path("/sys/class/net/labreg0").exists():
+            run(["ip", "-batch", "-"], input=(
+                "link add labreg0 type bridge\n"
+                f"addr add {netplan.registry_address()}/32 dev labreg0\n"
+                "link set labreg0 up\n").encode())
         if not Path(f"/sys/class/net/{net.bridge}").exists():
             run(["ip", "link", "add", net.bridge, "type", "bridge"])
             # No IPv6 on lab bridges: a link-local address would let nodes reach
             # host services listening on [::] around the IPv4 firewall.
             _disable_ipv6(net.bridge)
-            run(["ip", "addr", "add", f"{net.gateway}/24", "dev", net.bridge])
-            run(["ip", "link", "set", net.bridge, "up"])
+            run(["ip", "-batch", "-"], input=(f"addr add {net.gateway}/24 dev {net.bridge}\n"
+                                              f"link set {net.bridge} up\n").encode())
             firewall.apply()
         Path("/proc/sys/net/ipv4/ip_forward").write_text("1")
         for table, chain, spec in netplan.nat_rules(net):
@@ -331,6 +385,22 @@ class BuiltinDriver(Driver):
         problems = self.preflight()
         if problems:
             raise LabRuntimeError("; ".join(problems), permanent=True)
+        if spec.session != POOL_SESSION:
+            claimed = self._claim(spec, progress)
+            if claimed is not None:
+                return claimed
+        return self._cold_start(spec, progress)
+
+    def _check_capacity(self) -> None:
+        """Refuse a new node rather than overcommit the machine (caller holds the lock)."""
+        limits = capacity()
+        count = len(self.list_nodes())
+        if count >= limits["max_nodes"]:
+            raise LabFull(f"the lab is full: {count} of {limits['max_nodes']} nodes are in use")
+        if mem_available() - limits["per_node"] < limits["headroom"]:
+            raise LabFull("the lab is full: the machine has no memory to spare for another node")
+
+    def _cold_start(self, spec: NodeSpec, progress) -> Node:
         started = time.monotonic()
         image = images.current_image()
         node_id = secrets.token_hex(6)
@@ -341,6 +411,7 @@ class BuiltinDriver(Driver):
                 if any(n.session == spec.session and n.name == spec.name for n in self.list_nodes()):
                     raise LabRuntimeError(f"session {spec.session} already has a node called "
                                           f"{spec.name}", permanent=True)
+                self._check_capacity()
                 net = self._ensure_session_net(spec.session)
                 peers = {n.name: n.address for n in self.list_nodes() if n.session == spec.session}
                 taken = set(peers.values())
@@ -393,14 +464,7 @@ class BuiltinDriver(Driver):
         (etc / "hosts").write_text(netplan.hosts_file(spec.name, address, peers))
         (etc / "resolv.conf").write_text(self._resolv_conf())
         (etc / "docker/daemon.json").write_text(json.dumps(netplan.daemon_json(net), indent=1))
-        for path, content, *mode in spec.files:
-            if not str(path).startswith("/") or ".." in Path(path).parts:
-                raise LabRuntimeError(f"file path {path!r} must be absolute, without '..'",
-                                      permanent=True)
-            target = directory / "upper" / str(path).lstrip("/")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(content.encode() if isinstance(content, str) else content)
-            target.chmod(mode[0] if mode else 0o644)
+        _place_files(directory / "upper", spec.files)
 
     @staticmethod
     def _resolv_conf() -> str:
@@ -621,6 +685,124 @@ class BuiltinDriver(Driver):
                 if pid and self._owns(n, pid):
                     Path(f"/proc/{pid}/root/etc/hosts").write_text(
                         netplan.hosts_file(n.name, n.address, peers))
+
+    # ---- warm pool ------------------------------------------------------------
+    def pool_nodes(self) -> list:
+        return [n for n in self.list_nodes()
+                if n.session == POOL_SESSION and n.extra.get("state") == "running"]
+
+    def fill_pool(self, size: int) -> list:
+        """Start pool nodes until `size` wait ready; stops early when the lab is full."""
+        started = []
+        while len(self.pool_nodes()) < size:
+            try:
+                node = self._cold_start(NodeSpec(session=POOL_SESSION,
+                                                 name="warm-" + secrets.token_hex(4)),
+                                        lambda event: None)
+            except LabFull as e:
+                log.info("warm pool stays at %d: %s", len(self.pool_nodes()), e.reason)
+                break
+            started.append(node.id)
+        return started
+
+    def _claim(self, spec: NodeSpec, progress) -> Optional[Node]:
+        """Hand a ready pool node to `spec`'s session, or None if the pool is empty."""
+        began = time.monotonic()
+        with host_lock():
+            if any(n.session == spec.session and n.name == spec.name for n in self.list_nodes()):
+                raise LabRuntimeError(f"session {spec.session} already has a node called "
+                                      f"{spec.name}", permanent=True)
+            node = next((n for n in self.pool_nodes() if self._owns(n, n.extra["pid"])), None)
+            if node is None:
+                return None
+            net = self._ensure_session_net(spec.session)
+            peers = {n.name: n.address for n in self.list_nodes() if n.session == spec.session}
+            taken = set(peers.values())
+            slot = next(s for s in range(1, netplan.MAX_NODES_PER_SESSION + 1)
+                        if net.node_address(s) not in taken)
+            node = Node(**{**node.to_json(), "session": spec.session, "name": spec.name,
+                           "address": net.node_address(slot),
+                           "extra": {**node.extra, "bridge": net.bridge, "gateway": net.gateway,
+                                     "state": "claiming"}})
+            self._save(node)
+        try:
+            progress({"progress": 50, "message": "handing you a ready node"})
+            self._reconfigure(node, spec, net, peers)
+            node = Node(**{**node.to_json(), "extra": {**node.extra, "state": "running",
+                           "start_seconds": round(time.monotonic() - began, 3)}})
+            self._save(node)
+            self._refresh_session_hosts(spec.session)
+            with host_lock():
+                self._remove_session_net_if_empty(POOL_SESSION)
+        except BaseException as e:
+            log.warning("claiming pool node %s failed: %s", node.id, e)
+            with contextlib.suppress(Exception):
+                self._stop(node.id)
+            return None  # the caller falls back to a cold start
+        progress({"progress": 100, "message": "ready"})
+        log.info("node %s (%s/%s) claimed from the pool in %.3fs", node.id, spec.session,
+                 spec.name, time.monotonic() - began)
+        return node
+
+    def _reconfigure(self, node: Node, spec: NodeSpec, net, peers: dict) -> None:
+        """Move a running node to another session: network, name, registry, files."""
+        pid = node.extra["pid"]
+        host_if, _ = netplan.veth_names(node.id)
+        run(["ip", "link", "set", host_if, "master", net.bridge])
+        batch = (f"addr flush dev eth0\naddr add {node.address}/24 dev eth0\n"
+                 f"route replace default via {net.gateway}\n")
+        run(["nsenter", "-t", str(pid), "-n", "ip", "-batch", "-"], input=batch.encode())
+        run(["nsenter", "-t", str(pid), "-u", "hostname", spec.name])
+        root = Path(f"/proc/{pid}/root")
+        (root / "etc/hostname").write_text(spec.name + "\n")
+        (root / "etc/hosts").write_text(netplan.hosts_file(spec.name, node.address, peers))
+        if spec.files:
+            self._extract_in_node(node, spec.files)
+        # The registry mirror's address is the same in every session
+        # (netplan.registry_address), so the node's engine needs no reload.
+
+    def _extract_in_node(self, node: Node, files) -> None:
+        """Place files in a running node, as its root (the host's root may not
+        create files on the node's user-namespaced mounts)."""
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            for path, content, *mode in files:
+                if not str(path).startswith("/") or ".." in Path(path).parts:
+                    raise LabRuntimeError(f"file path {path!r} must be absolute, without '..'",
+                                          permanent=True)
+                data = content.encode() if isinstance(content, str) else content
+                info = tarfile.TarInfo(str(path).lstrip("/"))
+                info.size, info.mode, info.mtime = len(data), mode[0] if mode else 0o644, time.time()
+                tar.addfile(info, io.BytesIO(data))
+        proc = subprocess.run(self._enter_argv(node.extra["pid"], node.id, ["tar", "-x", "-C", "/"]),
+                              input=buffer.getvalue(), capture_output=True, env=dict(NODE_ENV),
+                              preexec_fn=seccomp.install)
+        if proc.returncode:
+            raise LabRuntimeError("could not place the lesson's files in the node: "
+                                  + proc.stderr.decode(errors="replace").strip())
+
+    # ---- reaping ----------------------------------------------------------------
+    def reap_dead(self) -> list:
+        """Remove nodes whose processes died (a crash, a reboot) and half-made ones."""
+        reaped = []
+        for directory in nodes_dir().iterdir():
+            state = directory / "node.json"
+            try:
+                node = Node.from_json(json.loads(state.read_text()))
+            except (OSError, ValueError, TypeError):
+                # Half-made (no state yet): leave it a minute, it may be starting.
+                if time.time() - directory.stat().st_mtime > 60:
+                    self._stop(directory.name)
+                    reaped.append(directory.name)
+                continue
+            pid = node.extra.get("pid")
+            starting = node.extra.get("state") in ("starting", "claiming")
+            if starting and time.time() - node.created < START_TIMEOUT + 30:
+                continue
+            if not pid or not self._owns(node, pid):
+                self._stop(node.id)
+                reaped.append(node.id)
+        return reaped
 
     # ---- stop -----------------------------------------------------------------
     async def stop(self, node_id: str) -> None:

@@ -146,7 +146,9 @@ def apply() -> None:
     }
     text = restore_text(chains)
     stamp = base_dir() / "firewall.rules"
-    exists = all(_iptables("-n", "-L", chain, check=False).returncode == 0 for chain in chains)
+    # One listing answers both questions: do our chains exist, are they jumped to?
+    listing = _iptables("-S").stdout.splitlines()
+    exists = all(f"-N {chain}" in listing for chain in chains)
     if not (exists and stamp.exists() and stamp.read_text() == text):
         proc = subprocess.run(["iptables-restore", "-w", "--noflush"], input=text,
                               capture_output=True, text=True)
@@ -158,6 +160,5 @@ def apply() -> None:
         for direction in ("-i", "-o"):
             if parent == "INPUT" and direction == "-o":
                 continue
-            jump = [direction, BRIDGES, "-j", chain]
-            if _iptables("-C", parent, *jump, check=False).returncode:
-                _iptables("-I", parent, "1", *jump)
+            if f"-A {parent} {direction} {BRIDGES} -j {chain}" not in listing:
+                _iptables("-I", parent, "1", direction, BRIDGES, "-j", chain)

@@ -23,6 +23,19 @@ def registry_port() -> int:
     return int(os.environ.get("LAB_REGISTRY_PORT", "5000"))
 
 
+def registry_address() -> str:
+    """One host address every node reaches the lab registry at, whatever its session.
+
+    It sits on a dummy interface of the host (labreg0), outside every session's
+    /24, so a node's settings need not change when it moves between sessions.
+    """
+    return f"{subnet_prefix()}.0.1"
+
+
+def registry_host() -> str:
+    return f"{registry_address()}:{registry_port()}"
+
+
 @dataclass(frozen=True)
 class SessionNet:
     index: int
@@ -37,8 +50,7 @@ class SessionNet:
 
     @property
     def registry(self) -> str:
-        # The lab registry listens on the host, which nodes reach at their gateway.
-        return f"{self.gateway}:{registry_port()}"
+        return registry_host()
 
 
 def session_net(index: int, prefix: str | None = None) -> SessionNet:
