@@ -115,6 +115,9 @@ def live_site(prefix: str = SESSION_PREFIX, driver: str = "builtin", workers: in
         "CHANNEL_LAYER": "redis",
         "DEBUG": "0",
         "LOG_LEVEL": "INFO",
+        # No warm pool unless asked for: pool nodes belong to no test's prefix,
+        # so the clean-up below would leave them behind.
+        "LAB_POOL_SIZE": "0",
         **(extra_env or {}),
     }
     commands = {

@@ -153,7 +153,11 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "reap-nodes": {"task": "labs.tasks.reap_nodes",
                    "schedule": float(envint("LAB_REAP_SECONDS", "300"))},
+    "maintain-pool": {"task": "labs.tasks.maintain_pool",
+                      "schedule": float(envint("LAB_POOL_SECONDS", "15"))},
 }
+# Ready nodes kept waiting so Start is near instant (0: start every node cold).
+LAB_POOL_SIZE = envint("LAB_POOL_SIZE", "2")
 
 # The runtime library reads LAB_DRIVER itself; keep the value here so the site
 # can show it and tests can see which driver is meant.

@@ -76,6 +76,8 @@ def start_session(session_id: int) -> str | None:
         log.info("started %s/%s as %s", spec.session, spec.name, started.id)
     session.mark(LabSession.READY)
     push(group, session.event())
+    if settings.LAB_POOL_SIZE:
+        maintain_pool.delay()  # replace what this start took from the pool
     return LabSession.READY
 
 
@@ -240,3 +242,18 @@ def reap_nodes() -> list:
         log.info("reaped node %s of ended session %s", node.id, node.session)
         removed.append(node.id)
     return removed
+
+
+@shared_task(soft_time_limit=240, time_limit=300)
+def maintain_pool() -> dict:
+    """Run by beat (and after each start): remove dead nodes, refill the warm pool.
+
+    The runtime stops filling when the lab is at its node limit or memory
+    headroom, so the pool never overcommits the machine.
+    """
+    driver = get_driver()
+    reaped = driver.reap_dead()
+    started = driver.fill_pool(settings.LAB_POOL_SIZE) if settings.LAB_POOL_SIZE else []
+    if reaped or started:
+        log.info("pool: reaped %d dead node(s), started %d", len(reaped), len(started))
+    return {"reaped": reaped, "started": started}

@@ -177,5 +177,14 @@ class Driver(abc.ABC):
         """Progress events of a start; drivers without detail report just the end."""
         yield {"progress": 100, "message": "ready"}
 
+    def fill_pool(self, size: int) -> list:
+        """Start ready nodes until `size` wait for a learner; ids of new ones.
+        Drivers without a warm pool start nodes on demand only."""
+        return []
+
+    def reap_dead(self) -> list:
+        """Remove nodes whose processes died; ids of the removed ones."""
+        return []
+
     def get_state(self) -> dict:
         return {"nodes": [n.to_json() for n in self.list_nodes()]}

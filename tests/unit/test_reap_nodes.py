@@ -20,3 +20,16 @@ def test_reaper_removes_nodes_of_ended_sessions_only(ada, lesson, fake_driver, s
 
     assert sorted(removed) == sorted([orphan.id, deleted.id])
     assert {n.id for n in fake_driver.list_nodes()} == {keep.id, foreign.id}
+
+
+def test_maintain_pool_refills_and_reaps(fake_driver, settings, monkeypatch):
+    from labs.tasks import maintain_pool
+    calls = []
+    monkeypatch.setattr(fake_driver, "reap_dead", lambda: calls.append("reap") or ["dead1"])
+    monkeypatch.setattr(fake_driver, "fill_pool", lambda size: calls.append(size) or ["new1"])
+    settings.LAB_POOL_SIZE = 3
+    assert maintain_pool() == {"reaped": ["dead1"], "started": ["new1"]}
+    assert calls == ["reap", 3]
+    settings.LAB_POOL_SIZE = 0
+    calls.clear()
+    assert maintain_pool()["started"] == [] and calls == ["reap"]
