@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import os
 
-from .model import Driver, ExecResult, LabRuntimeError, Node, NodeNotFound, NodeSpec, Terminal
+from .model import (Driver, ExecResult, LabFull, LabRuntimeError, Node, NodeNotFound, NodeSpec,
+                    Terminal)
 
-__all__ = ["Driver", "ExecResult", "LabRuntimeError", "Node", "NodeNotFound", "NodeSpec",
+__all__ = ["Driver", "ExecResult", "LabFull", "LabRuntimeError", "Node", "NodeNotFound", "NodeSpec",
            "Terminal", "get_driver"]
 
 _drivers: dict = {}

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Optional
 
 from . import firewall, idmap, images, netplan, seccomp
-from .model import Driver, ExecResult, LabRuntimeError, Node, NodeNotFound, NodeSpec
+from .model import Driver, ExecResult, LabFull, LabRuntimeError, Node, NodeNotFound, NodeSpec
 from .paths import lock_path, nodes_dir, sessions_dir
 from .pty_terminal import PtyTerminal
 
@@ -68,13 +68,6 @@ def node_limits() -> dict:
     except (ValueError, IndexError) as e:
         raise LabRuntimeError(f"bad node limit setting (LAB_NODE_MEMORY/DISK/PIDS/CPUS): {e}",
                               permanent=True) from None
-
-
-class LabFull(LabRuntimeError):
-    """No room for another node now; trying again later can succeed."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason, permanent=False)
 
 
 def capacity() -> dict:

@@ -35,6 +35,13 @@ class NodeNotFound(LabRuntimeError):
         self.node_id = node_id
 
 
+class LabFull(LabRuntimeError):
+    """No room for another node now (node limit or memory); later can succeed."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason, permanent=False)
+
+
 def check_name(kind: str, value: str) -> str:
     if not NAME_RE.match(value or ""):
         raise LabRuntimeError(
