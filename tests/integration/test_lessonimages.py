@@ -154,3 +154,83 @@ def test_ubuntu_installs_debian_packages_with_apt(node):
                   "'apt-get update -qq && apt-get install -y -qq figlet >/dev/null && figlet -v'",
                   timeout=300)
     assert "FIGlet" in out, out
+
+
+# The stand-in alpine's apk (runtime/lessonimages/alpine/apk) installs Debian
+# packages listed in /etc/apk/lab-index from the host's Debian mirror.
+
+HELLO_DOCKERFILE = """FROM alpine
+RUN apk update && apk add nodejs
+COPY . /app
+WORKDIR /app
+CMD ["node","index.js"]
+"""
+HELLO_JS = 'var os = require("os"); var hostname = os.hostname(); console.log("hello from " + hostname);\n'
+
+
+def test_a_dockerfile_from_alpine_adds_nodejs_with_apk_and_runs_node(node):
+    node.ok(f"mkdir -p /root/hello && cd /root/hello && cat > Dockerfile <<'EOF'\n{HELLO_DOCKERFILE}EOF\n"
+            f"cat > index.js <<'EOF'\n{HELLO_JS}EOF")
+    began = time.monotonic()
+    build = node.ok("cd /root/hello && docker build -t hello:v0.1 . 2>&1", timeout=300)
+    seconds = time.monotonic() - began
+    # apk add fetched Debian's nodejs and its closure (glibc among them).
+    assert re.search(r"Installing nodejs \(18\.", build), build[-3000:]
+    assert re.search(r"Installing libc6 \(", build), build[-3000:]
+    # The whole build, apk add nodejs included, takes seconds (about 10 here).
+    assert seconds < 120, f"docker build took {seconds:.0f}s:\n{build[-3000:]}"
+    out = node.ok("docker container run --name hello1 hello:v0.1")
+    assert re.fullmatch(r"hello from [0-9a-f]{12}", last_line(out)), out
+    container_id = node.ok("docker inspect --format '{{.Id}}' hello1").strip()
+    assert last_line(out) == f"hello from {container_id[:12]}"
+
+
+def test_apk_add_bridge_utils_gives_debians_brctl(node):
+    build = node.ok("printf 'FROM alpine\\nRUN apk add --no-cache bridge-utils\\n' > /root/Dockerfile.br && "
+                    "docker build -t withbrctl -f /root/Dockerfile.br /root 2>&1", timeout=300)
+    assert "Installing bridge-utils (1.7" in build, build[-3000:]
+    # PATH finds Debian's /sbin/brctl, not BusyBox's applet (no -V, no `show`).
+    assert node.ok("docker run --rm withbrctl which brctl").strip() == "/sbin/brctl"
+    assert "bridge-utils, 1.7" in node.ok("docker run --rm withbrctl brctl -V")
+    node.ok("docker run --rm withbrctl brctl show")  # no bridges in a container: no output
+    # The stand-in before apk: BusyBox's brctl, which cannot `show`.
+    assert node.sh("docker run --rm alpine brctl show").exit_code != 0
+
+
+def test_apk_add_update_installs_the_lesson_tools(node):
+    out = node.ok("docker run --rm alpine sh -c 'apk add --update curl bash iputils figlet && "
+                  "curl --version && bash -c \"echo bash \\$BASH_VERSION\" && /bin/ping -V && "
+                  "figlet apk && cat /etc/apk/world'", timeout=300)
+    assert "fetch http://" in out and "OK: " in out, out  # `--update` ran `apk update`
+    assert re.search(r"^curl 7\.\d+", out, re.M), out
+    assert re.search(r"^bash 5\.", out, re.M), out
+    assert "ping from iputils" in out, out
+    assert "/ _` | '_ \\| |/ /" in out, out  # figlet's "apk" (figlet -> figlet-figlet link)
+    assert out.split()[-4:] == ["curl", "bash", "iputils", "figlet"], out
+    # The same in a RUN line with --no-cache, and a package already there is quick.
+    node.ok("printf 'FROM alpine\\nRUN apk add --no-cache curl\\nRUN apk add --no-cache curl\\n' "
+            "> /root/Dockerfile.curl && docker build -q -t withcurl -f /root/Dockerfile.curl /root",
+            timeout=300)
+    assert re.search(r"^curl 7\.", node.ok("docker run --rm withcurl curl --version"), re.M)
+
+
+def test_apk_add_of_an_unknown_package_fails_and_says_why(node):
+    result = node.sh("docker run --rm alpine apk add --no-cache nodejs no-such-pkg")
+    assert result.exit_code == 1, result.output
+    assert "no-such-pkg (no such package in the lab's stand-in apk)" in result.output, result.output
+    assert "lab stand-in built from Debian packages" in result.output, result.output
+    # Nothing was installed: the names are checked before any download.
+    assert "Installing" not in result.output, result.output
+
+
+def test_alpine_stays_small_until_something_is_added(node):
+    node.ok("docker pull -q alpine")
+    size = int(node.ok("docker image inspect --format '{{.Size}}' alpine").strip())
+    # Static busybox (about 2 MB) plus apk and its index (about 0.2 MB). No glibc
+    # (libc6 alone unpacks to 12 MB) and no Debian base: 4 MB is a generous bound
+    # that either would break; the real alpine is about 8 MB.
+    assert size < 4_000_000, f"alpine is {size} bytes"
+    assert re.fullmatch(r"[0-9a-f]{12}", last_line(node.ok("docker run --rm alpine hostname")))
+    assert node.sh("docker run --rm alpine test -e /lib/x86_64-linux-gnu/libc.so.6").exit_code == 1
+    assert "lab stand-in" in node.ok("docker run --rm alpine apk --version")
+    assert "lab stand-in" in node.ok("docker run --rm alpine cat /etc/os-release")
