@@ -82,9 +82,46 @@ class LiveSite:
     def dump_logs(self) -> str:
         return "\n".join(f"----- {name} -----\n{self.log(name)[-4000:]}" for name in self.procs)
 
+    commands: dict = field(default_factory=dict)
+
+    def start(self, name: str) -> None:
+        with open(self.workdir / f"{name}.log", "ab") as log:
+            self.procs[name] = subprocess.Popen(self.commands[name], cwd=ROOT, env=self.env,
+                                                stdout=log, stderr=subprocess.STDOUT,
+                                                start_new_session=True)
+
+    def restart(self, name: str) -> None:
+        """Stop one process of the site (as an operator or a crash would) and start it again."""
+        proc = self.procs[name]
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+        ready_before = self.log("worker").count(" ready.")
+        self.start(name)
+        if name == "web":
+            wait_for(lambda: _answers(self.url + "/"), 30, "the site to answer again")
+        elif name == "redis":
+            port = int(self.env["REDIS_URL"].rsplit(":", 1)[1].split("/")[0])
+            wait_for(lambda: _listens(port), 30, "Redis to answer again")
+        elif name == "worker":
+            wait_for(lambda: self.log("worker").count(" ready.") > ready_before, 60,
+                     "the Celery worker to be ready again")
+
     def manage(self, *args) -> subprocess.CompletedProcess:
         return subprocess.run([str(VENV_BIN / "python"), "manage.py", *args], cwd=ROOT,
                               env=self.env, capture_output=True, text=True, timeout=120)
+
+
+def _listens(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
 
 
 def _answers(url: str) -> bool:
@@ -129,19 +166,15 @@ def live_site(prefix: str = SESSION_PREFIX, driver: str = "builtin", workers: in
                    "--loglevel=INFO", f"--concurrency={workers}", "--without-gossip", "--without-mingle"],
     }
     site = LiveSite(url=f"http://127.0.0.1:{port}", env=env, workdir=workdir, prefix=prefix,
-                    driver=driver)
+                    driver=driver, commands=commands)
     failed = True
     with registry.ensure_running():
         try:
             for args in (["migrate", "--noinput"], ["sync_lessons"]):
                 done = site.manage(*args)
                 assert done.returncode == 0, done.stdout + done.stderr
-            for name, argv in commands.items():
-                log = open(workdir / f"{name}.log", "wb")
-                site.procs[name] = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log,
-                                                    stderr=subprocess.STDOUT,
-                                                    start_new_session=True)
-                log.close()
+            for name in commands:
+                site.start(name)
             wait_for(lambda: _answers(site.url + "/"), 30, "the site to answer")
             wait_for(lambda: "ready" in site.log("worker"), 60, "the Celery worker")
             yield site

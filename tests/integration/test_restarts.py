@@ -1,0 +1,57 @@
+"""Restarting Daphne, Redis or the Celery worker loses no node, no shell and no progress.
+
+One learner works through the restarts of every process of the site in
+turn; after each, the terminal re-attaches to the same shell and the
+checks still turn steps done.
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+
+from labs.labclient import Learner, next_event
+
+from .test_lesson_flow import SLUG, started_node
+
+
+async def type_and_read(learner, node, text: bytes, expect: bytes, seconds=30) -> bytes:
+    async with learner.connect(f"/ws/nodes/{node}/terminal/?cols=100&rows=30") as term:
+        await term.send(text)
+        seen = b""
+        while expect not in seen:
+            seen += await asyncio.wait_for(term.recv(), seconds)
+        return seen
+
+
+async def step_turns_done(learner, node, command: bytes, step: int) -> dict:
+    async with learner.connect(f"/ws/lessons/{SLUG}/") as lesson:
+        async with learner.connect(f"/ws/nodes/{node}/terminal/?cols=100&rows=30") as term:
+            await term.send(command + b"\r")
+            return await next_event(lesson, lambda e: e.get("type") == "step"
+                                    and e.get("step") == step and e.get("state") == "done", 90)
+
+
+def test_site_restarts_keep_nodes_shells_and_progress(live_site):
+    ada = Learner(live_site.url)
+    ada.signup("ada-restarts")
+    node = started_node(ada)
+    asyncio.run(type_and_read(ada, node, b"export KEPT=through-restarts\r", b"#"))
+
+    live_site.restart("web")
+    out = asyncio.run(type_and_read(ada, node, b"echo got-$KEPT\r", b"got-through-restarts"))
+    assert b"got-through-restarts" in out
+
+    live_site.restart("redis")
+    # The worker finds its broker again and pushes step 1 to a freshly connected page.
+    event = asyncio.run(step_turns_done(ada, node, b"docker container run alpine hostname", 1))
+    assert event["state"] == "done"
+
+    live_site.restart("worker")
+    event = asyncio.run(step_turns_done(ada, node, b"docker container ls --all", 2))
+    assert event["state"] == "done"
+
+    out = asyncio.run(type_and_read(ada, node, b"echo still-$KEPT\r", b"still-through-restarts"))
+    assert b"still-through-restarts" in out
+    page = ada.get(f"/lessons/{SLUG}/").read().decode()
+    assert re.search(r'data-step="1"\s+data-state="done"', page)
+    assert re.search(r'data-step="2"\s+data-state="done"', page)
