@@ -66,10 +66,6 @@ def veth_names(node_id: str) -> tuple:
     return f"lv{node_id[:12]}", f"lp{node_id[:12]}"
 
 
-def netns_name(node_id: str) -> str:
-    return f"lab-{node_id}"
-
-
 def nat_rules(net: SessionNet) -> list:
     """iptables rules (table, chain, spec) a session needs on the host.
 

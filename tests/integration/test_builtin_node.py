@@ -25,8 +25,6 @@ def traces(node_id: str) -> list:
     host_if, _ = netplan.veth_names(node_id)
     if Path(f"/sys/class/net/{host_if}").exists():
         found.append("veth")
-    if Path(f"/run/netns/{netplan.netns_name(node_id)}").exists():
-        found.append("netns")
     found += [f"cgroup {p}" for p in node_cgroup_dirs(node_id) if p.exists()]
     if (Path("/var/lib/dockerlab/nodes") / node_id).exists():
         found.append("directory")
