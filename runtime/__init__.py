@@ -23,10 +23,13 @@ def get_driver(name: str | None = None) -> Driver:
         if name == "builtin":
             from .builtin import BuiltinDriver
             _drivers[name] = BuiltinDriver()
+        elif name == "docker":
+            from .dockerdriver import DockerDriver
+            _drivers[name] = DockerDriver()
         elif name == "fake":
             from .fakedriver import FakeDriver
             _drivers[name] = FakeDriver()
         else:
-            raise LabRuntimeError(f"unknown runtime driver {name!r} (LAB_DRIVER): use 'builtin'",
-                                  permanent=True)
+            raise LabRuntimeError(f"unknown runtime driver {name!r} (LAB_DRIVER): "
+                                  "use 'builtin' or 'docker'", permanent=True)
     return _drivers[name]

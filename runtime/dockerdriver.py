@@ -1,0 +1,543 @@
+"""The docker driver: nodes as Docker-in-Docker containers on a host Docker engine.
+
+The Play with Docker design, for operators who already run Docker. A node is
+a privileged container of the same Debian root filesystem the built-in
+driver uses (imported once into the host engine as `lab-node:<hash>`), with
+tini as PID 1 running the node's own dockerd; Docker's data lives in a
+volume per node. Each session gets a user-defined bridge network
+`lab-<session>`, so Docker's embedded DNS lets nodes reach each other by
+name. Everything goes through the `docker` CLI (no SDK); $LAB_DOCKER_HOST
+picks the engine (passed to the CLI as DOCKER_HOST).
+
+State lives in the engine itself, as labels on the containers, volumes and
+networks (lab.node, lab.session, lab.name), so any process finds the nodes.
+
+Security: the container is --privileged, like Play with Docker's. Root in a
+node is root on the host, with every capability and device; an escape from
+a node is an escape to the host. Use it only for learners you trust, or on a
+host you can throw away; the built-in driver is the one for strangers.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import io
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+from typing import Optional
+
+from . import images, netplan
+from .model import Driver, ExecResult, LabRuntimeError, Node, NodeNotFound, NodeSpec
+from .paths import base_dir
+from .pty_terminal import PtyTerminal
+
+log = logging.getLogger(__name__)
+
+NODE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+NODE_ENV = {"PATH": NODE_PATH, "HOME": "/root", "LANG": "C.UTF-8", "TERM": "xterm-256color",
+            "USER": "root"}
+START_TIMEOUT = float(os.environ.get("LAB_NODE_START_TIMEOUT", "60"))
+IMAGE_REPO = "lab-node"
+LABEL = "lab.node"
+ID_RE = re.compile(r"^[0-9a-f]{12}$")
+CLI_TIMEOUT = 120.0
+
+
+def container_name(node_id: str) -> str:
+    return f"lab-{node_id}"
+
+
+def volume_name(node_id: str) -> str:
+    return f"lab-{node_id}-docker"
+
+
+def network_name(session: str) -> str:
+    return f"lab-{session}"
+
+
+def image_tag(image_dir: Path) -> str:
+    """`lab-node:<recipe hash>` for the built image directory node-<hash>."""
+    return f"{IMAGE_REPO}:{image_dir.name.removeprefix('node-')}"
+
+
+def import_changes() -> list:
+    """Instructions for `docker import`: tini is PID 1, as in the built-in driver."""
+    env = " ".join(f"{k}={v}" for k, v in NODE_ENV.items() if k != "TERM")
+    return [f"ENV {env}", 'ENTRYPOINT ["/usr/bin/tini", "--"]',
+            'CMD ["/usr/local/sbin/lab-init"]']
+
+
+def run_argv(spec: NodeSpec, node_id: str, image: str, limits: dict) -> list:
+    """`docker create` arguments for a node (pure: unit tests may compare them)."""
+    return ["create", "--privileged", "--name", container_name(node_id),
+            "--hostname", spec.name, "--network", network_name(spec.session),
+            "--network-alias", spec.name,
+            "--label", f"{LABEL}={node_id}", "--label", f"lab.session={spec.session}",
+            "--label", f"lab.name={spec.name}",
+            "--label", f"lab.created={time.time():.3f}",
+            "-v", f"{volume_name(node_id)}:/var/lib/docker",
+            "--memory", str(limits["memory"]), "--memory-swap", str(limits["memory"]),
+            "--pids-limit", str(limits["pids"]), "--cpus", str(limits["cpus"]),
+            "--stop-timeout", "2", image]
+
+
+def node_files_tar(spec: NodeSpec, daemon_json: dict) -> bytes:
+    """A tar stream of the files a node gets before it starts (for `docker cp -`)."""
+    buf = io.BytesIO()
+    entries = [("/etc/docker/daemon.json", json.dumps(daemon_json, indent=1), 0o644)]
+    for path, content, *mode in spec.files:
+        if not str(path).startswith("/") or ".." in Path(path).parts:
+            raise LabRuntimeError(f"file path {path!r} must be absolute, without '..'",
+                                  permanent=True)
+        entries.append((str(path), content, mode[0] if mode else 0o644))
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        dirs = set()
+        for path, content, mode in entries:
+            parts = Path(path.lstrip("/")).parts
+            for i in range(1, len(parts)):
+                d = "/".join(parts[:i])
+                if d not in dirs:
+                    dirs.add(d)
+                    info = tarfile.TarInfo(d)
+                    info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, time.time()
+                    tar.addfile(info)
+            data = content.encode() if isinstance(content, str) else bytes(content)
+            info = tarfile.TarInfo("/".join(parts))
+            info.size, info.mode, info.mtime = len(data), mode, time.time()
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _limits() -> dict:
+    from .builtin import node_limits  # one set of settings for both drivers
+    return node_limits()
+
+
+class _PipeCollector(asyncio.Protocol):
+    def __init__(self, on_output=None):
+        self.chunks: list = []
+        self.on_output = on_output
+        self.closed = asyncio.Event()
+
+    def data_received(self, data: bytes) -> None:
+        self.chunks.append(data)
+        if self.on_output:
+            self.on_output(data)
+
+    def eof_received(self):
+        self.closed.set()
+
+    def connection_lost(self, exc) -> None:
+        self.closed.set()
+
+    def text(self) -> str:
+        return b"".join(self.chunks).decode(errors="replace")
+
+
+class DockerDriver(Driver):
+    name = "docker"
+
+    def __init__(self, host: Optional[str] = None):
+        # None: $LAB_DOCKER_HOST, else the CLI's own default (DOCKER_HOST or /var/run/docker.sock).
+        self.host = host or os.environ.get("LAB_DOCKER_HOST") or None
+
+    # ---- the CLI ----------------------------------------------------------------
+    def _env(self) -> dict:
+        env = dict(os.environ)
+        if self.host:
+            env["DOCKER_HOST"] = self.host
+        return env
+
+    def _cli(self) -> str:
+        found = os.environ.get("LAB_DOCKER_CLI") or shutil.which("docker")
+        if not found:
+            raise LabRuntimeError("the docker CLI is missing: apt-get install docker.io",
+                                  permanent=True)
+        return found
+
+    def docker(self, *args, input: Optional[bytes] = None, check: bool = True,
+               timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess:
+        """Run the docker CLI (blocking: call it from a thread, see `_call`)."""
+        argv = [self._cli(), *args]
+        try:
+            proc = subprocess.run(argv, input=input, capture_output=True, env=self._env(),
+                                  timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise LabRuntimeError(f"`docker {args[0]}` did not answer within {timeout:.0f}s: "
+                                  "is the host Docker engine overloaded?") from None
+        if check and proc.returncode != 0:
+            raise LabRuntimeError(f"`docker {' '.join(args[:3])}` failed: "
+                                  f"{proc.stderr.decode(errors='replace').strip()}")
+        return proc
+
+    async def _call(self, fn, *args, **kw):
+        """The one way blocking work leaves the event loop."""
+        return await asyncio.to_thread(fn, *args, **kw)
+
+    @contextlib.contextmanager
+    def _lock(self):
+        """Serialises session-network bookkeeping across processes on this host."""
+        path = base_dir() / "dockerdriver.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    # ---- checks -------------------------------------------------------------------
+    def preflight(self) -> list:
+        problems = []
+        try:
+            self._cli()
+        except LabRuntimeError as e:
+            return [e.reason]
+        try:
+            proc = self.docker("version", "--format", "{{.Server.Version}}", check=False,
+                               timeout=15)
+        except LabRuntimeError as e:
+            return [e.reason]
+        if proc.returncode != 0:
+            where = self.host or os.environ.get("DOCKER_HOST") or "the default socket"
+            problems.append(f"the host Docker engine at {where} does not answer "
+                            f"({proc.stderr.decode(errors='replace').strip()}): start it, or "
+                            "point LAB_DOCKER_HOST at one")
+            return problems
+        try:
+            image_dir = images.current_image()
+        except LabRuntimeError as e:
+            if not self._image_present_any():
+                problems.append(e.reason)
+            return problems
+        if not self._image_present(image_tag(image_dir)) and not shutil.which("tar"):
+            problems.append("`tar` is missing, so the node image cannot be imported")
+        return problems
+
+    def _image_present(self, tag: str) -> bool:
+        return self.docker("image", "inspect", tag, check=False).returncode == 0
+
+    def _image_present_any(self) -> bool:
+        out = self.docker("images", "-q", IMAGE_REPO, check=False).stdout.strip()
+        return bool(out)
+
+    def ensure_image(self) -> str:
+        """Import the built-in driver's node image into the engine, once."""
+        image_dir = images.current_image()
+        tag = image_tag(image_dir)
+        if self._image_present(tag):
+            return tag
+        with self._lock():
+            if self._image_present(tag):
+                return tag
+            log.info("importing %s into the host Docker engine as %s", image_dir, tag)
+            changes = [a for c in import_changes() for a in ("--change", c)]
+            tar = subprocess.Popen(["tar", "-C", str(image_dir), "--numeric-owner", "-c", "."],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            try:
+                proc = subprocess.run([self._cli(), "import", *changes, "-", tag],
+                                      stdin=tar.stdout, capture_output=True, env=self._env(),
+                                      timeout=600)
+            finally:
+                tar.stdout.close()
+                tar_err = tar.stderr.read().decode(errors="replace")
+                tar.wait()
+            if proc.returncode or tar.returncode:
+                raise LabRuntimeError("importing the node image into the host Docker engine "
+                                      f"failed: {proc.stderr.decode(errors='replace')} {tar_err}")
+        return tag
+
+    # ---- state --------------------------------------------------------------------
+    def _inspect(self, *refs: str) -> list:
+        if not refs:
+            return []
+        proc = self.docker("container", "inspect", *refs, check=False)
+        with contextlib.suppress(ValueError):
+            return json.loads(proc.stdout or b"[]") or []
+        return []
+
+    def _node_from(self, data: dict) -> Optional[Node]:
+        labels = (data.get("Config") or {}).get("Labels") or {}
+        node_id = labels.get(LABEL)
+        if not node_id:
+            return None
+        session = labels.get("lab.session", "")
+        nets = (data.get("NetworkSettings") or {}).get("Networks") or {}
+        net = nets.get(network_name(session)) or {}
+        state = (data.get("State") or {})
+        return Node(id=node_id, session=session, name=labels.get("lab.name", ""),
+                    driver=self.name, address=net.get("IPAddress", ""),
+                    created=float(labels.get("lab.created") or 0),
+                    extra={"container": data.get("Name", "").lstrip("/"),
+                           "container_id": data.get("Id", "")[:12],
+                           "network": network_name(session), "gateway": net.get("Gateway", ""),
+                           "volume": volume_name(node_id), "pid": state.get("Pid") or 0,
+                           "state": state.get("Status", ""),
+                           "engine": self.host or os.environ.get("DOCKER_HOST", "")})
+
+    def list_nodes(self) -> list:
+        ids = self.docker("ps", "-aq", "--no-trunc", "--filter", f"label={LABEL}",
+                          check=False).stdout.decode().split()
+        nodes = [self._node_from(d) for d in self._inspect(*ids)]
+        return sorted((n for n in nodes if n), key=lambda n: (n.created, n.id))
+
+    def get_node(self, node_id: str) -> Node:
+        return self._load(node_id)
+
+    def _load(self, node_id: str) -> Node:
+        if not ID_RE.match(node_id or ""):
+            raise NodeNotFound(node_id)
+        found = self._inspect(container_name(node_id))
+        node = self._node_from(found[0]) if found else None
+        if node is None or node.id != node_id:
+            raise NodeNotFound(node_id)
+        return node
+
+    # ---- sessions -------------------------------------------------------------------
+    def _ensure_network(self, session: str) -> dict:
+        """The session's bridge network (caller holds the lock); its inspect data."""
+        name = network_name(session)
+        proc = self.docker("network", "inspect", name, check=False)
+        if proc.returncode != 0:
+            self.docker("network", "create", "--driver", "bridge",
+                        "--label", f"lab.session={session}", name)
+            proc = self.docker("network", "inspect", name)
+        return json.loads(proc.stdout)[0]
+
+    @staticmethod
+    def _gateway(network: dict) -> str:
+        for cfg in (network.get("IPAM") or {}).get("Config") or []:
+            if cfg.get("Gateway"):
+                return cfg["Gateway"]
+        raise LabRuntimeError(f"network {network.get('Name')} has no gateway address: the lab "
+                              "registry cannot be reached through it")
+
+    def _remove_network_if_empty(self, session: str) -> None:
+        left = self.docker("ps", "-aq", "--filter", f"label=lab.session={session}",
+                           check=False).stdout.split()
+        if left:
+            return
+        proc = self.docker("network", "rm", network_name(session), check=False)
+        err = proc.stderr.decode(errors="replace")
+        if proc.returncode and "not found" not in err and "No such" not in err:
+            log.warning("could not remove network %s: %s", network_name(session), err.strip())
+
+    # ---- start ---------------------------------------------------------------------
+    async def start(self, spec: NodeSpec, on_progress=None) -> Node:
+        return await self._call(self._start, spec, on_progress or (lambda event: None))
+
+    def _start(self, spec: NodeSpec, progress) -> Node:
+        started = time.monotonic()
+        progress({"progress": 5, "message": "checking the node image"})
+        tag = self.ensure_image()
+        node_id = secrets.token_hex(6)
+        name = container_name(node_id)
+        try:
+            with self._lock():
+                if any(n.session == spec.session and n.name == spec.name
+                       for n in self.list_nodes()):
+                    raise LabRuntimeError(f"session {spec.session} already has a node called "
+                                          f"{spec.name}", permanent=True)
+                progress({"progress": 15, "message": "connecting the node to its network"})
+                network = self._ensure_network(spec.session)
+                gateway = self._gateway(network)
+                registry = f"{gateway}:{netplan.registry_port()}"
+                daemon = {"registry-mirrors": [f"http://{registry}"],
+                          "insecure-registries": [registry], "storage-driver": "overlay2"}
+                self.docker("volume", "create", "--label", f"{LABEL}={node_id}",
+                            "--label", f"lab.session={spec.session}", volume_name(node_id))
+                self.docker(*run_argv(spec, node_id, tag, _limits()))
+            progress({"progress": 25, "message": "placing the node's files"})
+            self.docker("cp", "-", f"{name}:/", input=node_files_tar(spec, daemon))
+            progress({"progress": 35, "message": "starting the node"})
+            self.docker("start", name)
+            progress({"progress": 50, "message": "waiting for the Docker engine"})
+            self._wait_for_engine(node_id)
+            node = self._load(node_id)
+        except BaseException as e:
+            log.warning("node %s (%s/%s) failed to start: %s", node_id, spec.session, spec.name, e)
+            with contextlib.suppress(Exception):
+                self._stop(node_id, session=spec.session)
+            if isinstance(e, LabRuntimeError):
+                raise
+            raise LabRuntimeError(f"the node could not start: {e}") from e
+        seconds = time.monotonic() - started
+        node = Node(**{**node.to_json(), "extra": {**node.extra,
+                                                  "start_seconds": round(seconds, 3)}})
+        progress({"progress": 100, "message": "ready"})
+        log.info("node %s (%s/%s) ready in %.2fs", node_id, spec.session, spec.name, seconds)
+        return node
+
+    def _wait_for_engine(self, node_id: str) -> None:
+        """Until the node's engine answers /info, as `docker info` would.
+
+        When the host engine is local (its container pids are ours to see),
+        the node's socket is asked directly through /proc/PID/root; otherwise
+        through `docker exec ... docker info`.
+        """
+        name = container_name(node_id)
+        deadline = time.monotonic() + START_TIMEOUT
+        pid = 0
+        while time.monotonic() < deadline:
+            data = self._inspect(name)
+            state = (data[0].get("State") or {}) if data else {}
+            if not state.get("Running"):
+                raise LabRuntimeError("the node stopped while starting: " + self._logs(name))
+            pid = state.get("Pid") or 0
+            break
+        sock = f"/proc/{pid}/root/run/docker.sock"
+        local = bool(pid) and os.path.exists(f"/proc/{pid}/root/usr/local/sbin/lab-init")
+        while time.monotonic() < deadline:
+            if local:
+                if _engine_answers(sock):
+                    return
+                if not os.path.exists(f"/proc/{pid}"):
+                    raise LabRuntimeError("the node stopped while starting: " + self._logs(name))
+                time.sleep(0.02)
+            else:
+                proc = self.docker("exec", name, "docker", "info", "--format", "{{.ID}}",
+                                   check=False, timeout=30)
+                if proc.returncode == 0:
+                    return
+                if b"is not running" in proc.stderr or b"No such container" in proc.stderr:
+                    raise LabRuntimeError("the node stopped while starting: " + self._logs(name))
+                time.sleep(0.2)
+        raise LabRuntimeError(f"the node's Docker engine did not answer within "
+                              f"{START_TIMEOUT:.0f}s" + self._dockerd_log(name))
+
+    def _logs(self, name: str) -> str:
+        proc = self.docker("logs", "--tail", "30", name, check=False)
+        text = (proc.stdout + proc.stderr).decode(errors="replace").strip()
+        return (text[-1500:] or "(no output)") + self._dockerd_log(name)
+
+    def _dockerd_log(self, name: str) -> str:
+        proc = self.docker("cp", f"{name}:/var/log/dockerd.log", "-", check=False, timeout=15)
+        if proc.returncode:
+            return ""
+        with contextlib.suppress(tarfile.TarError, AttributeError):
+            with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as tar:
+                member = tar.getmembers()[0]
+                text = tar.extractfile(member).read().decode(errors="replace")
+                return "\ndockerd said: " + text[-1500:]
+        return ""
+
+    # ---- stop -------------------------------------------------------------------------
+    async def stop(self, node_id: str) -> None:
+        await self._call(self._stop, node_id)
+
+    def _stop(self, node_id: str, session: str = "") -> None:
+        if not ID_RE.match(node_id or ""):
+            return  # no such node can exist: already gone
+        name = container_name(node_id)
+        found = self._inspect(name)
+        if found:
+            labels = (found[0].get("Config") or {}).get("Labels") or {}
+            session = labels.get("lab.session", session)
+        else:
+            vol = self.docker("volume", "inspect", volume_name(node_id), check=False)
+            with contextlib.suppress(ValueError, IndexError, TypeError):
+                session = (json.loads(vol.stdout)[0].get("Labels") or {}).get(
+                    "lab.session", session)
+        proc = self.docker("rm", "-f", name, check=False)
+        if proc.returncode and b"No such container" not in proc.stderr:
+            raise LabRuntimeError(f"could not remove node {node_id}: "
+                                  f"{proc.stderr.decode(errors='replace').strip()}")
+        proc = self.docker("volume", "rm", "-f", volume_name(node_id), check=False)
+        if proc.returncode and b"No such volume" not in proc.stderr:
+            raise LabRuntimeError(f"could not remove node {node_id}'s volume: "
+                                  f"{proc.stderr.decode(errors='replace').strip()}")
+        if session:
+            with self._lock():
+                self._remove_network_if_empty(session)
+        log.info("node %s removed", node_id)
+
+    # ---- poll / exec / terminal -----------------------------------------------------
+    async def poll(self, node_id: str):
+        try:
+            node = await self._call(self._load, node_id)
+        except NodeNotFound:
+            return "gone"
+        return None if node.extra.get("state") == "running" else "stopped"
+
+    async def _running(self, node_id: str) -> str:
+        node = await self._call(self._load, node_id)
+        if node.extra.get("state") != "running":
+            raise LabRuntimeError(f"node {node_id} is not running", permanent=True)
+        return node.extra["container"]
+
+    def _env_args(self, tty: bool = False) -> list:
+        return [a for k, v in NODE_ENV.items() if tty or k != "TERM" for a in ("-e", f"{k}={v}")]
+
+    async def exec(self, node_id, argv, timeout=30.0, input=None, on_output=None) -> ExecResult:
+        name = await self._running(node_id)
+        # `timeout` inside the node kills the command itself; killing only the
+        # CLI on the host would leave it running in the node.
+        limit = max(1, int(timeout))
+        cmd = [self._cli(), "exec", *(["-i"] if input is not None else []),
+               *self._env_args(), name, "timeout", "-s", "KILL", str(limit), *argv]
+        read_fd, write_fd = os.pipe()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *cmd, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                stdout=write_fd, stderr=write_fd, env=self._env(), start_new_session=True)
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
+        began = time.monotonic()
+        reader = _PipeCollector(on_output)
+        transport, _ = await asyncio.get_running_loop().connect_read_pipe(
+            lambda: reader, os.fdopen(read_fd, "rb", buffering=0))
+        try:
+            if input is not None:
+                proc.stdin.write(input)
+                with contextlib.suppress(ConnectionError):
+                    await proc.stdin.drain()
+                proc.stdin.close()
+            try:
+                code = await asyncio.wait_for(proc.wait(), timeout + 5)
+            except asyncio.TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+                return ExecResult(-1, reader.text(), timed_out=True)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(reader.closed.wait(), 0.5)
+        finally:
+            transport.close()
+        timed_out = code == 137 and time.monotonic() - began >= limit - 0.05
+        return ExecResult(code, reader.text(), timed_out=timed_out)
+
+    async def open_terminal(self, node_id, cols=80, rows=24, name="main"):
+        container = await self._running(node_id)
+        if not name.replace("-", "").isalnum():
+            raise LabRuntimeError(f"invalid terminal name {name!r}", permanent=True)
+        # tmux keeps the shell inside the node, so re-attaching finds it again.
+        # `setsid -c`: the CLI owns the PTY, so it sees SIGWINCH on resize.
+        argv = ["setsid", "-c", self._cli(), "exec", "-it", *self._env_args(tty=True),
+                container, "tmux", "-u", "new-session", "-A", "-s", name, "-c", "/root"]
+        return await PtyTerminal.spawn(argv, cols, rows, env=self._env())
+
+
+def _engine_answers(sock_path: str) -> bool:
+    """The check `docker info` makes: the engine's /info endpoint answers 200."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(2)
+            s.connect(sock_path)
+            s.sendall(b"GET /info HTTP/1.0\r\nHost: docker\r\n\r\n")
+            return s.recv(64).split(b" ")[1:2] == [b"200"]
+    except OSError:
+        return False

@@ -1,0 +1,283 @@
+"""A private host Docker engine for the docker driver's tests and bench.
+
+The docker driver runs nodes on a host Docker engine an operator already
+has. Tests and the bench must not depend on (or disturb) one, so this module
+runs Debian's `dockerd` with everything of its own: data root, exec root,
+pid file, a socket at /run/lab-hostdocker.sock, no default bridge (the
+driver makes a user-defined network per session) and its own containerd.
+
+It keeps its hands off the host's firewall as far as dockerd allows:
+`--ip-forward=false` (so dockerd never flips the FORWARD policy to DROP; the
+built-in driver already turns forwarding on), and the DOCKER* chains it adds
+are removed again on stop when they were not there before (another engine
+may own them). The built-in driver's LAB-INPUT/LAB-FORWARD chains only match
+labbr+ interfaces; dockerd's rules only match its own br-* bridges.
+
+    python -m runtime.hostdocker start|stop|status
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .model import LabRuntimeError
+from .paths import base_dir
+
+log = logging.getLogger(__name__)
+
+SOCKET_PATH = "/run/lab-hostdocker.sock"
+HOST = f"unix://{SOCKET_PATH}"
+EXEC_ROOT = "/run/lab-hostdocker"
+# Away from the default pools (172.17/16 ...) that the engines inside the
+# nodes use for their own docker0, and from the built-in driver's 10.213.
+ADDRESS_POOL = "base=10.214.0.0/16,size=24"
+START_TIMEOUT = 60.0
+DOCKER_CHAINS = {"filter": ["DOCKER", "DOCKER-ISOLATION-STAGE-1", "DOCKER-ISOLATION-STAGE-2",
+                            "DOCKER-USER"],
+                 "nat": ["DOCKER"]}
+
+
+def home() -> Path:
+    return base_dir() / "hostdocker"
+
+
+def pidfile() -> Path:
+    return home() / "dockerd.pid"
+
+
+def logfile() -> Path:
+    return home() / "dockerd.log"
+
+
+def missing_caps() -> list:
+    """Capabilities this process's bounding set lacks (names as in OCI specs)."""
+    with open("/proc/self/status") as f:
+        bounding = int(next(line for line in f if line.startswith("CapBnd:")).split()[1], 16)
+    last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+    return [CAP_NAMES.get(bit, f"CAP_{bit}") for bit in range(last + 1)
+            if not bounding & (1 << bit)]
+
+
+CAP_NAMES = {24: "CAP_SYS_RESOURCE", 21: "CAP_SYS_ADMIN", 16: "CAP_SYS_MODULE",
+             17: "CAP_SYS_RAWIO", 22: "CAP_SYS_BOOT", 25: "CAP_SYS_TIME", 38: "CAP_PERFMON",
+             39: "CAP_BPF", 40: "CAP_CHECKPOINT_RESTORE", 33: "CAP_MAC_ADMIN",
+             32: "CAP_MAC_OVERRIDE", 34: "CAP_SYSLOG", 30: "CAP_AUDIT_CONTROL"}
+
+# A --privileged container asks runc for every capability the kernel knows.
+# Where this host's root lacks some (a sandboxed machine: CapBnd without
+# CAP_SYS_RESOURCE), runc fails with "unable to apply caps". This wrapper,
+# registered as the private engine's default runtime only then, takes the
+# missing ones out of the container's (and each exec's) spec and runs runc.
+RUNC_WRAPPER = """#!/bin/sh
+# Written by runtime/hostdocker.py: drops capabilities this host cannot grant.
+prev=
+for a in "$@"; do
+    case "$prev" in --bundle) f="$a/config.json";; --process) f="$a";; *) f=;; esac
+    if [ -n "$f" ] && [ -f "$f" ]; then
+        sed -i $SEDARGS "$f"
+    fi
+    prev=$a
+done
+exec runc "$@"
+"""
+
+
+def runc_wrapper_text(caps: list) -> str:
+    # Compact JSON (as containerd writes it): "X", in a list, ,"X" at its end, or alone.
+    sed = " ".join(f"-e 's/\"{c}\",//g' -e 's/,\"{c}\"//g' -e 's/\"{c}\"//g'" for c in caps)
+    runc = shutil.which("runc") or "runc"
+    return RUNC_WRAPPER.replace("$SEDARGS", sed).replace("exec runc", f"exec {runc}")
+
+
+def dockerd_argv(wrapper: str | None = None) -> list:
+    """The private engine's command line (pure: a unit test may compare it)."""
+    runtime = [f"--add-runtime=lab-runc={wrapper}", "--default-runtime=lab-runc"] \
+        if wrapper else []
+    return ["dockerd", *runtime, f"--host={HOST}", f"--data-root={home() / 'data'}",
+            f"--exec-root={EXEC_ROOT}", f"--pidfile={pidfile()}",
+            f"--config-file={home() / 'daemon.json'}", "--bridge=none",
+            "--iptables=true", "--ip-forward=false", "--ip-masq=true",
+            f"--default-address-pool={ADDRESS_POOL}", "--log-level=warn"]
+
+
+def _env() -> dict:
+    return {**os.environ, "DOCKER_HOST": HOST}
+
+
+def answers(timeout: float = 5) -> bool:
+    cli = shutil.which("docker")
+    if not cli or not os.path.exists(SOCKET_PATH):
+        return False
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        return subprocess.run([cli, "version", "--format", "{{.Server.Version}}"], env=_env(),
+                              capture_output=True, timeout=timeout).returncode == 0
+    return False
+
+
+def _running_pid() -> int | None:
+    with contextlib.suppress(OSError, ValueError):
+        pid = int(pidfile().read_text())
+        if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].endswith(b"dockerd"):
+            return pid
+    return None
+
+
+def _chains_present() -> dict:
+    present = {}
+    for table, chains in DOCKER_CHAINS.items():
+        listing = subprocess.run(["iptables", "-w", "-t", table, "-S"], capture_output=True,
+                                 text=True).stdout.split("\n")
+        present[table] = [c for c in chains if f"-N {c}" in listing]
+    return present
+
+
+def start() -> str:
+    """Start the private engine unless it runs; return its DOCKER_HOST."""
+    if _running_pid() and answers():
+        return HOST
+    if not shutil.which("dockerd"):
+        raise LabRuntimeError("dockerd is missing: apt-get install docker.io", permanent=True)
+    if not shutil.which("docker"):
+        raise LabRuntimeError("the docker CLI is missing: apt-get install docker.io",
+                              permanent=True)
+    home().mkdir(parents=True, exist_ok=True)
+    (home() / "daemon.json").write_text("{}\n")
+    # Which DOCKER* chains existed before us: only the others are ours to remove.
+    (home() / "chains-before.json").write_text(json.dumps(_chains_present()))
+    Path("/proc/sys/net/ipv4/ip_forward").write_text("1")
+    wrapper = None
+    if missing_caps():
+        wrapper = home() / "lab-runc"
+        wrapper.write_text(runc_wrapper_text(missing_caps()))
+        wrapper.chmod(0o755)
+        log.warning("this host's root lacks %s: the private engine drops them from "
+                    "--privileged containers", ", ".join(missing_caps()))
+    with open(logfile(), "ab") as out:
+        proc = subprocess.Popen(dockerd_argv(str(wrapper) if wrapper else None),
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                start_new_session=True)
+    deadline = time.monotonic() + START_TIMEOUT
+    while not answers(timeout=2):
+        if proc.poll() is not None:
+            raise LabRuntimeError(f"the private host dockerd exited (code {proc.returncode}); "
+                                  f"its log ({logfile()}):\n{_tail()}")
+        if time.monotonic() > deadline:
+            stop()
+            raise LabRuntimeError(f"the private host dockerd did not answer within "
+                                  f"{START_TIMEOUT:.0f}s:\n{_tail()}")
+        time.sleep(0.1)
+    log.info("private host dockerd (pid %d) at %s", proc.pid, HOST)
+    return HOST
+
+
+def stop(purge: bool = False) -> None:
+    """Stop the private engine (its containers die with it) and remove its chains.
+
+    `purge` also deletes its data root (imported node image, volumes).
+    """
+    pid = _running_pid()
+    if pid:
+        # dockerd stops its containers (with a grace period) and containerd.
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            time.sleep(0.1)
+        if Path(f"/proc/{pid}").exists():
+            os.kill(pid, signal.SIGKILL)
+    # Its containerd (and shims) live in its exec root's cgroup-less tree: find
+    # them by the exec root on their command line.
+    for proc in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            if EXEC_ROOT.encode() in proc.read_bytes():
+                os.kill(int(proc.parent.name), signal.SIGKILL)
+    _remove_chains()
+    with contextlib.suppress(OSError):
+        os.unlink(SOCKET_PATH)
+    for mount in reversed(_mounts_under(EXEC_ROOT, str(home()))):
+        subprocess.run(["umount", "-l", mount], capture_output=True)
+    shutil.rmtree(EXEC_ROOT, ignore_errors=True)
+    if purge:
+        subprocess.run(["rm", "-rf", "--one-file-system", str(home())], capture_output=True)
+
+
+def _mounts_under(*roots: str) -> list:
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    return [p for p in points if any(p == r or p.startswith(r + "/") for r in roots)]
+
+
+def _remove_chains() -> None:
+    try:
+        before = json.loads((home() / "chains-before.json").read_text())
+    except (OSError, ValueError):
+        before = {t: list(c) for t, c in DOCKER_CHAINS.items()}  # unknown: remove nothing
+    for table, chains in DOCKER_CHAINS.items():
+        ours = [c for c in chains if c not in before.get(table, [])]
+        if not ours:
+            continue
+        listing = subprocess.run(["iptables", "-w", "-t", table, "-S"], capture_output=True,
+                                 text=True).stdout.splitlines()
+        # First every rule that jumps to one of our chains, then the chains.
+        for line in listing:
+            parts = line.split()
+            if parts[:1] == ["-A"] and "-j" in parts and parts[parts.index("-j") + 1] in ours \
+                    and parts[1] not in ours:
+                subprocess.run(["iptables", "-w", "-t", table, "-D", *parts[1:]],
+                               capture_output=True)
+        for chain in ours:
+            subprocess.run(["iptables", "-w", "-t", table, "-F", chain], capture_output=True)
+        for chain in ours:
+            subprocess.run(["iptables", "-w", "-t", table, "-X", chain], capture_output=True)
+
+
+def _tail() -> str:
+    with contextlib.suppress(OSError):
+        return logfile().read_text(errors="replace")[-2000:]
+    return "(no log)"
+
+
+@contextlib.contextmanager
+def running():
+    """The private engine for the duration; stopped again if started here."""
+    was_running = bool(_running_pid()) and answers()
+    host = start()
+    try:
+        yield host
+    finally:
+        if not was_running:
+            stop()
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cmd = argv[0] if argv else "status"
+    try:
+        if cmd == "start":
+            print(start())
+        elif cmd == "stop":
+            stop(purge="--purge" in argv)
+        elif cmd == "status":
+            print("running" if _running_pid() and answers() else "stopped")
+        else:
+            print("usage: python -m runtime.hostdocker start|stop [--purge]|status",
+                  file=sys.stderr)
+            return 2
+    except LabRuntimeError as e:
+        print(f"error: {e.reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,351 @@
+"""The driver contract, run against every driver: `builtin` and `docker`.
+
+The docker driver runs against a private host Docker engine
+(runtime/hostdocker.py) that this module starts and stops again, so the
+suite needs no engine of the operator's and leaves none running.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from runtime import NodeSpec
+from runtime.model import LabRuntimeError, NodeNotFound
+
+DRIVERS = ["builtin", "docker"]
+
+
+def _lab_rules() -> list:
+    """The built-in driver's host firewall: its chains and the jumps to them."""
+    out = subprocess.run(["iptables", "-w", "-S"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if "LAB-" in line or "labbr" in line]
+
+
+def _docker_chains() -> list:
+    found = []
+    for table in ("filter", "nat"):
+        out = subprocess.run(["iptables", "-w", "-t", table, "-S"], capture_output=True,
+                             text=True).stdout
+        found += [f"{table}: {line}" for line in out.splitlines() if "DOCKER" in line]
+    return found
+
+
+@pytest.fixture(scope="module")
+def lab_registry():
+    """The lab registry, with the stand-in images the nodes pull through it."""
+    from runtime import registry
+    from runtime.builtin import BuiltinDriver
+    with registry.ensure_running():
+        if not registry.has_image("library/alpine"):
+            from runtime import lessonimages
+            asyncio.run(lessonimages.build_all(BuiltinDriver()))
+        assert registry.has_image("library/alpine"), "the lab registry has no alpine stand-in"
+        yield
+
+
+@pytest.fixture(scope="module")
+def host_engine():
+    """A private host dockerd for the docker driver; stopped (and its chains removed) after."""
+    from runtime import hostdocker
+    was_running = hostdocker._running_pid() is not None and hostdocker.answers()
+    chains_before = _docker_chains()
+    lab_before = _lab_rules()
+    with hostdocker.running() as host:
+        yield host
+        # Its rules only ever match its own br-* bridges: the lab's firewall is untouched.
+        assert _lab_rules() == lab_before
+    if not was_running:
+        deadline = time.monotonic() + 10
+        while hostdocker._running_pid() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert hostdocker._running_pid() is None, "the private dockerd is still running"
+        left = [p.parent.name for p in Path("/proc").glob("[0-9]*/cmdline")
+                if hostdocker.EXEC_ROOT.encode() in _read(p)]
+        assert not left, f"processes of the private engine (containerd, shims) remain: {left}"
+        assert _docker_chains() == chains_before, "the private engine left iptables rules"
+        assert _lab_rules() == lab_before
+
+
+def _read(path: Path) -> bytes:
+    with contextlib.suppress(OSError):
+        return path.read_bytes()
+    return b""
+
+
+@pytest.fixture(scope="module", params=DRIVERS)
+def driver(request, lab_registry):
+    if request.param == "builtin":
+        from runtime.builtin import BuiltinDriver
+        d = BuiltinDriver()
+    else:
+        from runtime.dockerdriver import DockerDriver
+        d = DockerDriver(request.getfixturevalue("host_engine"))
+    problems = d.preflight()
+    assert not problems, f"the {request.param} driver cannot run here: " + "; ".join(problems)
+    if request.param == "docker":
+        d.ensure_image()  # the one-time import is not part of any node's start
+    return d
+
+
+def fresh_instance(driver):
+    """A second driver object, as a restarted process would make."""
+    if driver.name == "docker":
+        from runtime.dockerdriver import DockerDriver
+        return DockerDriver(driver.host)
+    return type(driver)()
+
+
+class Nodes:
+    """Starts nodes in throwaway sessions; every one is removed afterwards."""
+
+    def __init__(self, driver):
+        self.driver = driver
+        self.sessions: set = set()
+
+    def session(self) -> str:
+        name = "c" + secrets.token_hex(4)
+        self.sessions.add(name)
+        return name
+
+    def start(self, session=None, name="node1", **kw):
+        session = session or self.session()
+        self.sessions.add(session)
+        return asyncio.run(self.driver.start(NodeSpec(session=session, name=name), **kw))
+
+    def exec(self, node, argv, **kw):
+        return asyncio.run(self.driver.exec(node.id, argv, **kw))
+
+    def cleanup(self):
+        for session in self.sessions:
+            asyncio.run(self.driver.stop_session(session))
+
+
+@pytest.fixture
+def nodes(driver):
+    factory = Nodes(driver)
+    try:
+        yield factory
+    finally:
+        factory.cleanup()
+
+
+def leftovers(driver, node) -> list:
+    """What of a stopped node is still on the host (or in the host engine)."""
+    if driver.name == "docker":
+        from runtime.dockerdriver import container_name, network_name, volume_name
+        found = []
+        if driver.docker("container", "inspect", container_name(node.id),
+                         check=False).returncode == 0:
+            found.append("container")
+        if driver.docker("volume", "inspect", volume_name(node.id), check=False).returncode == 0:
+            found.append("volume")
+        still = driver.docker("ps", "-aq", "--filter", f"label=lab.session={node.session}",
+                              check=False).stdout.split()
+        if not still and driver.docker("network", "inspect", network_name(node.session),
+                                       check=False).returncode == 0:
+            found.append("network")
+        return found
+    from .test_builtin_node import traces_after_stop
+    found = traces_after_stop(node.id)
+    if not any(n.session == node.session for n in driver.list_nodes()) and \
+            Path(f"/var/lib/dockerlab/sessions/{node.session}.json").exists():
+        found.append("session network")
+    return found
+
+
+def test_start_returns_a_node_whose_engine_answers(nodes, driver):
+    events = []
+    node = nodes.start(name="node1", on_progress=events.append)
+    assert node.driver == driver.name and node.name == "node1" and node.address
+    info = nodes.exec(node, ["docker", "info", "--format", "{{.ServerVersion}} {{.Driver}}"])
+    assert info.exit_code == 0, info.output
+    assert "overlay2" in info.output
+    assert nodes.exec(node, ["hostname"]).output.strip() == "node1"
+    assert "tini" in nodes.exec(node, ["cat", "/proc/1/cmdline"]).output
+    assert asyncio.run(driver.poll(node.id)) is None
+    assert events and events[-1] == {"progress": 100, "message": "ready"}
+    assert [e["progress"] for e in events] == sorted(e["progress"] for e in events)
+
+
+def test_exec_reports_exit_code_output_timeouts_and_input(nodes):
+    node = nodes.start()
+    result = nodes.exec(node, ["sh", "-c", "echo out; echo err >&2; exit 7"])
+    assert result.exit_code == 7 and not result.timed_out
+    assert "out" in result.output and "err" in result.output
+    streamed = []
+    nodes.exec(node, ["echo", "streamed"], on_output=streamed.append)
+    assert b"".join(streamed) == b"streamed\n"
+    began = time.monotonic()
+    slow = nodes.exec(node, ["sleep", "30"], timeout=1)
+    assert slow.timed_out and not slow.ok and time.monotonic() - began < 10
+    # The timed-out command was killed inside the node, not just its client.
+    assert "sleep 30" not in nodes.exec(node, ["ps", "ax"]).output
+    fed = nodes.exec(node, ["cat"], input=b"typed input")
+    assert fed.exit_code == 0 and fed.output == "typed input"
+
+
+def test_exec_in_a_missing_node_is_a_clear_error(driver):
+    with pytest.raises(NodeNotFound):
+        asyncio.run(driver.exec("0123456789ab", ["true"]))
+
+
+def test_nodes_of_a_session_reach_each_other_by_name(nodes):
+    session = nodes.session()
+    one = nodes.start(session, "node1")
+    two = nodes.start(session, "node2")
+    assert one.address != two.address
+    ping = nodes.exec(one, ["ping", "-c1", "-W3", "node2"])
+    assert ping.exit_code == 0 and two.address in ping.output, ping.output
+    ping = nodes.exec(two, ["ping", "-c1", "-W3", "node1"])
+    assert ping.exit_code == 0 and one.address in ping.output, ping.output
+
+
+def test_two_nodes_with_one_name_in_a_session_are_refused(nodes):
+    session = nodes.session()
+    nodes.start(session, "node1")
+    with pytest.raises(LabRuntimeError, match="already has a node"):
+        nodes.start(session, "node1")
+
+
+def test_docker_run_in_a_node_pulls_through_the_lab_registry(nodes):
+    node = nodes.start()
+    ran = nodes.exec(node, ["docker", "run", "--rm", "alpine", "hostname"], timeout=120)
+    assert ran.exit_code == 0, ran.output
+    # The image is the lab's stand-in: it came from the lab registry (the mirror).
+    label = nodes.exec(node, ["docker", "image", "inspect", "alpine", "--format",
+                              '{{index .Config.Labels "lab.stand-in"}}'])
+    assert label.output.strip() == "true", label.output
+
+
+def test_spec_files_are_placed_in_the_node(nodes, driver):
+    session = nodes.session()
+    node = asyncio.run(driver.start(NodeSpec(session=session, files=(
+        ("/root/app/index.html", "<h1>hi</h1>\n"),
+        ("/root/app/logo.bin", bytes(range(256))),
+        ("/root/app/run.sh", "#!/bin/sh\necho ran\n", 0o755),
+    ))))
+    nodes.sessions.add(session)
+    assert nodes.exec(node, ["cat", "/root/app/index.html"]).output == "<h1>hi</h1>\n"
+    assert nodes.exec(node, ["wc", "-c", "/root/app/logo.bin"]).output.split()[0] == "256"
+    assert nodes.exec(node, ["/root/app/run.sh"]).output == "ran\n"
+
+
+def test_terminal_reattaches_to_the_same_shell_and_marks_command_ends(nodes, driver):
+    from runtime.termmarks import MarkParser
+    node = nodes.start()
+
+    async def session():
+        async def read_until(term, parser, pred, seconds=15):
+            seen, codes = b"", []
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline and not pred(seen, codes):
+                try:
+                    chunk = await asyncio.wait_for(term.read(), 0.5)
+                except asyncio.TimeoutError:
+                    continue
+                clean, found = parser.feed(chunk)
+                seen, codes = seen + clean, codes + found
+            return seen, codes
+
+        term = await driver.open_terminal(node.id, 90, 20)
+        parser = MarkParser()
+        await read_until(term, parser, lambda s, c: b"#" in s)
+        await term.write(b"stty size | tr ' ' x; LAB_T=kept; (exit 3)\r")
+        seen, codes = await read_until(term, parser, lambda s, c: c)
+        assert codes == [3] and b"20x90" in seen, seen
+        assert b"6973" not in seen
+        term.resize(100, 30)
+        # A resize may travel (docker: CLI -> engine -> the exec's PTY): ask until
+        # the shell sees the new size, within a deadline.
+        deadline, seen = time.monotonic() + 10, b""
+        while b"30x100" not in seen and time.monotonic() < deadline:
+            await term.write(b"stty size | tr ' ' x\r")
+            out, codes = await read_until(term, parser, lambda s, c: c)
+            seen += out
+        assert b"30x100" in seen, repr(seen)[-3000:]
+        await term.close()
+
+        again = await driver.open_terminal(node.id, 100, 30)
+        await again.write(b"echo value=$LAB_T\r")
+        seen, _ = await read_until(again, MarkParser(), lambda s, c: b"value=kept" in s)
+        await again.close()
+        assert b"value=kept" in seen
+
+    asyncio.run(session())
+
+
+def test_stop_is_repeatable_and_leaves_nothing(nodes, driver):
+    node = nodes.start()
+    assert leftovers(driver, node), "a running node should be visible"
+    asyncio.run(driver.stop(node.id))
+    assert leftovers(driver, node) == []
+    asyncio.run(driver.stop(node.id))  # already gone: still success
+    assert asyncio.run(driver.poll(node.id)) == "gone"
+    with pytest.raises(NodeNotFound):
+        driver.get_node(node.id)
+
+
+def test_a_fresh_driver_instance_finds_the_node(nodes, driver):
+    node = nodes.start()
+    fresh = fresh_instance(driver)
+    found = fresh.get_node(node.id)
+    assert (found.session, found.name, found.address) == (node.session, "node1", node.address)
+    assert any(n.id == node.id for n in fresh.list_nodes())
+    assert asyncio.run(fresh.poll(node.id)) is None
+    assert asyncio.run(fresh.exec(node.id, ["true"])).exit_code == 0
+
+
+def test_stop_session_removes_every_node_of_the_session(nodes, driver):
+    session = nodes.session()
+    one = nodes.start(session, "node1")
+    two = nodes.start(session, "node2")
+    other = nodes.start()
+    stopped = asyncio.run(driver.stop_session(session))
+    assert sorted(stopped) == sorted([one.id, two.id])
+    assert not any(n.session == session for n in driver.list_nodes())
+    assert leftovers(driver, one) == [] and leftovers(driver, two) == []
+    assert asyncio.run(driver.poll(other.id)) is None  # another session is untouched
+    assert asyncio.run(driver.stop_session(session)) == []
+
+
+def test_a_failed_start_says_why_and_leaves_nothing(nodes, driver, monkeypatch):
+    import importlib
+    module = importlib.import_module(type(driver).__module__)
+    monkeypatch.setattr(module, "START_TIMEOUT", 0.01)
+    session = nodes.session()
+    before = {n.id for n in driver.list_nodes()}
+    with pytest.raises(LabRuntimeError, match="did not answer"):
+        asyncio.run(driver.start(NodeSpec(session=session)))
+    assert {n.id for n in driver.list_nodes()} == before
+    if driver.name == "docker":
+        from runtime.dockerdriver import network_name
+        assert driver.docker("network", "inspect", network_name(session),
+                             check=False).returncode != 0
+        assert not driver.docker("volume", "ls", "-q", "--filter",
+                                 f"label=lab.session={session}").stdout.strip()
+    else:
+        assert not Path(f"/var/lib/dockerlab/sessions/{session}.json").exists()
+
+
+def test_start_time_median_of_five(nodes, driver):
+    """Not a benchmark: the figure, printed, for this driver on this machine in this run."""
+    session = nodes.session()
+    times = []
+    for i in range(5):
+        began = time.monotonic()
+        node = nodes.start(session, f"node{i + 1}")
+        times.append(time.monotonic() - began)
+        assert nodes.exec(node, ["docker", "info", "--format", "{{.ID}}"]).exit_code == 0
+    median = statistics.median(times)
+    line = (f"\n[{driver.name}] node start, n=5: median {median * 1000:.0f} ms "
+            f"(min {min(times) * 1000:.0f}, max {max(times) * 1000:.0f})\n")
+    Path("/tmp/lab-contract-start-times.txt").open("a").write(line)
+    print(line)
+    assert median < 30
