@@ -263,6 +263,9 @@ class DockerDriver(Driver):
         if not refs:
             return []
         proc = self.docker("container", "inspect", *refs, check=False)
+        if proc.returncode and b"No such" not in proc.stderr:
+            raise LabRuntimeError("the host Docker engine did not answer: "
+                                  f"{proc.stderr.decode(errors='replace').strip()}")
         with contextlib.suppress(ValueError):
             return json.loads(proc.stdout or b"[]") or []
         return []
@@ -287,8 +290,8 @@ class DockerDriver(Driver):
                            "engine": self.host or os.environ.get("DOCKER_HOST", "")})
 
     def list_nodes(self) -> list:
-        ids = self.docker("ps", "-aq", "--no-trunc", "--filter", f"label={LABEL}",
-                          check=False).stdout.decode().split()
+        ids = self.docker("ps", "-aq", "--no-trunc", "--filter",
+                          f"label={LABEL}").stdout.decode().split()
         nodes = [self._node_from(d) for d in self._inspect(*ids)]
         return sorted((n for n in nodes if n), key=lambda n: (n.created, n.id))
 
