@@ -391,14 +391,11 @@ class DockerDriver(Driver):
         """
         name = container_name(node_id)
         deadline = time.monotonic() + START_TIMEOUT
-        pid = 0
-        while time.monotonic() < deadline:
-            data = self._inspect(name)
-            state = (data[0].get("State") or {}) if data else {}
-            if not state.get("Running"):
-                raise LabRuntimeError("the node stopped while starting: " + self._logs(name))
-            pid = state.get("Pid") or 0
-            break
+        data = self._inspect(name)
+        state = (data[0].get("State") or {}) if data else {}
+        if not state.get("Running"):
+            raise LabRuntimeError("the node stopped while starting: " + self._logs(name))
+        pid = state.get("Pid") or 0
         sock = f"/proc/{pid}/root/run/docker.sock"
         local = bool(pid) and os.path.exists(f"/proc/{pid}/root/usr/local/sbin/lab-init")
         while time.monotonic() < deadline:
