@@ -26,7 +26,8 @@ from runtime import LabRuntimeError, get_driver
 from runtime.termmarks import MarkParser
 
 from .hints import hint_for
-from .models import LabNode, LabSession, Lesson, learner_group
+from .live import classroom_group, term_group, watch_group
+from .models import Classroom, LabNode, LabSession, Lesson, learner_group, user_group
 from . import tasks
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,9 @@ EVENT_DEBOUNCE_SECONDS = 1.0
 # --since, so nothing is missed): a watcher whose page went away without a
 # clean close leaves nothing behind for longer than this.
 EVENTS_WINDOW_SECONDS = 120
+# A watching instructor's socket says hello to the learner's terminal this often;
+# the terminal copies its output to watchers for 2.5 times as long after a hello.
+WATCH_HELLO_SECONDS = 20
 # Output of the current command kept for hints (characters).
 HINT_BUFFER_CHARS = 8000
 
@@ -245,6 +249,7 @@ class LessonConsumer(AsyncWebsocketConsumer):
         self.watchers = []
         self.group = learner_group(user.pk, slug)
         await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.channel_layer.group_add(user_group(user.pk), self.channel_name)
         await self.accept()
         session = await self._session()
         if session is not None:
@@ -255,6 +260,7 @@ class LessonConsumer(AsyncWebsocketConsumer):
         group = getattr(self, "group", None)
         if group:
             await self.channel_layer.group_discard(group, self.channel_name)
+            await self.channel_layer.group_discard(user_group(self.user.pk), self.channel_name)
         self._unwatch()
 
     async def _watch(self, session):
@@ -278,13 +284,51 @@ class LessonConsumer(AsyncWebsocketConsumer):
             message = json.loads(text_data or "")
         except ValueError:
             return
-        if isinstance(message, dict) and message.get("type") == "check":
+        if not isinstance(message, dict):
+            return
+        if message.get("type") == "control":
+            await self._control(message)
+            return
+        if message.get("type") == "check":
             session = await self._session()
             if session is None or session.state != LabSession.READY:
                 await self.send_json({"type": "error",
                                       "message": "Start the lab first, then check."})
                 return
             await enqueue_checks(session.pk)
+
+    async def _control(self, message):
+        """The learner answers a take-control request, or takes control back.
+
+        {"type": "control", "grant": true, "instructor": <user id>} lets that
+        instructor type in this lesson's terminals, if they teach the learner;
+        {"type": "control", "grant": false} takes it back.
+        """
+        session = await self._session()
+        if session is None:
+            return
+        grant = bool(message.get("grant"))
+        instructor = message.get("instructor") if grant else None
+
+        def apply():
+            if instructor is not None:
+                from django.contrib.auth import get_user_model
+                teacher = get_user_model().objects.filter(pk=instructor).first()
+                if teacher is None or not Classroom.teaching(teacher, self.user.pk):
+                    return None
+            LabSession.objects.filter(pk=session.pk).update(controller_id=instructor)
+            session.refresh_from_db()
+            return [n.pk for n in session.nodes.all()], session.event()
+
+        applied = await database_sync_to_async(apply)()
+        if applied is None:
+            await self.send_json({"type": "error", "message": "That instructor does not teach you."})
+            return
+        nodes, event = applied
+        for node_pk in nodes:
+            await self.channel_layer.group_send(watch_group(node_pk), {
+                "type": "watch.control", "controller": instructor})
+        await self.channel_layer.group_send(self.group, {"type": "lesson.event", "event": event})
 
     async def lesson_event(self, message):
         event = message["event"]
@@ -350,8 +394,16 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         self.user = user
         self.output = ""  # since the last command-end mark, for hints
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.size = (cols, rows)
+        # Output goes to instructors watching this node while one said hello lately.
+        self.watched_until = 0.0
+        self.input_task = None
+        self.session = await database_sync_to_async(lambda: node.session)()
+        await self.channel_layer.group_add(term_group(node.pk), self.channel_name)
         await self.accept()
         self.pump_task = asyncio.create_task(self._pump())
+        # A watcher already waiting (the learner reloaded): it says hello again.
+        await self.channel_layer.group_send(watch_group(node.pk), {"type": "watch.ask"})
 
     async def _pump(self):
         try:
@@ -362,6 +414,9 @@ class TerminalConsumer(AsyncWebsocketConsumer):
                 clean, codes = self.marks.feed(chunk)
                 if clean:
                     await self.send(bytes_data=clean)
+                    if self.watched_until > time.monotonic():
+                        await self.channel_layer.group_send(
+                            watch_group(self.node.pk), {"type": "watch.output", "data": clean})
                     self.output = (self.output + self.decoder.decode(clean))[-HINT_BUFFER_CHARS:]
                 if codes:
                     if codes[-1] != 0:
@@ -414,15 +469,49 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             return
         if bytes_data is not None:
             await self.term.write(bytes_data)
+            self._saw_input()
             return
         try:
             message = json.loads(text_data or "")
         except ValueError:
             return
         if isinstance(message, dict) and message.get("type") == "resize":
-            self.term.resize(_size(message.get("cols"), 80), _size(message.get("rows"), 24))
+            self.size = (_size(message.get("cols"), 80), _size(message.get("rows"), 24))
+            self.term.resize(*self.size)
+            if self.watched_until > time.monotonic():
+                await self._tell_size()
+
+    def _saw_input(self):
+        """Keystrokes keep the session from ending idle (recorded at most every 30 s)."""
+        if self.input_task is not None and not self.input_task.done():
+            return
+        last = self.session.last_input
+        if last is not None:
+            from django.utils import timezone
+            if (timezone.now() - last).total_seconds() < 30:
+                return
+        self.input_task = asyncio.create_task(database_sync_to_async(self.session.saw_input)())
+
+    async def _tell_size(self):
+        await self.channel_layer.group_send(watch_group(self.node.pk), {
+            "type": "watch.size", "cols": self.size[0], "rows": self.size[1]})
+
+    # Messages from the channel layer (instructors watching, see WatchConsumer).
+    async def watch_hello(self, message):
+        first = self.watched_until <= time.monotonic()
+        self.watched_until = time.monotonic() + WATCH_HELLO_SECONDS * 2.5
+        if first or message.get("new"):
+            await self._tell_size()
+
+    async def term_input(self, message):
+        """Keystrokes of the instructor the learner handed control to."""
+        if self.term is not None and message.get("data"):
+            await self.term.write(message["data"])
+            self._saw_input()
 
     async def disconnect(self, code):
+        if getattr(self, "node", None) is not None:
+            await self.channel_layer.group_discard(term_group(self.node.pk), self.channel_name)
         if self.pump_task is not None:
             self.pump_task.cancel()
         if self.term is not None:
@@ -448,3 +537,160 @@ def _size(value, default: int) -> int:
     except (TypeError, ValueError):
         return default
     return max(2, min(number, 500))
+
+
+class ClassroomConsumer(AsyncWebsocketConsumer):
+    """ws/classrooms/<pk>/: the instructor's live grid. Only the classroom's instructor.
+
+    Server -> client JSON: {"type": "grid", ...} once, then {"type": "learner", "row"}
+    whenever a learner's progress, hand or machines change.
+    """
+
+    group = None
+
+    async def connect(self):
+        user = self.scope.get("user")
+        pk = self.scope["url_route"]["kwargs"]["pk"]
+        room = None
+        if user is not None and user.is_authenticated:
+            room = await database_sync_to_async(Classroom.for_instructor)(user, pk)
+        await self.accept()
+        if room is None:
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        self.room = room
+        self.group = classroom_group(room.pk)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        grid = await database_sync_to_async(room.grid)()
+        await self.send(text_data=json.dumps({"type": "grid", **grid}))
+
+    async def disconnect(self, code):
+        if self.group:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def classroom_event(self, message):
+        await self.send(text_data=json.dumps(message["event"]))
+
+
+class WatchConsumer(AsyncWebsocketConsumer):
+    """ws/classrooms/<pk>/nodes/<node>/watch/: a learner's terminal, seen by their instructor.
+
+    Read-only: the learner's TerminalConsumer copies its output here through the
+    channel layer (group watch-<node>) while a watcher keeps saying hello. The
+    first frame is the current screen (tmux capture-pane in the node).
+    Client -> server: {"type": "control-request"} asks the learner for control;
+    binary frames are keystrokes, written to the learner's terminal only while
+    the learner has handed control to this instructor.
+    Server -> client: binary terminal output; JSON {"type": "size"|"control"|"error"}.
+    """
+
+    group = None
+    hello_task = None
+
+    async def connect(self):
+        user = self.scope.get("user")
+        kwargs = self.scope["url_route"]["kwargs"]
+        node = None
+        if user is not None and user.is_authenticated:
+            node = await database_sync_to_async(self._node)(user, kwargs["pk"], kwargs["node"])
+        await self.accept()
+        if node is None:
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        self.user, self.node = user, node
+        self.control = node.session.controller_id == user.pk
+        self.group = watch_group(node.pk)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.send(text_data=json.dumps({"type": "control", "granted": self.control}))
+        await self._screen()
+        self.hello_task = asyncio.create_task(self._hello_loop())
+
+    @staticmethod
+    def _node(user, pk, node_pk):
+        room = Classroom.for_instructor(user, pk)
+        if room is None:
+            return None
+        node = (LabNode.objects.select_related("session", "session__user", "session__lesson")
+                .filter(pk=node_pk).first())
+        if node is None or not room.has_learner(node.session.user_id):
+            return None
+        return node
+
+    async def _screen(self):
+        """The learner's screen as it is now, so the watcher does not start blank."""
+        if self.node.state != LabNode.READY or not self.node.runtime_id:
+            await self.send(text_data=json.dumps({"type": "error",
+                                                  "message": "This machine is not running."}))
+            return
+        try:
+            result = await get_driver().exec(self.node.runtime_id, [
+                "tmux", "capture-pane", "-p", "-e", "-t", "main"], timeout=5)
+        except LabRuntimeError as exc:
+            log.info("no screen of %s: %s", self.node.runtime_id, exc.reason)
+            return
+        if result.ok and result.output:
+            screen = result.output.rstrip("\n").replace("\n", "\r\n")
+            await self.send(bytes_data=b"\x1b[H\x1b[2J" + screen.encode())
+
+    async def _hello_loop(self):
+        new = True
+        while True:
+            await self.channel_layer.group_send(term_group(self.node.pk),
+                                                {"type": "watch.hello", "new": new})
+            new = False
+            await asyncio.sleep(WATCH_HELLO_SECONDS)
+
+    async def disconnect(self, code):
+        if self.hello_task is not None:
+            self.hello_task.cancel()
+        if self.group:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive(self, text_data=None, bytes_data=None):
+        if bytes_data is not None:
+            if self.control:
+                await self.channel_layer.group_send(term_group(self.node.pk),
+                                                    {"type": "term.input", "data": bytes_data})
+            return
+        try:
+            message = json.loads(text_data or "")
+        except ValueError:
+            return
+        if not isinstance(message, dict):
+            return
+        if message.get("type") == "control-request":
+            event = {"type": "control-request", "instructor": self.user.pk,
+                     "name": self.user.get_full_name() or self.user.username,
+                     "node": self.node.pk}
+            await self.channel_layer.group_send(user_group(self.node.session.user_id),
+                                                {"type": "lesson.event", "event": event})
+        elif message.get("type") == "control-release" and self.control:
+            await database_sync_to_async(LabSession.objects.filter(
+                pk=self.node.session_id, controller_id=self.user.pk).update)(controller=None)
+            await self.channel_layer.group_send(self.group, {"type": "watch.control",
+                                                             "controller": None})
+            session = await database_sync_to_async(
+                LabSession.objects.select_related("lesson").get)(pk=self.node.session_id)
+            event = await database_sync_to_async(session.event)()
+            await self.channel_layer.group_send(session.group_name,
+                                                {"type": "lesson.event", "event": event})
+
+    # Messages from the channel layer.
+    async def watch_output(self, message):
+        await self.send(bytes_data=message["data"])
+
+    async def watch_size(self, message):
+        await self.send(text_data=json.dumps({"type": "size", "cols": message["cols"],
+                                              "rows": message["rows"]}))
+
+    async def watch_ask(self, message):
+        await self.channel_layer.group_send(term_group(self.node.pk),
+                                            {"type": "watch.hello", "new": True})
+
+    async def watch_control(self, message):
+        # Re-read: only the database says who holds control.
+        controller = await database_sync_to_async(
+            lambda: LabSession.objects.filter(pk=self.node.session_id)
+            .values_list("controller_id", flat=True).first())()
+        self.control = controller == self.user.pk
+        await self.send(text_data=json.dumps({"type": "control", "granted": self.control}))

@@ -3,8 +3,9 @@
     /nodes/<LabNode pk>/ports/<port>/<path>   ->   http://<node address>:<port>/<path>
 
 A raw ASGI app (mounted in labs.asgi in front of Django and the websocket
-router) proxies HTTP and websockets. Only the node's owner gets through:
-anyone else gets 403 (websockets: closed with 4403).
+router) proxies HTTP and websockets. Only the node's owner and the instructors
+of the owner's classrooms get through: anyone else gets 403 (websockets:
+closed with 4403).
 
 HTTP is a small HTTP/1.1 client on asyncio streams: one upstream connection
 per request (`Connection: close`), the request body read first (lab apps get
@@ -155,7 +156,7 @@ class PortProxy:
         match = PATH_RE.match(scope["path"])
         node_pk, port = int(match.group(1)), int(match.group(2))
         user = scope.get("user")
-        node = await _owned_node(user, node_pk)
+        node = await _visible_node(user, node_pk)
         if scope["type"] == "websocket":
             return await self.websocket(scope, receive, send, node, port)
         if not _host_allowed(scope):
@@ -198,9 +199,9 @@ def _host_allowed(scope) -> bool:
 
 
 @database_sync_to_async
-def _owned_node(user, pk):
+def _visible_node(user, pk):
     from .models import LabNode
-    return LabNode.owned(user, pk)
+    return LabNode.visible(user, pk)
 
 
 async def _address(node) -> str:

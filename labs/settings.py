@@ -80,6 +80,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "labs.context.roles",
             ],
         },
     },
@@ -155,7 +156,22 @@ CELERY_BEAT_SCHEDULE = {
                    "schedule": float(envint("LAB_REAP_SECONDS", "300"))},
     "maintain-pool": {"task": "labs.tasks.maintain_pool",
                       "schedule": float(envint("LAB_POOL_SECONDS", "15"))},
+    "end-sessions": {"task": "labs.tasks.end_sessions",
+                     "schedule": float(envint("LAB_END_SESSIONS_SECONDS", "60"))},
 }
+
+# Session limits. A learner's lab session ends LAB_SESSION_MINUTES after it
+# started (Extend adds LAB_EXTEND_MINUTES), or after LAB_IDLE_MINUTES without
+# terminal input; beat (end_sessions) then stops its nodes. Progress stays.
+LAB_SESSION_MINUTES = envint("LAB_SESSION_MINUTES", "120")
+LAB_EXTEND_MINUTES = envint("LAB_EXTEND_MINUTES", "30")
+LAB_IDLE_MINUTES = envint("LAB_IDLE_MINUTES", "30")
+# The lesson page warns this long before the session ends.
+LAB_SESSION_WARN_MINUTES = envint("LAB_SESSION_WARN_MINUTES", "5")
+# Live nodes one learner may have at once, over all their lessons.
+LAB_NODES_PER_LEARNER = envint("LAB_NODES_PER_LEARNER", "3")
+# The instructor's grid flags a learner on the same step for longer than this.
+LAB_STUCK_MINUTES = envint("LAB_STUCK_MINUTES", "10")
 # Ready nodes kept waiting so Start is near instant (0: start every node cold).
 LAB_POOL_SIZE = envint("LAB_POOL_SIZE", "2")
 

@@ -257,3 +257,35 @@ def maintain_pool() -> dict:
     if reaped or started:
         log.info("pool: reaped %d dead node(s), started %d", len(reaped), len(started))
     return {"reaped": reaped, "started": started}
+
+
+@shared_task(soft_time_limit=240, time_limit=270)
+def end_sessions() -> list:
+    """Run by beat: end sessions past their length or idle for too long, freeing their nodes.
+
+    Progress lives in StepProgress rows and is never touched; the learner's
+    page is told why the session ended. Nodes whose session row is gone are
+    removed by reap_nodes.
+    """
+    from .models import LabSession
+
+    ended = []
+    for session, reason in LabSession.over_limits():
+        LabSession.objects.filter(pk=session.pk).update(ended_because=reason, controller=None)
+        log.info("ending session %s (%s): %s", session.runtime_name, session.user, reason)
+        stop_session(session.pk)
+        ended.append((session.pk, reason))
+    return ended
+
+
+@shared_task(soft_time_limit=240, time_limit=270)
+def reset_session(session_id: int) -> str | None:
+    """An instructor's reset: stop the learner's nodes, then start fresh ones. Progress stays."""
+    session = _session(session_id)
+    if session is None:
+        return None
+    LabSession.objects.filter(pk=session.pk).update(ended_because="reset", controller=None)
+    stop_session(session.pk)
+    fresh, _ = LabSession.ensure_for(session.user, session.lesson)
+    push(fresh.group_name, fresh.event())
+    return start_session(fresh.pk)

@@ -6,6 +6,7 @@ import logging
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
+from django.conf import settings
 from django.db import transaction
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -15,7 +16,9 @@ from django.views.decorators.http import require_POST
 from runtime import LabRuntimeError, get_driver
 
 from . import tasks
-from .models import LabSession, Lesson, Step, StepProgress, learner_group
+from .models import (ClassMessage, Classroom, LabSession, LessonActivity, Lesson, Membership,
+                     Profile, Step, StepProgress, is_guest, learner_group, lesson_progress)
+from . import live
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,11 @@ def home(request):
 def lesson_page(request, slug):
     lesson = get_object_or_404(Lesson, slug=slug)
     progress = StepProgress.states_for(request.user, lesson)
+    classrooms, messages = [], []
+    if request.user.is_authenticated:
+        LessonActivity.touch(request.user, lesson)
+        classrooms = list(Classroom.objects.filter(memberships__user=request.user, lessons=lesson))
+        messages = ClassMessage.recent_for(request.user)
     steps = []
     for step in lesson.steps.all():
         entry = progress.get(step.number)
@@ -48,11 +56,19 @@ def lesson_page(request, slug):
     ready = bool(session and session.state == LabSession.READY)
     if ready:
         nodes = [n.summary() for n in session.nodes.order_by("name")]
+    resume = next((e["step"].number for e in steps if e["state"] != StepProgress.DONE), None)
+    hand = bool(classrooms) and Membership.objects.filter(
+        user=request.user, classroom__in=classrooms, hand_raised__isnull=False).exists()
     return render(request, "labs/lesson.html", {
         "lesson": lesson, "steps": steps, "session": session,
         "node_names": lesson.nodes,
         "ready_node": nodes[0]["id"] if nodes else "",
         "ready_nodes": nodes,
+        "session_event": session.event() if session else None,
+        "resume": resume,
+        "in_classroom": bool(classrooms), "hand_raised": hand,
+        "class_messages": messages,
+        "warn_seconds": settings.LAB_SESSION_WARN_MINUTES * 60,
     })
 
 
@@ -68,6 +84,9 @@ def start(request, slug):
     lesson = get_object_or_404(Lesson, slug=slug)
     if not request.user.is_authenticated:
         return JsonResponse({"ok": False, "error": "Log in to start a lab."}, status=403)
+    room = LabSession.room_for(request.user, lesson)
+    if room:
+        return JsonResponse({"ok": False, "state": "failed", "error": room}, status=409)
     problems = preflight_problems()
     if problems:
         log.warning("not starting a lab for %s: %s", request.user, "; ".join(problems))
@@ -109,15 +128,108 @@ def check(request, slug):
 
 
 def signup(request):
+    """Sign up; a guest signing up keeps their user (and so their progress and classrooms)."""
+    guest = request.user if is_guest(request.user) else None
     if request.method == "POST":
-        form = UserCreationForm(request.POST)
+        form = UserCreationForm(request.POST, instance=guest) if guest else UserCreationForm(request.POST)
         if form.is_valid():
-            user = form.save()
-            login(request, user)
-            return redirect("home")
+            with transaction.atomic():
+                user = form.save()
+                if guest:
+                    Profile.objects.filter(user=user).update(guest=False)
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            return redirect(_next_url(request, "dashboard"))
     else:
         form = UserCreationForm()
-    return render(request, "registration/signup.html", {"form": form})
+        if guest:
+            form.initial["username"] = ""
+    return render(request, "registration/signup.html", {"form": form, "guest": guest,
+                                                        "next": request.GET.get("next", "")})
+
+
+def _next_url(request, default: str) -> str:
+    from django.utils.http import url_has_allowed_host_and_scheme
+
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
+                                                  require_https=request.is_secure()):
+        return target
+    return reverse(default)
+
+
+@require_POST
+def guest(request):
+    """Try as a guest: a real user, flagged guest, logged in at once."""
+    if not request.user.is_authenticated:
+        user = Profile.make_guest()
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+    return redirect(_next_url(request, "dashboard"))
+
+
+@login_required
+def dashboard(request):
+    rows = lesson_progress(request.user)
+    memberships = (Membership.objects.filter(user=request.user)
+                   .select_related("classroom", "classroom__owner"))
+    return render(request, "labs/dashboard.html", {
+        "rows": rows, "memberships": memberships, "guest": is_guest(request.user),
+        "messages_for_me": ClassMessage.recent_for(request.user, hours=24)})
+
+
+def join(request, code=""):
+    """Join a classroom with its code (typed in, or from the join link)."""
+    code = (request.POST.get("code") or code or request.GET.get("code") or "").strip().upper()
+    room = Classroom.objects.filter(code=code).first() if code else None
+    error = ""
+    if code and room is None:
+        error = "No classroom has that code. Check it with your instructor."
+    elif room is not None and not room.is_open():
+        error = "This classroom has ended."
+    if request.method == "POST" and room is not None and not error:
+        if not request.user.is_authenticated:
+            return redirect("join-code", code=room.code)  # offers guest, log in or sign up
+        room.join(request.user)
+        live.push_learner_row(room.pk, request.user.pk)
+        first = room.ordered_lessons()
+        return redirect(reverse("lesson", args=[first[0].slug]) if first else reverse("dashboard"))
+    return render(request, "labs/join.html", {"room": room if not error else None, "code": code,
+                                               "error": error})
+
+
+def _live_session(request, slug):
+    lesson = get_object_or_404(Lesson, slug=slug)
+    return lesson, LabSession.current_for(request.user, lesson)
+
+
+@require_POST
+@login_required
+def extend(request, slug):
+    """The learner's Extend button: more time for the session."""
+    lesson, session = _live_session(request, slug)
+    if session is None or not session.extend():
+        return JsonResponse({"ok": False, "error": "No lab session is running."}, status=409)
+    event = session.event()
+    transaction.on_commit(lambda: tasks.push(session.group_name, event))
+    return JsonResponse({"ok": True, **event})
+
+
+@require_POST
+@login_required
+def hand(request, slug):
+    """Raise (raised=1) or lower (raised=0) a hand in every classroom that has this lesson."""
+    lesson = get_object_or_404(Lesson, slug=slug)
+    raised = request.POST.get("raised", "1") not in ("0", "false", "")
+    memberships = list(Membership.objects.filter(user=request.user, classroom__lessons=lesson))
+    if not memberships:
+        return JsonResponse({"ok": False, "error": "You are not in a classroom with this lesson."},
+                            status=409)
+    from django.utils import timezone
+    when = timezone.now() if raised else None
+    for m in memberships:
+        Membership.objects.filter(pk=m.pk).update(hand_raised=when)
+        room_pk, user_pk = m.classroom_id, request.user.pk
+        transaction.on_commit(lambda room_pk=room_pk: live.push_learner_row(room_pk, user_pk))
+    return JsonResponse({"ok": True, "raised": raised})
 
 
 @require_POST

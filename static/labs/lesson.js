@@ -118,12 +118,69 @@
     el.dataset.state = event.state;
     el.querySelector(".step-message").textContent = event.state === "done" ? "" : (event.message || "");
     if (event.state === "done") el.querySelector(".step-hint").textContent = "";
+    moveResume();
   }
 
   function onHint(event) {
     const el = document.querySelector('.step[data-step="' + event.step + '"]');
     if (!el || el.dataset.state === "done") return;
     el.querySelector(".step-hint").textContent = event.message;
+  }
+
+  // ---- resume where the learner stopped --------------------------------------
+  (function resume() {
+    let target = null;
+    const match = /^#step-(\d+)$/.exec(location.hash);
+    if (match) target = document.getElementById("step-" + match[1]);
+    if (!target) target = document.querySelector(".step.resume");
+    if (!target) return;
+    document.querySelectorAll(".step.resume").forEach(function (el) { el.classList.remove("resume"); });
+    target.classList.add("resume");
+    target.scrollIntoView({block: "start"});
+  })();
+
+  function moveResume() {
+    // The first step not done yet is where to go on; highlight it.
+    const current = document.querySelector(".step.resume");
+    if (current && current.dataset.state !== "done") return;
+    if (current) current.classList.remove("resume");
+    const next = document.querySelector('.step:not([data-state="done"])');
+    if (next) next.classList.add("resume");
+  }
+
+  // ---- messages from the instructor, raised hand ------------------------------
+  const messagesBox = document.getElementById("class-messages");
+  function onMessage(event) {
+    if (!messagesBox) return;
+    const p = document.createElement("p");
+    p.className = "class-message fresh";
+    const who = document.createElement("strong");
+    who.textContent = event.from + (event.to_all ? " (to the class)" : " (to you)") + ": ";
+    p.appendChild(who);
+    p.appendChild(document.createTextNode(event.text));
+    messagesBox.prepend(p);
+    while (messagesBox.children.length > 5) messagesBox.lastElementChild.remove();
+  }
+
+  const handButton = document.getElementById("hand-button");
+  function showHand(raised) {
+    if (!handButton) return;
+    handButton.dataset.raised = raised ? "1" : "0";
+    handButton.textContent = raised ? "Lower my hand" : "\u270B Raise my hand";
+    handButton.classList.toggle("primary", raised);
+  }
+  if (handButton) {
+    showHand(handButton.dataset.raised === "1");
+    handButton.addEventListener("click", async function () {
+      const raise = handButton.dataset.raised !== "1";
+      const body = new FormData();
+      body.append("raised", raise ? "1" : "0");
+      try {
+        const response = await fetch(handButton.dataset.url, {method: "POST", body: body,
+          credentials: "same-origin", headers: {"X-CSRFToken": csrf}});
+        if (response.ok) showHand(raise);
+      } catch (err) { /* try again */ }
+    });
   }
 
   if (!lab) return;
@@ -214,6 +271,7 @@
   }
 
   function onSession(event) {
+    onLimits(event);
     if (event.nodes) setNodes(event.nodes);
     else if (event.node && terms[names[0]]) terms[names[0]].id = event.node;
     if (event.state === "ready" && event.node) {
@@ -221,12 +279,17 @@
     } else if (event.state === "failed") {
       fail("Your lab machine could not start: " + (event.error || "unknown reason"));
     } else if (event.state === "stopped") {
-      setState("idle", "Your lab machine was stopped. Start it again to continue.");
+      const why = {expired: "Your session reached its time limit, so your lab machine was stopped.",
+                   idle: "Your lab machine was stopped after a long time without typing.",
+                   reset: "Your instructor is resetting your lab machine…"}[event.ended_because];
+      setState("idle", (why || "Your lab machine was stopped.") +
+               (event.ended_because === "reset" ? "" : " Your progress is saved; press Start to continue."));
     }
   }
 
   // Session news from the socket (also sent once on every (re)connect).
   function onSessionEvent(event) {
+    onLimits(event);
     const now = lab.dataset.state;
     if (event.nodes && (event.state === "ready")) setNodes(event.nodes);
     if (event.state === "ready") {
@@ -300,6 +363,9 @@
       else if (event.type === "hint") onHint(event);
       else if (event.type === "ports") onPorts(event);
       else if (event.type === "error") statusText.textContent = event.message;
+      else if (event.type === "message") onMessage(event);
+      else if (event.type === "hand") showHand(event.raised);
+      else if (event.type === "control-request") onControlRequest(event);
     };
     lessonSocket.onclose = function (close) {
       if (close.code === 4403 || close.code === 4404) return;
@@ -338,7 +404,7 @@
     t.fit = new FitAddon.FitAddon();
     t.term.loadAddon(t.fit);
     t.term.open(t.box);
-    t.term.onData(function (data) { send(t, encoder.encode(data)); });
+    t.term.onData(function (data) { limits.lastTyped = Date.now(); send(t, encoder.encode(data)); });
     t.term.onBinary(function (data) {
       const bytes = new Uint8Array(data.length);
       for (let i = 0; i < data.length; i++) bytes[i] = data.charCodeAt(i) & 255;
@@ -434,7 +500,103 @@
     else t.queue.push(job);
   }
 
+  // ---- session timer, Extend, idle warning ----------------------------------
+  const sessionBar = document.getElementById("session-bar");
+  const timerText = document.getElementById("session-timer");
+  const extendButton = document.getElementById("extend-button");
+  const warnSeconds = parseInt(lab.dataset.warnSeconds || "300", 10);
+  const limits = {expires: null, idleDeadline: null, idleSeconds: 1800, lastTyped: 0};
+
+  function onLimits(event) {
+    if (event.expires !== undefined) limits.expires = event.expires ? Date.parse(event.expires) : null;
+    if (event.idle_deadline !== undefined) {
+      limits.idleDeadline = event.idle_deadline ? Date.parse(event.idle_deadline) : null;
+    }
+    if (event.idle_seconds) limits.idleSeconds = event.idle_seconds;
+    if (event.controller !== undefined) showController(event.controller);
+    tick();
+  }
+
+  function clock(ms) {
+    const total = Math.max(0, Math.round(ms / 1000));
+    const h = Math.floor(total / 3600), m = Math.floor(total % 3600 / 60), sec = total % 60;
+    const pad = function (n) { return (n < 10 ? "0" : "") + n; };
+    return (h ? h + ":" + pad(m) : m) + ":" + pad(sec);
+  }
+
+  function tick() {
+    const state = lab.dataset.state;
+    const live = (state === "ready" || state === "reconnecting" || state === "starting") && limits.expires;
+    sessionBar.hidden = !live;
+    if (!live) return;
+    const now = Date.now();
+    const left = limits.expires - now;
+    let idleAt = limits.idleDeadline || Infinity;
+    if (limits.lastTyped) idleAt = Math.max(idleAt, limits.lastTyped + limits.idleSeconds * 1000);
+    const idleLeft = idleAt - now;
+    let text = "Session ends in " + clock(left);
+    let warn = left <= warnSeconds * 1000;
+    if (idleLeft < left && idleLeft <= warnSeconds * 1000) {
+      text = "No typing for a while: your machine stops in " + clock(idleLeft) + " unless you type or extend";
+      warn = true;
+    } else if (warn) {
+      text = "Your session ends in " + clock(left) + ": extend it to keep your machine";
+    }
+    timerText.textContent = text;
+    sessionBar.classList.toggle("warn", warn);
+  }
+  setInterval(tick, 1000);
+
+  extendButton.addEventListener("click", async function () {
+    extendButton.disabled = true;
+    try {
+      const response = await fetch(lab.dataset.extendUrl, {method: "POST", credentials: "same-origin",
+                                                            headers: {"X-CSRFToken": csrf}});
+      const body = await response.json();
+      if (body.ok) { limits.lastTyped = Date.now(); onLimits(body); flash(extendButton, "Extended"); }
+    } catch (err) { /* the timer stays as it was */ }
+    extendButton.disabled = false;
+  });
+
+  // ---- an instructor asks to take control ------------------------------------
+  const prompt = document.getElementById("control-prompt");
+  const controlNote = document.getElementById("control-note");
+  const revokeButton = document.getElementById("control-revoke");
+  let controlAsker = null;
+
+  function ourNode(id) {
+    return names.some(function (name) { return terms[name].id === id; });
+  }
+
+  function onControlRequest(event) {
+    if (!ourNode(event.node)) return;
+    controlAsker = event.instructor;
+    document.getElementById("control-text").textContent =
+      event.name + " (your instructor) asks to type in your terminal. You keep seeing everything and can take control back at any time.";
+    prompt.hidden = false;
+  }
+
+  function answerControl(grant) {
+    prompt.hidden = true;
+    if (lessonSocket && lessonSocket.readyState === WebSocket.OPEN) {
+      lessonSocket.send(JSON.stringify({type: "control", grant: grant, instructor: controlAsker}));
+    }
+  }
+  document.getElementById("control-accept").addEventListener("click", function () { answerControl(true); });
+  document.getElementById("control-decline").addEventListener("click", function () { prompt.hidden = true; });
+  revokeButton.addEventListener("click", function () { answerControl(false); });
+
+  function showController(name) {
+    controlNote.hidden = revokeButton.hidden = !name;
+    controlNote.textContent = name ? name + " is typing in your terminal" : "";
+  }
+
   connectLesson();
+  const initialSession = document.getElementById("lab-session");
+  if (initialSession) {
+    const event = JSON.parse(initialSession.textContent);
+    if (event) onLimits(event);
+  }
   const initial = document.getElementById("lab-nodes");
   if (initial) setNodes(JSON.parse(initial.textContent));
   if (lab.dataset.node) becomeReady(); else setState("idle");

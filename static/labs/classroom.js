@@ -1,0 +1,261 @@
+// The instructor's live grid: learners x steps, kept live by the classroom
+// socket (a learner's row is replaced whenever their progress, hand or
+// machines change), time on the current step with a "stuck" flag, messages,
+// resets, and two charts drawn as plain SVG: completion per step (a funnel)
+// and the median time per step.
+(function () {
+  "use strict";
+
+  const root = document.getElementById("classroom");
+  const csrf = document.querySelector("input[name=csrfmiddlewaretoken]").value;
+  const table = document.getElementById("grid");
+  const liveState = document.getElementById("live-state");
+  const base = root.dataset.baseUrl;
+  const SVG = "http://www.w3.org/2000/svg";
+
+  let grid = JSON.parse(document.getElementById("grid-data").textContent);
+  // Server time minus ours, so "time on step" does not depend on this machine's clock.
+  let skew = Date.parse(grid.now) - Date.now();
+  const rows = {};  // user id -> row data
+
+  function el(tag, attrs, text) {
+    const node = document.createElement(tag);
+    Object.keys(attrs || {}).forEach(function (k) {
+      if (k === "className") node.className = attrs[k]; else node.setAttribute(k, attrs[k]);
+    });
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function duration(seconds) {
+    if (seconds === null || seconds === undefined) return "–";
+    seconds = Math.max(0, Math.round(seconds));
+    if (seconds < 60) return seconds + " s";
+    const m = Math.floor(seconds / 60), s = seconds % 60;
+    if (m < 60) return m + " min " + (s < 10 ? "0" : "") + s + " s";
+    return Math.floor(m / 60) + " h " + (m % 60) + " min";
+  }
+
+  async function post(url, data) {
+    const body = new FormData();
+    Object.keys(data || {}).forEach(function (k) { body.append(k, data[k]); });
+    const response = await fetch(url, {method: "POST", body: body, credentials: "same-origin",
+                                       headers: {"X-CSRFToken": csrf, "Accept": "application/json"}});
+    let json = {};
+    try { json = await response.json(); } catch (err) { /* not JSON */ }
+    return {ok: response.ok && json.ok !== false, body: json};
+  }
+
+  // ---- the table ------------------------------------------------------------
+  function renderHead() {
+    const thead = table.tHead;
+    thead.textContent = "";
+    const top = el("tr"), bottom = el("tr");
+    top.appendChild(el("th", {rowspan: "2", className: "learner-head"}, "Learner"));
+    grid.columns.forEach(function (col) {
+      top.appendChild(el("th", {colspan: String(col.steps.length), className: "lesson-head"}, col.title));
+      col.steps.forEach(function (step) {
+        bottom.appendChild(el("th", {title: step.title, className: "step-head"}, String(step.number)));
+      });
+    });
+    thead.appendChild(top);
+    thead.appendChild(bottom);
+  }
+
+  function renderRow(row) {
+    rows[row.user] = row;
+    let tr = table.tBodies[0].querySelector('tr[data-user="' + row.user + '"]');
+    const fresh = el("tr", {"data-user": String(row.user)});
+    const who = el("th", {className: "learner", scope: "row"});
+    const name = el("span", {className: "learner-name"}, row.name);
+    who.appendChild(name);
+    if (row.guest) who.appendChild(el("span", {className: "tag"}, "guest"));
+    if (row.hand) {
+      const hand = el("button", {type: "button", className: "hand", title: "Hand raised; click to lower it"}, "\u270B");
+      hand.addEventListener("click", function () { post(base + "learners/" + row.user + "/lower-hand"); });
+      who.appendChild(hand);
+    }
+    const info = el("div", {className: "learner-info"});
+    info.appendChild(el("span", {className: "on-step", "data-since": row.current ? row.current.since : ""}));
+    row.nodes.forEach(function (node) {
+      if (node.state !== "ready") return;
+      const link = el("a", {href: base + "nodes/" + node.id + "/watch/", className: "watch-link",
+                            target: "_blank", title: "Watch " + row.name + "'s " + node.name + " live"},
+                      "watch " + node.name);
+      info.appendChild(link);
+    });
+    const lessons = {};
+    row.nodes.forEach(function (node) { lessons[node.lesson] = true; });
+    Object.keys(lessons).forEach(function (slug) {
+      const reset = el("button", {type: "button", className: "link reset",
+                                  title: "Stop this learner's machines for " + slug + " and start fresh ones (progress stays)"},
+                       "reset");
+      reset.addEventListener("click", async function () {
+        if (!confirm("Reset " + row.name + "'s lab machines for " + slug + "? Their progress stays.")) return;
+        const result = await post(base + "learners/" + row.user + "/reset", {lesson: slug});
+        reset.textContent = result.ok ? "resetting…" : (result.body.error || "failed");
+      });
+      info.appendChild(reset);
+    });
+    who.appendChild(info);
+    fresh.appendChild(who);
+    grid.columns.forEach(function (col) {
+      col.steps.forEach(function (step) {
+        const key = col.lesson + ":" + step.number;
+        const cell = row.cells[key] || {state: "pending"};
+        const isCurrent = row.current && row.current.lesson === col.lesson && row.current.step === step.number;
+        const td = el("td", {className: "cell" + (isCurrent ? " current" : ""), "data-cell": key,
+                             "data-state": cell.state,
+                             title: step.number + ". " + step.title + ": " +
+                                    (cell.state === "done" ? "done " + new Date(cell.done_at).toLocaleTimeString()
+                                                           : (cell.message || "not done yet"))});
+        fresh.appendChild(td);
+      });
+    });
+    if (tr) tr.replaceWith(fresh); else table.tBodies[0].appendChild(fresh);
+    updateTimes();
+    fillRecipients();
+  }
+
+  function updateTimes() {
+    const now = Date.now() + skew;
+    table.querySelectorAll("tr[data-user]").forEach(function (tr) {
+      const span = tr.querySelector(".on-step");
+      const row = rows[tr.dataset.user];
+      if (!row || !row.current) { span.textContent = row && row.last_seen ? "all done" : "not started"; tr.classList.remove("stuck"); return; }
+      const seconds = (now - Date.parse(row.current.since)) / 1000;
+      span.textContent = "step " + row.current.step + ": " + duration(seconds);
+      const stuck = seconds > grid.stuck_seconds;
+      tr.classList.toggle("stuck", stuck);
+      span.title = stuck ? "On this step for longer than " + duration(grid.stuck_seconds) : "";
+    });
+  }
+  setInterval(updateTimes, 1000);
+
+  function fillRecipients() {
+    const select = document.getElementById("message-to");
+    const chosen = select.value;
+    while (select.options.length > 1) select.remove(1);
+    Object.keys(rows).forEach(function (id) {
+      select.appendChild(el("option", {value: id}, rows[id].name));
+    });
+    select.value = chosen;
+  }
+
+  function renderAll() {
+    renderHead();
+    table.tBodies[0].textContent = "";
+    if (!grid.rows.length) {
+      const tr = el("tr", {className: "empty"});
+      tr.appendChild(el("td", {colspan: "99"}, "No learners yet. Share the code or the link."));
+      table.tBodies[0].appendChild(tr);
+    }
+    grid.rows.forEach(renderRow);
+    drawCharts(grid.stats);
+  }
+
+  // ---- charts (plain SVG) ---------------------------------------------------
+  function barChart(svg, bars, maxValue, label) {
+    svg.textContent = "";
+    const barH = 18, gap = 6, left = 130, width = 520;
+    const height = Math.max(1, bars.length) * (barH + gap) + 10;
+    svg.setAttribute("viewBox", "0 0 " + (left + width + 90) + " " + height);
+    svg.setAttribute("width", String(left + width + 90));
+    svg.setAttribute("height", String(height));
+    bars.forEach(function (bar, i) {
+      const y = 5 + i * (barH + gap);
+      const text = document.createElementNS(SVG, "text");
+      text.setAttribute("x", String(left - 8)); text.setAttribute("y", String(y + barH - 5));
+      text.setAttribute("text-anchor", "end"); text.setAttribute("class", "chart-label");
+      text.textContent = bar.name;
+      svg.appendChild(text);
+      const w = maxValue > 0 && bar.value ? Math.max(2, width * bar.value / maxValue) : 0;
+      const rect = document.createElementNS(SVG, "rect");
+      rect.setAttribute("x", String(left)); rect.setAttribute("y", String(y));
+      rect.setAttribute("width", String(w)); rect.setAttribute("height", String(barH));
+      rect.setAttribute("rx", "3"); rect.setAttribute("class", "chart-bar");
+      const tip = document.createElementNS(SVG, "title");
+      tip.textContent = bar.title;
+      rect.appendChild(tip);
+      svg.appendChild(rect);
+      const value = document.createElementNS(SVG, "text");
+      value.setAttribute("x", String(left + w + 6)); value.setAttribute("y", String(y + barH - 5));
+      value.setAttribute("class", "chart-value");
+      value.textContent = label(bar);
+      svg.appendChild(value);
+    });
+  }
+
+  function drawCharts(stats) {
+    const multi = grid.columns.length > 1;
+    const name = function (s) { return (multi ? s.lesson.slice(0, 10) + " " : "step ") + s.step; };
+    barChart(document.getElementById("funnel"), stats.steps.map(function (s) {
+      return {name: name(s), value: s.done, title: s.title, learners: s.learners};
+    }), stats.learners, function (bar) { return bar.value + " / " + bar.learners; });
+    const times = stats.steps.map(function (s) {
+      return {name: name(s), value: s.median_seconds, title: s.title};
+    });
+    const longest = Math.max.apply(null, times.map(function (t) { return t.value || 0; }).concat([1]));
+    barChart(document.getElementById("times"), times, longest,
+             function (bar) { return bar.value === null ? "–" : duration(bar.value); });
+  }
+
+  // Charts follow the grid without hammering the server: one refresh per burst.
+  let statsTimer = null;
+  function refreshStats() {
+    if (statsTimer) return;
+    statsTimer = setTimeout(async function () {
+      statsTimer = null;
+      try {
+        const response = await fetch(base + "grid.json", {credentials: "same-origin"});
+        const fresh = await response.json();
+        grid.stats = fresh.stats;
+        drawCharts(grid.stats);
+      } catch (err) { /* next event tries again */ }
+    }, 1500);
+  }
+
+  // ---- messages -----------------------------------------------------------------
+  document.getElementById("message-form").addEventListener("submit", async function (event) {
+    event.preventDefault();
+    const text = document.getElementById("message-text");
+    const to = document.getElementById("message-to").value;
+    const status = document.getElementById("message-status");
+    const result = await post(root.dataset.messageUrl, {text: text.value, to: to});
+    status.textContent = result.ok ? "Sent to " + result.body.sent_to + " learner" +
+                                     (result.body.sent_to === 1 ? "" : "s") + "." : (result.body.error || "Not sent.");
+    if (result.ok) text.value = "";
+  });
+
+  // ---- live updates ---------------------------------------------------------------
+  let retry = 0;
+  function connect() {
+    const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host +
+                             "/ws/classrooms/" + root.dataset.pk + "/");
+    ws.onopen = function () { retry = 0; liveState.textContent = "live"; liveState.className = "live-state on"; };
+    ws.onmessage = function (message) {
+      let event;
+      try { event = JSON.parse(message.data); } catch (err) { return; }
+      if (event.type === "grid") {
+        grid = event;
+        skew = Date.parse(grid.now) - Date.now();
+        renderAll();
+      } else if (event.type === "learner") {
+        const empty = table.tBodies[0].querySelector("tr.empty");
+        if (empty) empty.remove();
+        renderRow(event.row);
+        refreshStats();
+      }
+    };
+    ws.onclose = function (close) {
+      liveState.className = "live-state off";
+      if (close.code === 4403) { liveState.textContent = "not allowed"; return; }
+      liveState.textContent = "reconnecting…";
+      retry = Math.min(retry + 1, 5);
+      setTimeout(connect, 500 * Math.pow(2, retry));
+    };
+  }
+
+  renderAll();
+  connect();
+})();
