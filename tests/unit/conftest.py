@@ -153,3 +153,60 @@ def two_node_session(two_node_lesson, ada, fake_driver):
     assert tasks.start_session(session.pk) == LabSession.READY
     session.refresh_from_db()
     return session
+
+
+# ---- classrooms: Iris teaches Ada and Bob; Ivan teaches another class; Otto is outside ----
+
+def _instructor(django_user_model, name):
+    from django.contrib.auth.models import Group
+    from labs.models import INSTRUCTORS_GROUP
+
+    user = django_user_model.objects.create_user(name, password="teaching horse battery")
+    user.groups.add(Group.objects.get_or_create(name=INSTRUCTORS_GROUP)[0])
+    return user
+
+
+@pytest.fixture
+def iris(django_user_model, db):
+    """Iris is the instructor of Ada and Bob's classroom."""
+    return _instructor(django_user_model, "iris")
+
+
+@pytest.fixture
+def ivan(django_user_model, db):
+    """Ivan is an instructor too, but of another classroom: he must see nothing of Iris's."""
+    return _instructor(django_user_model, "ivan")
+
+
+@pytest.fixture
+def otto(django_user_model, db):
+    """Otto has an account and no classroom: an outsider."""
+    return django_user_model.objects.create_user("otto", password="outside horse battery")
+
+
+@pytest.fixture
+def classroom(iris, ada, bob, lesson):
+    """Iris's classroom with the lesson; Ada and Bob joined it."""
+    from django.utils import timezone
+    from labs.models import Classroom
+
+    now = timezone.now()
+    room = Classroom.objects.create(owner=iris, name="Morning class", starts=now,
+                                    ends=now + timezone.timedelta(hours=3))
+    room.lessons.add(lesson)
+    room.join(ada)
+    room.join(bob)
+    return room
+
+
+@pytest.fixture
+def other_classroom(ivan, otto, lesson):
+    from django.utils import timezone
+    from labs.models import Classroom
+
+    now = timezone.now()
+    room = Classroom.objects.create(owner=ivan, name="Ivan's class", starts=now,
+                                    ends=now + timezone.timedelta(hours=3))
+    room.lessons.add(lesson)
+    room.join(otto)
+    return room

@@ -239,3 +239,37 @@ async def test_checks_refresh_the_ports_and_push_them(ready_session, ada, ws_hea
     await database_sync_to_async(tasks.run_checks)(ready_session.pk)
     assert await comm.receive_nothing(timeout=0.3)
     await comm.disconnect()
+
+
+# ---- instructors: Iris (Ada's instructor) gets through; Ivan, Otto and Bob do not --------
+
+@pytest.fixture
+def ada_in_class(classroom, other_classroom):
+    return classroom
+
+
+async def test_adas_instructor_opens_her_port_link(app_in_node, ada_in_class, iris, ws_headers):
+    node, port, app, ws_port = app_in_node
+    headers = await database_sync_to_async(cookie_headers)(ws_headers, iris)
+    response = await get(f"/nodes/{node.pk}/ports/{port}/", headers)
+    assert response["status"] == 200 and b"Welcome to nginx!" in response["body"]
+    comm = WebsocketCommunicator(application, f"/nodes/{node.pk}/ports/{ws_port}/socket",
+                                 headers=await database_sync_to_async(ws_headers)(iris))
+    assert (await comm.connect())[0]
+    await comm.send_to(text_data="hi")
+    assert await comm.receive_from(timeout=3) == "echo:hi"
+    await comm.disconnect()
+
+
+@pytest.mark.parametrize("who", ["ivan", "otto", "bob"])
+async def test_other_instructors_and_classmates_get_403_and_4403(who, request, app_in_node, ada_in_class,
+                                                                 ws_headers):
+    node, port, app, ws_port = app_in_node
+    user = request.getfixturevalue(who)
+    headers = await database_sync_to_async(cookie_headers)(ws_headers, user)
+    assert (await get(f"/nodes/{node.pk}/ports/{port}/", headers))["status"] == 403
+    assert app.requests == []
+    comm = WebsocketCommunicator(application, f"/nodes/{node.pk}/ports/{ws_port}/socket",
+                                 headers=await database_sync_to_async(ws_headers)(user))
+    await comm.connect()
+    assert await comm.receive_output(timeout=3) == {"type": "websocket.close", "code": 4403}

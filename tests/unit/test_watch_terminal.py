@@ -1,0 +1,139 @@
+"""Iris watches Ada's terminal live, read-only; she types only after Ada accepts."""
+import asyncio
+import json
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from runtime import ExecResult
+
+from labs.asgi import application
+from labs.models import LabSession
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def watch_path(classroom, node):
+    return f"/ws/classrooms/{classroom.pk}/nodes/{node.pk}/watch/"
+
+
+async def connect(path, headers):
+    comm = WebsocketCommunicator(application, path, headers=headers)
+    connected, _ = await comm.connect()
+    assert connected
+    return comm
+
+
+async def receive_text(comm, kind, timeout=2):
+    while True:
+        out = await comm.receive_output(timeout=timeout)
+        if out.get("text"):
+            event = json.loads(out["text"])
+            if event["type"] == kind:
+                return event
+
+
+async def receive_bytes(comm, timeout=2):
+    while True:
+        out = await comm.receive_output(timeout=timeout)
+        if out.get("bytes") is not None:
+            return out["bytes"]
+
+
+async def test_instructor_sees_the_screen_then_the_learner_typing(classroom, ready_session, ada, iris,
+                                                                 ws_headers, fake_driver):
+    fake_driver.responder = lambda node, argv: (
+        ExecResult(0, "root@node1:~# ls\nfile\n") if argv[:2] == ["tmux", "capture-pane"] else ExecResult(0, ""))
+    node = await database_sync_to_async(ready_session.node1)()
+    term = await connect(f"/ws/nodes/{node.pk}/terminal/?cols=90&rows=20",
+                         await database_sync_to_async(ws_headers)(ada))
+    watch = await connect(watch_path(classroom, node), await database_sync_to_async(ws_headers)(iris))
+    assert (await receive_text(watch, "control"))["granted"] is False
+    screen = await receive_bytes(watch)
+    assert screen.endswith(b"root@node1:~# ls\r\nfile")  # the current screen first
+    assert await receive_text(watch, "size") == {"type": "size", "cols": 90, "rows": 20}
+
+    await term.send_to(bytes_data=b"docker container run alpine hostname\r")
+    assert await term.receive_from(timeout=2) == b"docker container run alpine hostname\r"
+    assert await receive_bytes(watch) == b"docker container run alpine hostname\r"
+
+    # Read-only: Iris's keystrokes go nowhere.
+    await watch.send_to(bytes_data=b"rm -rf /\r")
+    assert await term.receive_nothing(timeout=0.3)
+    await watch.disconnect()
+    await term.disconnect()
+
+
+async def test_take_control_only_after_the_learner_accepts(classroom, ready_session, ada, iris,
+                                                          ws_headers, fake_driver):
+    node = await database_sync_to_async(ready_session.node1)()
+    ada_headers = await database_sync_to_async(ws_headers)(ada)
+    term = await connect(f"/ws/nodes/{node.pk}/terminal/", ada_headers)
+    lesson_page = await connect("/ws/lessons/first-containers/", ada_headers)
+    await receive_text(lesson_page, "session")
+    watch = await connect(watch_path(classroom, node), await database_sync_to_async(ws_headers)(iris))
+    await receive_text(watch, "control")
+
+    await watch.send_to(text_data=json.dumps({"type": "control-request"}))
+    request = await receive_text(lesson_page, "control-request")
+    assert request == {"type": "control-request", "instructor": iris.pk, "name": "iris", "node": node.pk}
+
+    await lesson_page.send_to(text_data=json.dumps({"type": "control", "grant": True,
+                                                    "instructor": iris.pk}))
+    assert (await receive_text(watch, "control"))["granted"] is True
+    assert (await receive_text(lesson_page, "session"))["controller"] == "iris"
+    await watch.send_to(bytes_data=b"docker ps\r")
+    assert await term.receive_from(timeout=2) == b"docker ps\r"  # written to Ada's terminal
+
+    # Ada takes control back: Iris is read-only again.
+    await lesson_page.send_to(text_data=json.dumps({"type": "control", "grant": False}))
+    assert (await receive_text(watch, "control"))["granted"] is False
+    await watch.send_to(bytes_data=b"whoami\r")
+    assert await term.receive_nothing(timeout=0.3)
+    for comm in (watch, lesson_page, term):
+        await comm.disconnect()
+
+
+async def test_a_learner_cannot_hand_control_to_someone_who_does_not_teach_them(
+        classroom, ready_session, ada, ivan, ws_headers):
+    lesson_page = await connect("/ws/lessons/first-containers/",
+                                await database_sync_to_async(ws_headers)(ada))
+    await receive_text(lesson_page, "session")
+    await lesson_page.send_to(text_data=json.dumps({"type": "control", "grant": True,
+                                                    "instructor": ivan.pk}))
+    assert (await receive_text(lesson_page, "error"))["message"] == "That instructor does not teach you."
+    session = await database_sync_to_async(LabSession.objects.get)(pk=ready_session.pk)
+    assert session.controller_id is None
+    await lesson_page.disconnect()
+
+
+@pytest.mark.parametrize("who", ["bob", "ivan", "otto", "ada", "anonymous"])
+async def test_nobody_else_watches(who, request, classroom, other_classroom, ready_session, ws_headers,
+                                   fake_driver):
+    node = await database_sync_to_async(ready_session.node1)()
+    user = None if who == "anonymous" else request.getfixturevalue(who)
+    comm = await connect(watch_path(classroom, node), await database_sync_to_async(ws_headers)(user))
+    assert await comm.receive_output(timeout=2) == {"type": "websocket.close", "code": 4403}
+
+
+async def test_ivan_cannot_watch_through_his_own_classroom(other_classroom, ready_session, ivan,
+                                                           ws_headers):
+    # Ada is not in Ivan's classroom, so naming his classroom does not help him.
+    node = await database_sync_to_async(ready_session.node1)()
+    comm = await connect(watch_path(other_classroom, node), await database_sync_to_async(ws_headers)(ivan))
+    assert await comm.receive_output(timeout=2) == {"type": "websocket.close", "code": 4403}
+
+
+async def test_output_stops_going_out_when_nobody_watches(classroom, ready_session, ada, ws_headers,
+                                                          fake_driver):
+    from channels.layers import get_channel_layer
+    node = await database_sync_to_async(ready_session.node1)()
+    term = await connect(f"/ws/nodes/{node.pk}/terminal/", await database_sync_to_async(ws_headers)(ada))
+    layer = get_channel_layer()
+    spy = await layer.new_channel()
+    await layer.group_add(f"watch-{node.pk}", spy)
+    await term.send_to(bytes_data=b"x")
+    await term.receive_from(timeout=2)
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(layer.receive(spy), 0.3)  # no watcher said hello: nothing fanned out
+    await term.disconnect()
