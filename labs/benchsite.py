@@ -1,0 +1,695 @@
+"""`python -m labs.benchsite`: figures of the whole site, measured through its websockets.
+
+A report, never a test: it starts the real site (labs.livesite: redis-server,
+Daphne, a Celery worker, the lab registry, the runtime driver) on free
+loopback ports with a throwaway database, drives it as learners would
+(labs.labclient: HTTP sign-up and start, terminal and lesson websockets), and
+prints medians and tails. It never imports Django: it talks to the site's
+processes, and the nodes it starts for the capacity stage go through the
+runtime library. Every node and process it starts is removed at the end, also
+on Ctrl-C, SIGTERM or failure.
+
+Stages, in this order, all on one site:
+- load run: LEARNERS learners at once sign up, start lesson 1, type
+  `docker container run alpine hostname` and wait for step 1 done;
+- check verdict, one learner at a time: `docker container ls --all` (step 2),
+  from the prompt arriving after the command to the step event;
+- keystroke echo: one terminal alone, then TERMINALS terminals typing at once;
+- flood: `cat` of a generated file in a node, and Ctrl-C of it;
+- capacity (only with --capacity N): idle nodes added in batches until N, or
+  until the site stops being responsive or memory runs short.
+
+Only loopback (the site) and the lab's own nodes are ever contacted; every
+loop is bounded in count and in time.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import re
+import secrets
+import signal
+import statistics
+import sys
+import time
+import urllib.error
+
+from .labclient import Learner, next_event
+from .livesite import live_site
+
+log = logging.getLogger("benchsite")
+
+SLUG = "first-containers"
+PROMPT = b"] ~# "
+HEX_LINE = re.compile(rb"\n[0-9a-f]{12}\r")
+QUIET_SECONDS = 0.3
+
+
+# ----------------------------------------------------------------- figures
+
+def percentile(values: list, pct: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def summary(values: list) -> dict:
+    """median, p95, p99, min, max and n of a list of numbers (empty: n=0)."""
+    if not values:
+        return {"n": 0}
+    return {"n": len(values), "median": statistics.median(values), "p95": percentile(values, 95),
+            "p99": percentile(values, 99), "min": min(values), "max": max(values)}
+
+
+def fmt(s: dict, unit: str = "ms", digits: int = 1) -> str:
+    if not s.get("n"):
+        return "no samples"
+    f = f"{{:.{digits}f}}"
+    return (f"median {f.format(s['median'])} {unit}, p95 {f.format(s['p95'])}, "
+            f"p99 {f.format(s['p99'])}, max {f.format(s['max'])} (n={s['n']})")
+
+
+def now() -> float:
+    return time.perf_counter()
+
+
+def mem_available() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+# ----------------------------------------------------------------- terminal helpers
+
+class Term:
+    """One terminal websocket and what arrived on it, with arrival times."""
+
+    def __init__(self, ws):
+        self.ws = ws
+        self.received = 0
+
+    async def recv(self, timeout: float) -> bytes:
+        frame = await asyncio.wait_for(self.ws.recv(), timeout)
+        if isinstance(frame, str):
+            return b""
+        self.received += len(frame)
+        return frame
+
+    async def drain(self, quiet: float = QUIET_SECONDS, limit: float = 10) -> bytes:
+        """Read until nothing arrives for `quiet` seconds (at most `limit`)."""
+        seen = b""
+        deadline = now() + limit
+        while now() < deadline:
+            try:
+                seen += await self.recv(quiet)
+            except asyncio.TimeoutError:
+                break
+        return seen
+
+    async def until(self, predicate, timeout: float) -> tuple:
+        """Read until predicate(bytes so far) holds: (bytes, arrival time of the last frame)."""
+        seen = b""
+        deadline = now() + timeout
+        while True:
+            left = deadline - now()
+            if left <= 0:
+                raise TimeoutError(f"terminal output did not match in {timeout:.0f}s: "
+                                   f"...{seen[-200:]!r}")
+            seen += await self.recv(left)
+            if predicate(seen):
+                return seen, now()
+
+    async def run(self, command: str, timeout: float = 120) -> tuple:
+        """Type a command and Enter; (output, time the prompt came back)."""
+        await self.ws.send(command.encode() + b"\r")
+        return await self.until(lambda b: _prompt_after_newline(b), timeout)
+
+
+def _prompt_after_newline(seen: bytes) -> bool:
+    first = seen.find(b"\n")
+    return first != -1 and seen.find(PROMPT, first) != -1
+
+
+async def open_term(learner: Learner, node: int, cols: int = 100, rows: int = 30) -> Term:
+    ws = await learner.connect(f"/ws/nodes/{node}/terminal/?cols={cols}&rows={rows}")
+    term = Term(ws)
+    # The attach redraws the screen: wait for it to settle, then make sure the
+    # shell is at a prompt (Ctrl-U clears whatever is on the line).
+    await term.drain()
+    await term.ws.send(b"\x15\r")
+    await term.until(lambda b: PROMPT in b, 30)
+    await term.drain(0.2)
+    return term
+
+
+# ----------------------------------------------------------------- learners
+
+class Seat:
+    """A learner with a started lesson-1 node."""
+
+    def __init__(self, site_url: str, name: str):
+        self.name = name
+        self.learner = Learner(site_url)
+        self.node = None
+        self.times: dict = {}
+
+
+async def signup_and_start(seat: Seat, timeout: float) -> None:
+    t0 = now()
+    await asyncio.to_thread(seat.learner.signup, seat.name)
+    seat.times["signup"] = now() - t0
+    async with seat.learner.connect(f"/ws/lessons/{SLUG}/") as lesson:
+        t1 = now()
+        reply = await asyncio.to_thread(seat.learner.start, SLUG)
+        if reply.get("ok") is False:
+            raise RuntimeError(f"start refused: {reply}")
+        event = await next_event(lesson, lambda e: e.get("type") == "session"
+                                 and e.get("state") in ("ready", "failed"), timeout)
+        if event["state"] != "ready":
+            raise RuntimeError(f"start failed: {event.get('message') or event}")
+        seat.times["start"] = now() - t1
+        seat.node = event["node"]
+
+
+async def step_through_terminal(seat: Seat, command: str, step: int, timeout: float,
+                                output_done=None) -> dict:
+    """Type `command`; times of: Enter, the prompt after the command, the step event."""
+    output_done = output_done or _prompt_after_newline
+    async with seat.learner.connect(f"/ws/lessons/{SLUG}/") as lesson:
+        term = await open_term(seat.learner, seat.node)
+        try:
+            # The lesson socket first says where the session stands: read it
+            # before typing, so the step event is the only thing left to wait for.
+            await next_event(lesson, lambda e: e.get("type") == "session", 30)
+            sent = now()
+            await term.ws.send(command.encode() + b"\r")
+
+            async def prompt():
+                return (await term.until(output_done, timeout))[1]
+
+            async def verdict():
+                await next_event(lesson, lambda e: e.get("type") == "step"
+                                 and e.get("step") == step and e.get("state") == "done", timeout)
+                return now()
+
+            prompt_at, step_at = await asyncio.gather(prompt(), verdict())
+        finally:
+            await term.ws.close()
+    return {"sent": sent, "prompt": prompt_at, "step": step_at}
+
+
+async def load_run(site_url: str, count: int, tag: str, timeout: float) -> dict:
+    """`count` learners at once through lesson 1, step 1."""
+    seats = [Seat(site_url, f"bench-{tag}-{i}") for i in range(count)]
+    failures: list = []
+
+    async def one(seat: Seat):
+        try:
+            await signup_and_start(seat, timeout)
+            marks = await step_through_terminal(
+                seat, "docker container run alpine hostname", 1, timeout,
+                output_done=lambda b: (m := HEX_LINE.search(b)) is not None
+                and b.find(PROMPT, m.end()) != -1)
+            seat.times["step"] = marks["step"] - marks["sent"]
+            seat.times["verdict"] = marks["step"] - marks["prompt"]
+            seat.times["command"] = marks["prompt"] - marks["sent"]
+        except Exception as exc:  # a failure is a figure, not a crash
+            failures.append(f"{seat.name}: {type(exc).__name__}: {exc}"[:300])
+
+    began = now()
+    await asyncio.wait_for(asyncio.gather(*(one(s) for s in seats)), timeout * 3)
+    wall = now() - began
+    pick = lambda key: [s.times[key] * 1000 for s in seats if key in s.times]  # noqa: E731
+    return {"learners": count, "failures": failures, "wall_s": wall,
+            "signup_ms": summary(pick("signup")), "start_ms": summary(pick("start")),
+            "command_ms": summary(pick("command")), "step_done_ms": summary(pick("step")),
+            "verdict_ms": summary(pick("verdict")),
+            "seats": [s for s in seats if s.node is not None and "step" in s.times]}
+
+
+async def more_seats(site_url: str, count: int, tag: str, timeout: float) -> list:
+    """Learners with a started node (for the terminals), a few at a time."""
+    seats = [Seat(site_url, f"bench-{tag}-{i}") for i in range(count)]
+    gate = asyncio.Semaphore(10)
+
+    async def one(seat):
+        async with gate:
+            try:
+                await signup_and_start(seat, timeout)
+            except Exception as exc:
+                log.warning("extra learner %s did not start: %s", seat.name, exc)
+    await asyncio.gather(*(one(s) for s in seats))
+    return [s for s in seats if s.node is not None]
+
+
+async def verdict_one_at_a_time(seats: list, timeout: float) -> dict:
+    """Step 2 (`docker container ls --all`), one learner after another."""
+    verdicts, failures = [], []
+    for seat in seats:
+        try:
+            marks = await step_through_terminal(seat, "docker container ls --all", 2, timeout)
+            verdicts.append((marks["step"] - marks["prompt"]) * 1000)
+        except Exception as exc:
+            failures.append(f"{seat.name}: {type(exc).__name__}: {exc}"[:300])
+    return {"verdict_ms": summary(verdicts), "failures": failures}
+
+
+# ----------------------------------------------------------------- keystroke echo
+
+async def type_keys(term: Term, keys: int, think: tuple, timeout: float = 10) -> list:
+    """Type `keys` letters at a human pace; the echo time of each, in ms."""
+    times = []
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    for i in range(keys):
+        letter = letters[i % 26].encode()
+        sent = now()
+        await term.ws.send(letter)
+        try:
+            await term.until(lambda b: letter in b, timeout)
+            times.append((now() - sent) * 1000)
+        except (TimeoutError, asyncio.TimeoutError):
+            times.append(timeout * 1000)
+        await asyncio.sleep(random.uniform(*think))
+    await term.ws.send(b"\x15")  # clear the line again
+    await term.drain(0.2, 5)
+    return times
+
+
+async def echo_stage(seats: list, terminals: int, keys: int, think: tuple) -> dict:
+    result = {}
+    lone = await open_term(seats[0].learner, seats[0].node)
+    try:
+        result["one"] = summary(await type_keys(lone, keys, think))
+    finally:
+        await lone.ws.close()
+    chosen = seats[:terminals]
+    terms = []
+    try:
+        opened = await asyncio.gather(*(open_term(s.learner, s.node) for s in chosen),
+                                      return_exceptions=True)
+        terms = [t for t in opened if isinstance(t, Term)]
+        errors = [repr(e)[:200] for e in opened if not isinstance(e, Term)]
+        await asyncio.sleep(1)
+        began = now()
+        lists = await asyncio.gather(*(type_keys(t, keys, think) for t in terms))
+        wall = now() - began
+        all_times = [t for one in lists for t in one]
+        result["many"] = summary(all_times)
+        result["terminals"] = len(terms)
+        result["open_errors"] = errors
+        result["keys_per_s"] = len(all_times) / wall if wall else 0
+    finally:
+        await asyncio.gather(*(t.ws.close() for t in terms), return_exceptions=True)
+    return result
+
+
+# ----------------------------------------------------------------- flood and Ctrl-C
+
+async def flood_stage(seats: list, mebibytes: int, interrupts: int) -> dict:
+    flooder, watcher = seats[0], seats[1] if len(seats) > 1 else None
+    term = await open_term(flooder.learner, flooder.node)
+    other = await open_term(watcher.learner, watcher.node) if watcher else None
+    result = {}
+    try:
+        raw = mebibytes * 2**20 * 3 // 4  # base64 makes 4 bytes of 3
+        out, _ = await term.run(f"head -c {raw} /dev/urandom | base64 > /tmp/flood; "
+                                "echo size=$(stat -c %s /tmp/flood)", 120)
+        size = int(re.findall(rb"size=(\d+)", out)[-1])
+        result["file_bytes"] = size
+        await term.drain(0.3)
+
+        # The flood, while another learner types in their own terminal.
+        gaps, frames = [], 0
+        echo_during: list = []
+        stop_typing = asyncio.Event()
+
+        async def type_meanwhile():
+            while other is not None and not stop_typing.is_set():
+                echo_during.extend(await type_keys(other, 5, (0.05, 0.15)))
+
+        typing = asyncio.create_task(type_meanwhile())
+        try:
+            # The shell prints "flood-42-end" (typed as $((6*7)), so the echo of
+            # the command line never matches) once cat is done; base64 has no "-".
+            await term.ws.send(b"cat /tmp/flood; echo flood-$((6*7))-end\r")
+            sent = last = now()
+            got = 0
+            tail = b""
+            deadline = sent + 300
+            while True:
+                if now() > deadline:
+                    raise TimeoutError("the flood did not end within 300 s")
+                frame = await term.recv(deadline - now())
+                t = now()
+                gaps.append((t - last) * 1000)
+                last = t
+                frames += 1
+                got += len(frame)
+                tail = (tail + frame)[-256:]
+                if b"flood-42-end" in tail:
+                    break
+            elapsed = now() - sent
+        finally:
+            stop_typing.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(typing, 15)
+        result.update({"seconds": elapsed, "ws_bytes": got, "frames": frames,
+                       "file_mb_s": size / elapsed / 1e6, "ws_mb_s": got / elapsed / 1e6,
+                       "max_gap_ms": max(gaps[1:] or [0]), "gap_ms": summary(gaps[1:]),
+                       "echo_elsewhere_ms": summary(echo_during)})
+        await term.drain(0.5)
+
+        # Ctrl-C: from sending it to the prompt coming back.
+        stops = []
+        for _ in range(interrupts):
+            # A loop, so a small file still floods when Ctrl-C comes (bash ends
+            # the loop when cat dies of SIGINT).
+            await term.ws.send(b"while :; do cat /tmp/flood; done\r")
+            started = now()
+            while now() - started < 1.0:  # let it flow for a second
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await term.recv(1.0)
+            interrupted = now()
+            await term.ws.send(b"\x03")
+            await term.until(lambda b: PROMPT in b[-4096:], 60)
+            stops.append((now() - interrupted) * 1000)
+            await term.drain(0.3)
+        result["ctrl_c_ms"] = summary(stops)
+        await term.run("rm -f /tmp/flood", 30)
+    finally:
+        await term.ws.close()
+        if other is not None:
+            await other.ws.close()
+    return result
+
+
+# ----------------------------------------------------------------- capacity
+
+async def page_times(learner: Learner, count: int) -> list:
+    times = []
+    for _ in range(count):
+        t = now()
+        try:
+            await asyncio.to_thread(lambda: learner.get(f"/lessons/{SLUG}/").read())
+            times.append((now() - t) * 1000)
+        except (OSError, urllib.error.URLError):
+            times.append(30_000.0)
+    return times
+
+
+async def capacity_stage(site, seats: list, target: int, batch: int, seconds: float,
+                         page_limit_ms: float, headroom: int) -> dict:
+    """Idle nodes added in batches until `target` nodes (the learners' count too),
+    or the site's page p95 passes `page_limit_ms`, or memory falls under `headroom`,
+    or a start fails, or `seconds` run out. The nodes added are removed at the end."""
+    from runtime import NodeSpec, get_driver
+    driver = get_driver(site.driver)
+    own = lambda: [n for n in driver.list_nodes() if n.session.startswith(site.prefix)]  # noqa: E731
+    probe = seats[0]
+    started: list = []
+    rows: list = []
+    stop_reason = f"reached {target}"
+    began = now()
+    mem0 = mem_available()
+    gate = asyncio.Semaphore(4)
+    session_no = 0
+    try:
+        while True:
+            count = len(own())
+            pages = await page_times(probe.learner, 20)
+            term = await open_term(probe.learner, probe.node)
+            try:
+                echo = await type_keys(term, 10, (0.05, 0.1))
+            finally:
+                await term.ws.close()
+            row = {"nodes": count, "page_ms": summary(pages), "echo_ms": summary(echo),
+                   "mem_available": mem_available(), "elapsed_s": now() - began}
+            rows.append(row)
+            log.info("capacity: %d nodes, page p95 %.0f ms, echo p95 %.0f ms, %.1f GiB free",
+                     count, row["page_ms"]["p95"], row["echo_ms"]["p95"],
+                     row["mem_available"] / 2**30)
+            if row["page_ms"]["p95"] > page_limit_ms:
+                stop_reason = f"page p95 over {page_limit_ms:.0f} ms"
+                break
+            if row["mem_available"] < headroom:
+                stop_reason = f"memory available under {headroom / 2**30:.1f} GiB"
+                break
+            if count >= target:
+                break
+            if now() - began > seconds:
+                stop_reason = f"time budget of {seconds:.0f}s spent"
+                break
+            session_no += 1
+            session = f"{site.prefix}cap{session_no}"
+            names = [f"node{i + 1}" for i in range(min(batch, target - count))]
+
+            async def start(name, session=session):
+                async with gate:
+                    node = await driver.start(NodeSpec(session=session, name=name))
+                    started.append(node.id)
+            outcome = await asyncio.gather(*(start(n) for n in names), return_exceptions=True)
+            errors = [e for e in outcome if isinstance(e, BaseException)]
+            if errors:
+                reason = getattr(errors[0], "reason", None) or repr(errors[0])
+                stop_reason = f"a node failed to start: {reason}"[:300]
+                row["start_error"] = stop_reason
+                rows.append({**row, "nodes": len(own())})
+                break
+    finally:
+        per_node = None
+        if rows and rows[-1]["nodes"] > rows[0]["nodes"]:
+            per_node = ((rows[0]["mem_available"] - rows[-1]["mem_available"])
+                        / (rows[-1]["nodes"] - rows[0]["nodes"]))
+        stop_gate = asyncio.Semaphore(8)
+
+        async def stop(node_id):
+            async with stop_gate:
+                with contextlib.suppress(Exception):
+                    await driver.stop(node_id)
+        t = now()
+        await asyncio.gather(*(stop(n) for n in started))
+        removed_s = now() - t
+    last = rows[-1] if rows else {}
+    return {"target": target, "reached": last.get("nodes", 0), "stop_reason": stop_reason,
+            "page_ms": last.get("page_ms", {"n": 0}), "echo_ms": last.get("echo_ms", {"n": 0}),
+            "mem_used_per_node": per_node, "mem_available_start": mem0,
+            "rows": [{k: v for k, v in r.items()} for r in rows], "removed_s": removed_s,
+            "added": len(started)}
+
+
+# ----------------------------------------------------------------- the report
+
+def targets(r: dict) -> list:
+    """(target, goal, measured, PASS/MISS) rows of the site's figures."""
+    rows = []
+
+    def row(name, goal, measured, ok):
+        rows.append({"target": name, "goal": goal, "measured": measured,
+                     "verdict": "n/a" if ok is None else ("PASS" if ok else "MISS")})
+
+    echo = r.get("echo", {}).get("many", {})
+    n = r.get("echo", {}).get("terminals", 0)
+    if echo.get("n"):
+        row(f"keystroke echo, median ({n} terminals at once)", "< 5 ms",
+            f"{echo['median']:.1f} ms", echo["median"] < 5)
+        row(f"keystroke echo, p99 ({n} terminals at once)", "< 20 ms",
+            f"{echo['p99']:.1f} ms", echo["p99"] < 20)
+    quiet = r.get("verdict", {}).get("verdict_ms", {})
+    if quiet.get("n"):
+        row("check verdict after the command ends, p95 (one learner at a time)", "< 300 ms",
+            f"{quiet['p95']:.0f} ms", quiet["p95"] < 300)
+    load = r.get("load", {})
+    loaded = load.get("verdict_ms", {})
+    if loaded.get("n"):
+        row(f"check verdict, p95 ({load['learners']} learners at once)", "< 300 ms",
+            f"{loaded['p95']:.0f} ms", loaded["p95"] < 300)
+    flood = r.get("flood", {})
+    if "file_mb_s" in flood:
+        row("flood: `cat` of a large file through the terminal", ">= 10 MB/s",
+            f"{flood['file_mb_s']:.1f} MB/s (websocket {flood['ws_mb_s']:.1f} MB/s)",
+            flood["file_mb_s"] >= 10)
+    stops = flood.get("ctrl_c_ms", {})
+    if stops.get("n"):
+        row("Ctrl-C stops a flood, p95", "<= 200 ms", f"{stops['p95']:.0f} ms",
+            stops["p95"] <= 200)
+    if load:
+        row(f"load run: {load['learners']} learners do lesson 1 step 1 at once",
+            "0 failures", f"{len(load['failures'])} failures", not load["failures"])
+    cap = r.get("capacity")
+    if cap:
+        row("idle nodes held with the site responsive", f">= {cap['target']} (250 in the issue)",
+            f"{cap['reached']} ({cap['stop_reason']})", cap["reached"] >= 250)
+    return rows
+
+
+def render(r: dict) -> str:
+    lines = [f"site: driver {r['driver']}, Celery worker concurrency {r['workers']}, "
+             f"{os.cpu_count()} cores"]
+    load = r.get("load")
+    if load:
+        lines += [
+            f"load run: {load['learners']} learners at once, sign up + start + "
+            f"`docker container run alpine hostname` + step 1 done, "
+            f"{len(load['failures'])} failures, {load['wall_s']:.1f} s wall",
+            f"  sign-up (HTTP)          {fmt(load['signup_ms'], 'ms', 0)}",
+            f"  start -> session ready  {fmt(load['start_ms'], 'ms', 0)}",
+            f"  Enter -> step 1 done    {fmt(load['step_done_ms'], 'ms', 0)}",
+            f"  Enter -> prompt back    {fmt(load['command_ms'], 'ms', 0)}",
+            f"  prompt -> step event    {fmt(load['verdict_ms'], 'ms', 0)}",
+        ]
+        lines += [f"  failure: {f}" for f in load["failures"][:10]]
+    verdict = r.get("verdict")
+    if verdict:
+        lines.append(f"check verdict, one learner at a time (step 2, `docker container ls "
+                     f"--all`), prompt -> step event: {fmt(verdict['verdict_ms'], 'ms', 0)}")
+        lines += [f"  failure: {f}" for f in verdict["failures"][:5]]
+    echo = r.get("echo")
+    if echo:
+        lines += [
+            f"keystroke echo, one terminal alone: {fmt(echo['one'])}",
+            f"keystroke echo, {echo.get('terminals', 0)} terminals typing at once "
+            f"({echo.get('keys_per_s', 0):.0f} keys/s in all): {fmt(echo.get('many', {}))}",
+        ]
+        lines += [f"  terminal did not open: {e}" for e in echo.get("open_errors", [])[:5]]
+    flood = r.get("flood")
+    if flood and "file_mb_s" in flood:
+        lines += [
+            f"flood: cat of {flood['file_bytes'] / 1e6:.1f} MB (base64 text) took "
+            f"{flood['seconds']:.2f} s = {flood['file_mb_s']:.1f} MB/s of output consumed; "
+            f"{flood['ws_bytes'] / 1e6:.1f} MB reached the websocket "
+            f"({flood['ws_mb_s']:.1f} MB/s, {flood['frames']} frames; tmux sends the screen, "
+            f"not every byte)",
+            f"  gap between frames: {fmt(flood['gap_ms'])}",
+            f"  another learner's echo during the flood: {fmt(flood['echo_elsewhere_ms'])}",
+            f"  Ctrl-C -> prompt back: {fmt(flood['ctrl_c_ms'], 'ms', 0)}",
+        ]
+    cap = r.get("capacity")
+    if cap:
+        per = cap.get("mem_used_per_node")
+        lines.append(
+            f"capacity: {cap['reached']} nodes held (target {cap['target']}), stopped: "
+            f"{cap['stop_reason']}; at that count page {fmt(cap['page_ms'], 'ms', 0)}, "
+            f"echo {fmt(cap['echo_ms'])}"
+            + (f"; {per / 2**20:.0f} MiB of host memory per node added" if per else ""))
+        for row in cap["rows"]:
+            lines.append(f"  {row['nodes']:4d} nodes: page p95 {row['page_ms']['p95']:.0f} ms, "
+                         f"echo p95 {row['echo_ms'].get('p95', float('nan')):.1f} ms, "
+                         f"{row['mem_available'] / 2**30:.1f} GiB available, "
+                         f"t={row['elapsed_s']:.0f}s")
+    for key in ("worker_tasks",):
+        if r.get(key):
+            lines.append(r[key])
+    return "\n".join(lines)
+
+
+def worker_task_times(site) -> str:
+    """run_checks / start_session durations from the worker's log (where time goes)."""
+    times: dict = {}
+    for m in re.finditer(r"Task labs\.tasks\.(\w+)\[[^\]]+\] succeeded in ([0-9.]+)s",
+                         site.log("worker")):
+        times.setdefault(m.group(1), []).append(float(m.group(2)) * 1000)
+    parts = [f"{name} {fmt(summary(v), 'ms', 0)}" for name, v in sorted(times.items())]
+    return "Celery task run times (worker log): " + "; ".join(parts) if parts else ""
+
+
+async def run(site, args) -> dict:
+    r: dict = {"driver": site.driver, "workers": args.workers}
+    tag = secrets.token_hex(2)
+    seats: list = []
+    if args.learners > 0:
+        log.info("load run: %d learners", args.learners)
+        load = await load_run(site.url, args.learners, tag + "l", args.timeout)
+        seats = load.pop("seats")
+        r["load"] = load
+    if args.verdicts > 0 and seats:
+        log.info("check verdicts, one learner at a time")
+        r["verdict"] = await verdict_one_at_a_time(seats[:args.verdicts], args.timeout)
+    need = max(args.terminals, 2 if args.flood_mb else 1) - len(seats)
+    if need > 0:
+        log.info("starting %d more learners for the terminals", need)
+        seats += await more_seats(site.url, need, tag + "t", args.timeout)
+    if args.terminals > 0 and seats:
+        log.info("keystroke echo: 1 terminal, then %d", min(args.terminals, len(seats)))
+        r["echo"] = await echo_stage(seats, args.terminals, args.keys, (0.05, 0.15))
+    if args.flood_mb > 0 and seats:
+        log.info("flood: %d MiB", args.flood_mb)
+        r["flood"] = await flood_stage(seats, args.flood_mb, args.interrupts)
+    if args.capacity > 0 and seats:
+        log.info("capacity: up to %d nodes", args.capacity)
+        r["capacity"] = await capacity_stage(site, seats, args.capacity, args.batch,
+                                             args.capacity_seconds, args.page_limit_ms,
+                                             int(args.headroom_gib * 2**30))
+    return r
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m labs.benchsite", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--driver", default=os.environ.get("LAB_DRIVER", "builtin"))
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("LAB_WORKERS", "4")),
+                        help="Celery worker concurrency (as LAB_WORKERS for make run)")
+    parser.add_argument("--learners", type=int, default=50, help="learners in the load run")
+    parser.add_argument("--terminals", type=int, default=100, help="terminals typing at once")
+    parser.add_argument("--keys", type=int, default=30, help="keystrokes per terminal")
+    parser.add_argument("--verdicts", type=int, default=10,
+                        help="learners timed one at a time for the check verdict")
+    parser.add_argument("--flood-mb", type=int, default=50, help="size of the flood file (MiB)")
+    parser.add_argument("--interrupts", type=int, default=5, help="Ctrl-C measurements")
+    parser.add_argument("--capacity", type=int, default=0,
+                        help="add idle nodes up to this many (0: skip the stage)")
+    parser.add_argument("--batch", type=int, default=10, help="capacity: nodes per step")
+    parser.add_argument("--capacity-seconds", type=float, default=900,
+                        help="capacity: time budget of the stage")
+    parser.add_argument("--page-limit-ms", type=float, default=1000,
+                        help="capacity: stop when the lesson page's p95 passes this")
+    parser.add_argument("--headroom-gib", type=float, default=2.0,
+                        help="capacity: stop when less memory than this is available")
+    parser.add_argument("--timeout", type=float, default=300,
+                        help="deadline of one learner's start or step (seconds)")
+    parser.add_argument("--json", help="also write the figures as JSON here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    for noisy in ("runtime", "websockets"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    def terminate(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, terminate)
+
+    interrupted = False
+    prefix = "bn" + "".join(random.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(4))
+    with live_site(prefix=prefix, driver=args.driver, workers=args.workers, quiet=True) as site:
+        log.info("site up at %s (sessions %s*)", site.url, prefix)
+        try:
+            r = asyncio.run(run(site, args))
+        except KeyboardInterrupt:
+            log.warning("interrupted: stopping the site and removing its nodes")
+            interrupted = True
+        except BaseException:
+            sys.stderr.write(site.dump_logs()[-8000:] + "\n")
+            raise
+        if interrupted:
+            return 130
+        r["worker_tasks"] = worker_task_times(site)
+        log.info("stopping the site and removing its nodes")
+    r["targets"] = targets(r)
+    text = render(r)
+    print(text, flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({**r, "text": text}, f, indent=1, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
