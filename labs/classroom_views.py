@@ -9,6 +9,7 @@ import csv
 import datetime
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -85,7 +86,8 @@ def classroom(request, pk):
     room = _classroom(request, pk)
     join_url = request.build_absolute_uri(reverse("join-code", args=[room.code]))
     return render(request, "labs/classroom.html", {"room": room, "grid": room.grid(),
-                                                   "join_url": join_url})
+                                                   "join_url": join_url,
+                                                   "stuck_minutes": settings.LAB_STUCK_MINUTES})
 
 
 @login_required

@@ -282,8 +282,21 @@ class LabSession(models.Model):
             return session, True
 
     def mark(self, state: str, error: str = ""):
+        changed = state != self.state
         self.state, self.error = state, error
         self.save(update_fields=["state", "error", "updated"])
+        if changed and state != self.STARTING:
+            self.tell_classrooms()
+
+    def tell_classrooms(self):
+        """The learner's machines changed (ready, failed, stopped): refresh their grid rows."""
+        rooms = list(Classroom.objects.filter(memberships__user_id=self.user_id,
+                                              lessons__id=self.lesson_id)
+                     .values_list("pk", flat=True).distinct())
+        if rooms:
+            from .live import push_learner_row
+            user_id = self.user_id
+            transaction.on_commit(lambda: [push_learner_row(pk, user_id) for pk in rooms])
 
     # ---- limits ------------------------------------------------------------
 

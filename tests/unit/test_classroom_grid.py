@@ -104,3 +104,24 @@ def test_funnel_and_median_time_per_step(classroom, ada, bob, lesson):
     one, two = stats["steps"]
     assert (one["done"], one["median_seconds"]) == (2, 180.0)
     assert (two["done"], two["median_seconds"]) == (0, None)
+
+
+async def test_a_learners_machine_becoming_ready_shows_in_the_grid(classroom, iris, ada, lesson,
+                                                                   ws_headers, fake_driver):
+    comm = await grid_socket(classroom, await database_sync_to_async(ws_headers)(iris))
+    await next_event(comm)
+    from labs.models import LabSession
+    session, _ = await database_sync_to_async(LabSession.ensure_for)(ada, lesson)
+    await sync_to_async(tasks.start_session)(session.pk)
+    row = (await next_event(comm))["row"]
+    assert [(n["name"], n["state"]) for n in row["nodes"]] == [("node1", "ready")]
+    await comm.disconnect()
+
+
+def test_instructor_command(ada):
+    from django.core.management import call_command
+    from labs.models import is_instructor
+    call_command("instructor", "ada")
+    assert is_instructor(ada)
+    call_command("instructor", "ada", "--remove")
+    assert not is_instructor(ada)
