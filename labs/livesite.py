@@ -168,6 +168,8 @@ def live_site(prefix: str = SESSION_PREFIX, driver: str = "builtin", workers: in
     site = LiveSite(url=f"http://127.0.0.1:{port}", env=env, workdir=workdir, prefix=prefix,
                     driver=driver, commands=commands)
     failed = True
+    # Made now, so the clean-up never depends on importing anything later.
+    runtime_driver = get_driver(driver)
     with registry.ensure_running():
         try:
             for args in (["migrate", "--noinput"], ["sync_lessons"]):
@@ -189,7 +191,7 @@ def live_site(prefix: str = SESSION_PREFIX, driver: str = "builtin", workers: in
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, 9)
                     proc.wait()
-            remove_test_nodes(get_driver(driver), prefix)
+            remove_test_nodes(runtime_driver, prefix)
             if failed and not quiet:
                 sys.stderr.write(site.dump_logs())
             shutil.rmtree(workdir, ignore_errors=True)

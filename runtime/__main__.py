@@ -49,8 +49,25 @@ def main(argv=None) -> int:
     fill.add_argument("size", type=int)
     sub.add_parser("reap", help="remove nodes whose processes died")
 
-    bench = sub.add_parser("bench", help="measure the runtime and print a report")
-    bench.add_argument("--nodes", type=int, default=10, help="nodes to start for the figures")
+    bench = sub.add_parser("bench", help="measure the runtime and the site; print a report",
+                           description="Runtime figures (per driver, side by side), then the "
+                           "site's figures from `python -m labs.benchsite` run as a subprocess, "
+                           "and a table of target vs measured. A report: nothing is asserted.")
+    bench.add_argument("--nodes", type=int, default=10, help="nodes to start for the runtime "
+                       "figures (cold starts, idle memory, warm-pool starts)")
+    bench.add_argument("--drivers", default="builtin,docker",
+                       help="drivers measured side by side (comma-separated)")
+    bench.add_argument("--no-site", action="store_true", help="runtime figures only")
+    bench.add_argument("--site-drivers", default="builtin",
+                       help="drivers the site figures run with (comma-separated)")
+    bench.add_argument("--learners", type=int, default=50, help="learners in the load run")
+    bench.add_argument("--terminals", type=int, default=100, help="terminals typing at once")
+    bench.add_argument("--keys", type=int, default=30, help="keystrokes per terminal")
+    bench.add_argument("--flood-mb", type=int, default=50, help="flood file size (MiB)")
+    bench.add_argument("--capacity", type=int, default=0,
+                       help="add idle nodes up to this many with the site up (0: skip)")
+    bench.add_argument("--capacity-seconds", type=float, default=900,
+                       help="time budget of the capacity stage")
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -74,12 +91,21 @@ async def _dispatch(args) -> int:
     if args.group == "registry" and args.cmd == "serve":
         from . import registry
         registry.serve()  # replaces this process
-    driver = get_driver(args.driver)
     if args.group == "bench":
         from . import bench
-        # The bench runs its own event loops (and, later, real sites and clients).
-        print(await asyncio.to_thread(bench.report, driver, args.nodes))
+        drivers = [d for d in args.drivers.split(",") if d]
+        if args.driver:
+            drivers = [args.driver]
+        site_drivers = [] if args.no_site else [d for d in args.site_drivers.split(",") if d]
+        site_args = ["--learners", str(args.learners), "--terminals", str(args.terminals),
+                     "--keys", str(args.keys), "--flood-mb", str(args.flood_mb),
+                     "--capacity", str(args.capacity),
+                     "--capacity-seconds", str(args.capacity_seconds)]
+        # The bench runs its own event loops (and a real site in a subprocess).
+        print(await asyncio.to_thread(bench.report, drivers, args.nodes, site_drivers,
+                                      site_args))
         return 0
+    driver = get_driver(args.driver)
     if args.group == "pool":
         for node_id in await asyncio.to_thread(driver.fill_pool, args.size):
             print(node_id)

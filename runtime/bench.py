@@ -1,23 +1,37 @@
-"""`python -m runtime bench`: figures of the runtime, measured here and now.
+"""`python -m runtime bench`: figures of the runtime and of the site, measured here and now.
 
-A report, not a test: machines are noisy, so it prints medians and tails
-and asserts nothing. Every node it starts is removed, also on failure.
+A report, not a test: machines are noisy, so it prints medians and tails and
+asserts nothing. The runtime figures come from this process (node start cold
+and from the warm pool, stop, idle memory) for each driver asked for, side by
+side; the site figures come from `python -m labs.benchsite` run as a
+subprocess from the project root (the runtime never imports Django or labs).
+The report ends with a table of target, measured value and PASS/MISS.
+
+Every node it starts is removed, also on failure or Ctrl-C; the site
+subprocess removes its own nodes and processes.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
+import os
 import secrets
+import signal
 import statistics
 import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
-from . import images
-from .builtin import node_cgroup_dirs, _cgroup_procs
-from .model import Driver, NodeSpec
+from . import get_driver, images
+from .model import Driver, LabRuntimeError, NodeSpec
 
 log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def percentile(values: list, pct: float) -> float:
@@ -28,12 +42,7 @@ def percentile(values: list, pct: float) -> float:
     return ordered[index]
 
 
-def node_pss_bytes(node_id: str) -> int:
-    """Proportional set size of every process of a node (nested containers too)."""
-    pids = set()
-    for path in node_cgroup_dirs(node_id):
-        if path.exists():
-            pids.update(_cgroup_procs(path))
+def _pss_of(pids) -> int:
     total = 0
     for pid in pids:
         try:
@@ -45,6 +54,42 @@ def node_pss_bytes(node_id: str) -> int:
     return total
 
 
+def node_pss_bytes(node_id: str) -> int:
+    """Proportional set size of every process of a built-in node (nested containers too)."""
+    from .builtin import _cgroup_procs, node_cgroup_dirs
+    pids = set()
+    for path in node_cgroup_dirs(node_id):
+        if path.exists():
+            pids.update(_cgroup_procs(path))
+    return _pss_of(pids)
+
+
+def tree_pss_bytes(root_pid: int) -> int:
+    """PSS of a process and all its descendants (a docker-driver node's init and below)."""
+    children: dict = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    pids, todo = set(), [root_pid]
+    while todo:
+        pid = todo.pop()
+        if pid in pids:
+            continue
+        pids.add(pid)
+        todo.extend(children.get(pid, []))
+    return _pss_of(pids)
+
+
+def pss_of_node(driver: Driver, node) -> int:
+    if driver.name == "builtin":
+        return node_pss_bytes(node.id)
+    pid = int(node.extra.get("pid") or 0)
+    return tree_pss_bytes(pid) if pid else 0
+
+
 def dir_size_bytes(path: Path) -> int:
     out = subprocess.run(["du", "-sb", "--one-file-system", str(path)], capture_output=True,
                          text=True)
@@ -52,42 +97,174 @@ def dir_size_bytes(path: Path) -> int:
 
 
 async def bench_node_start(driver: Driver, count: int) -> dict:
+    """Cold starts, idle memory, stops; then starts from the warm pool if the driver has one."""
     session = "bench" + secrets.token_hex(3)
-    times, pss = [], []
+    times, pss, stops, warm = [], [], [], []
+    pool_started: list = []
+    has_pool = False
     try:
         for i in range(count):
             began = time.perf_counter()
-            node = await driver.start(NodeSpec(session=session, name=f"node{i + 1}"))
+            await driver.start(NodeSpec(session=session, name=f"node{i + 1}"))
             times.append(time.perf_counter() - began)
         # Idle: give dockerd and containerd a moment to settle after start-up.
         await asyncio.sleep(5)
         for node in driver.list_nodes():
             if node.session == session:
-                pss.append(node_pss_bytes(node.id))
-        stops = []
+                pss.append(pss_of_node(driver, node))
         for node in [n for n in driver.list_nodes() if n.session == session]:
             began = time.perf_counter()
             await driver.stop(node.id)
             stops.append(time.perf_counter() - began)
+        has_pool = hasattr(driver, "pool_nodes")
+        if has_pool:
+            # The pool is shared by the machine: fill it to what was there plus
+            # `count`, claim `count` from it, and remove what this bench added.
+            had = len(driver.pool_nodes())
+            pool_started = await asyncio.to_thread(driver.fill_pool, had + count)
+            for i in range(min(count, len(pool_started))):
+                began = time.perf_counter()
+                await driver.start(NodeSpec(session=session, name=f"warm{i + 1}"))
+                warm.append(time.perf_counter() - began)
     finally:
         await driver.stop_session(session)
-    return {"start": times, "idle_pss": pss, "stop": stops}
+        left = {n.id for n in driver.list_nodes()}
+        for node_id in pool_started:
+            if node_id in left:
+                with contextlib.suppress(LabRuntimeError):
+                    await driver.stop(node_id)
+    return {"start": times, "idle_pss": pss, "stop": stops, "warm": warm,
+            "pool": has_pool}
 
 
-def report(driver: Driver, count: int = 10) -> str:
+def _ms(values: list) -> str:
+    if not values:
+        return "no samples"
+    return (f"median {statistics.median(values):.0f} ms, p95 {percentile(values, 95):.0f}, "
+            f"p99 {percentile(values, 99):.0f}, min {min(values):.0f}, max {max(values):.0f} "
+            f"(n={len(values)})")
+
+
+def runtime_figures(driver: Driver, count: int) -> tuple:
+    """(report lines, target rows) of one driver."""
     figures = asyncio.run(bench_node_start(driver, count))
     ms = [t * 1000 for t in figures["start"]]
+    warm = [t * 1000 for t in figures["warm"]]
     stop_ms = [t * 1000 for t in figures["stop"]]
     mib = [b / 2**20 for b in figures["idle_pss"]]
-    image = images.current_image()
+    d = driver.name
     lines = [
-        f"driver: {driver.name}",
-        f"node start, cold (n={len(ms)}): median {statistics.median(ms):.0f} ms, "
-        f"p95 {percentile(ms, 95):.0f} ms, min {min(ms):.0f} ms, max {max(ms):.0f} ms",
-        f"node stop (n={len(stop_ms)}): median {statistics.median(stop_ms):.0f} ms, "
-        f"max {max(stop_ms):.0f} ms",
-        f"idle node memory, PSS of all its processes (n={len(mib)}): "
-        f"median {statistics.median(mib):.1f} MiB, max {max(mib):.1f} MiB",
-        f"node image: {dir_size_bytes(image) / 2**20:.0f} MiB on disk ({image.name})",
+        f"driver: {d}",
+        f"  node start, cold (request to `docker info` answering inside): {_ms(ms)}",
+        "  node start, from the warm pool: " + (_ms(warm) if figures["pool"]
+                                                else "no warm pool in this driver"),
+        f"  node stop: {_ms(stop_ms)}",
+        f"  idle node memory, PSS of all its processes: median "
+        f"{statistics.median(mib):.1f} MiB, max {max(mib):.1f} MiB (n={len(mib)})"
+        if mib else "  idle node memory: no samples",
     ]
+    if d == "builtin":
+        image = images.current_image()
+        lines.append(f"  node image: {dir_size_bytes(image) / 2**20:.0f} MiB on disk ({image.name})")
+    rows = []
+    if ms:
+        rows.append(_row(f"[{d}] node start cold, median", "< 500 ms",
+                         f"{statistics.median(ms):.0f} ms", statistics.median(ms) < 500))
+    if warm:
+        rows.append(_row(f"[{d}] node start from the warm pool, p99", "< 100 ms",
+                         f"{percentile(warm, 99):.0f} ms", percentile(warm, 99) < 100))
+    if mib:
+        rows.append(_row(f"[{d}] idle node memory (PSS), median", "< 64 MiB",
+                         f"{statistics.median(mib):.1f} MiB", statistics.median(mib) < 64))
+    return lines, rows
+
+
+def _row(target: str, goal: str, measured: str, ok) -> dict:
+    return {"target": target, "goal": goal, "measured": measured,
+            "verdict": "n/a" if ok is None else ("PASS" if ok else "MISS")}
+
+
+def table(rows: list) -> str:
+    if not rows:
+        return "(no targets measured)"
+    heads = ("target", "goal", "measured", "verdict")
+    cells = [(r["target"], r["goal"], r["measured"], r["verdict"]) for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(heads)]
+    line = lambda c: "  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(heads), line(tuple("-" * w for w in widths))] + [line(c) for c in cells])
+
+
+@contextlib.contextmanager
+def docker_engine():
+    """The host engine of the docker driver: LAB_DOCKER_HOST or the CLI's own if one
+    answers, else the private test engine (runtime.hostdocker), stopped again after."""
+    from . import hostdocker
+    if os.environ.get("LAB_DOCKER_HOST"):
+        yield os.environ["LAB_DOCKER_HOST"]
+        return
+    probe = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"],
+                           capture_output=True, timeout=20)
+    if probe.returncode == 0:
+        yield ""
+        return
+    with hostdocker.running() as host:
+        os.environ["LAB_DOCKER_HOST"] = host
+        try:
+            yield host
+        finally:
+            os.environ.pop("LAB_DOCKER_HOST", None)
+
+
+def site_figures(driver: str, site_args: list) -> tuple:
+    """Run `python -m labs.benchsite` (the real site, driven over HTTP and websockets)."""
+    with tempfile.TemporaryDirectory(prefix="lab-bench-") as tmp:
+        out = Path(tmp) / "site.json"
+        argv = [sys.executable, "-m", "labs.benchsite", "--driver", driver,
+                "--json", str(out), *site_args]
+        log.info("site figures: %s", " ".join(argv[1:]))
+        proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                                stdout=subprocess.DEVNULL)
+        try:
+            code = proc.wait()
+        except BaseException:
+            # Ctrl-C reaches the child too (same process group); let it clean up.
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(180)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            raise
+        if code != 0 or not out.exists():
+            return [f"site ({driver}): labs.benchsite failed (exit {code}); see its log above"], [
+                _row(f"[{driver}] site figures", "measured", f"failed (exit {code})", False)]
+        data = json.loads(out.read_text())
+    rows = [{**r, "target": f"[{driver}] {r['target']}"} for r in data["targets"]]
+    return data["text"].splitlines(), rows
+
+
+def report(drivers: list, count: int = 10, site_drivers: list | None = None,
+           site_args: list | None = None) -> str:
+    began = time.monotonic()
+    lines = [f"python -m runtime bench: {time.strftime('%Y-%m-%d %H:%M %Z')}, "
+             f"{os.cpu_count()} cores, "
+             f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB"]
+    rows: list = []
+    for name in drivers:
+        try:
+            with (docker_engine() if name == "docker" else contextlib.nullcontext()):
+                got_lines, got_rows = runtime_figures(get_driver(name), count)
+        except (LabRuntimeError, OSError, subprocess.SubprocessError) as e:
+            reason = getattr(e, "reason", None) or str(e)
+            got_lines = [f"driver: {name}", f"  not measured: {reason}"]
+            got_rows = [_row(f"[{name}] runtime figures", "measured", "not available", None)]
+        lines += got_lines
+        rows += got_rows
+    for name in site_drivers or []:
+        with (docker_engine() if name == "docker" else contextlib.nullcontext()):
+            got_lines, got_rows = site_figures(name, site_args or [])
+        lines += [""] + got_lines
+        rows += got_rows
+    lines += ["", f"targets (whole run {(time.monotonic() - began) / 60:.1f} min):", table(rows)]
     return "\n".join(lines)
