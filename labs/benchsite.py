@@ -533,7 +533,7 @@ def targets(r: dict) -> list:
 
 def render(r: dict) -> str:
     lines = [f"site: driver {r['driver']}, Celery worker concurrency {r['workers']}, "
-             f"{os.cpu_count()} cores"]
+             f"{os.cpu_count()} cores, LAB_MAX_NODES={os.environ.get('LAB_MAX_NODES', '250')}"]
     load = r.get("load")
     if load:
         lines += [
@@ -666,6 +666,10 @@ def main(argv=None) -> int:
         raise KeyboardInterrupt(f"signal {signum}")
     signal.signal(signal.SIGTERM, terminate)
 
+    if args.capacity > 0:
+        # The capacity stage measures the machine, not the configured global
+        # limit (LAB_MAX_NODES, 250 by default, counting every node here).
+        os.environ.setdefault("LAB_MAX_NODES", str(max(250, args.capacity) + 100))
     interrupted = False
     prefix = "bn" + "".join(random.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(4))
     with live_site(prefix=prefix, driver=args.driver, workers=args.workers, quiet=True) as site:
