@@ -177,6 +177,13 @@ class Seat:
 
 
 async def signup_and_start(seat: Seat, timeout: float) -> None:
+    try:
+        await _signup_and_start(seat, timeout)
+    except asyncio.TimeoutError:
+        raise TimeoutError(f"sign-up or start did not finish ({seat.times})") from None
+
+
+async def _signup_and_start(seat: Seat, timeout: float) -> None:
     t0 = now()
     await asyncio.to_thread(seat.learner.signup, seat.name)
     seat.times["signup"] = now() - t0
@@ -207,11 +214,19 @@ async def step_through_terminal(seat: Seat, command: str, step: int, timeout: fl
             await term.ws.send(command.encode() + b"\r")
 
             async def prompt():
-                return (await term.until(output_done, timeout))[1]
+                try:
+                    return (await term.until(output_done, timeout))[1]
+                except asyncio.TimeoutError as e:
+                    raise TimeoutError(f"no prompt after the command in {timeout:.0f}s "
+                                       f"{e}") from None
 
             async def verdict():
-                await next_event(lesson, lambda e: e.get("type") == "step"
-                                 and e.get("step") == step and e.get("state") == "done", timeout)
+                try:
+                    await next_event(lesson, lambda e: e.get("type") == "step"
+                                     and e.get("step") == step and e.get("state") == "done",
+                                     timeout)
+                except asyncio.TimeoutError:
+                    raise TimeoutError(f"no step {step} done event in {timeout:.0f}s") from None
                 return now()
 
             prompt_at, step_at = await asyncio.gather(prompt(), verdict())
