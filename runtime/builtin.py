@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from . import firewall, idmap, images, netplan, seccomp
+from . import firewall, hostexec, idmap, images, netplan, seccomp
 from .model import Driver, ExecResult, LabFull, LabRuntimeError, Node, NodeNotFound, NodeSpec
 from .paths import lock_path, nodes_dir, sessions_dir
 from .pty_terminal import PtyTerminal
@@ -216,29 +216,6 @@ def _is_zombie(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] == "Z"
     except (OSError, IndexError):
         return False
-
-
-class _PipeCollector(asyncio.Protocol):
-    """Collects a command's output from a pipe (and hands it on as it comes)."""
-
-    def __init__(self, on_output=None):
-        self.chunks: list = []
-        self.on_output = on_output
-        self.closed = asyncio.Event()
-
-    def data_received(self, data: bytes) -> None:
-        self.chunks.append(data)
-        if self.on_output:
-            self.on_output(data)
-
-    def eof_received(self):
-        self.closed.set()
-
-    def connection_lost(self, exc) -> None:
-        self.closed.set()
-
-    def text(self) -> str:
-        return b"".join(self.chunks).decode(errors="replace")
 
 
 class BuiltinDriver(Driver):
@@ -886,50 +863,10 @@ class BuiltinDriver(Driver):
 
     async def exec(self, node_id, argv, timeout=30.0, input=None, on_output=None) -> ExecResult:
         pid = self._running_pid(node_id)
-        # `timeout` inside the node kills the command itself; killing only
-        # nsenter on the host would leave it running in the node.
-        limit = max(1, int(timeout))
-        inner = ["timeout", "-s", "KILL", str(limit), *argv]
-        # Our own pipe for the output: when the command ends we stop reading,
-        # even if something it left in the background still holds the pipe.
-        read_fd, write_fd = os.pipe()
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *self._enter_argv(pid, node_id, inner),
-                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-                stdout=write_fd, stderr=write_fd, env=dict(NODE_ENV), start_new_session=True,
-                preexec_fn=seccomp.install)
-        except BaseException:
-            os.close(read_fd)
-            raise
-        finally:
-            os.close(write_fd)
-        began = time.monotonic()
-        reader = _PipeCollector(on_output)
-        transport, _ = await asyncio.get_running_loop().connect_read_pipe(
-            lambda: reader, os.fdopen(read_fd, "rb", buffering=0))
-        try:
-            if input is not None:
-                proc.stdin.write(input)
-                with contextlib.suppress(ConnectionError):
-                    await proc.stdin.drain()
-                proc.stdin.close()
-            try:
-                code = await asyncio.wait_for(proc.wait(), timeout + 5)
-            except asyncio.TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
-                return ExecResult(-1, reader.text(), timed_out=True)
-            # Output already written is still in the pipe: take it, briefly.
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(reader.closed.wait(), 0.5)
-        finally:
-            transport.close()
-        # A KILL from `timeout` shows as 137 or -9 (nsenter re-raises the child's
-        # signal); an OOM kill looks the same and is told apart by the time taken.
-        timed_out = code in (137, -9) and time.monotonic() - began >= limit - 0.05
-        return ExecResult(code, reader.text(), timed_out=timed_out)
+        limit, inner = hostexec.inner_timeout(argv, timeout)
+        return await hostexec.run_limited(self._enter_argv(pid, node_id, inner), limit, timeout,
+                                          input=input, on_output=on_output, env=dict(NODE_ENV),
+                                          preexec_fn=seccomp.install)
 
     async def open_terminal(self, node_id, cols=80, rows=24, name="main"):
         pid = self._running_pid(node_id)

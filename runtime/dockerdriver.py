@@ -29,7 +29,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import tarfile
@@ -37,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from . import images, netplan
+from . import hostexec, images, netplan
 from .model import Driver, ExecResult, LabRuntimeError, Node, NodeNotFound, NodeSpec
 from .paths import base_dir
 from .pty_terminal import PtyTerminal
@@ -122,27 +121,6 @@ def node_files_tar(spec: NodeSpec, daemon_json: dict) -> bytes:
 def _limits() -> dict:
     from .builtin import node_limits  # one set of settings for both drivers
     return node_limits()
-
-
-class _PipeCollector(asyncio.Protocol):
-    def __init__(self, on_output=None):
-        self.chunks: list = []
-        self.on_output = on_output
-        self.closed = asyncio.Event()
-
-    def data_received(self, data: bytes) -> None:
-        self.chunks.append(data)
-        if self.on_output:
-            self.on_output(data)
-
-    def eof_received(self):
-        self.closed.set()
-
-    def connection_lost(self, exc) -> None:
-        self.closed.set()
-
-    def text(self) -> str:
-        return b"".join(self.chunks).decode(errors="replace")
 
 
 class DockerDriver(Driver):
@@ -481,44 +459,11 @@ class DockerDriver(Driver):
 
     async def exec(self, node_id, argv, timeout=30.0, input=None, on_output=None) -> ExecResult:
         name = await self._running(node_id)
-        # `timeout` inside the node kills the command itself; killing only the
-        # CLI on the host would leave it running in the node.
-        limit = max(1, int(timeout))
+        limit, inner = hostexec.inner_timeout(argv, timeout)
         cmd = [self._cli(), "exec", *(["-i"] if input is not None else []),
-               *self._env_args(), name, "timeout", "-s", "KILL", str(limit), *argv]
-        read_fd, write_fd = os.pipe()
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *cmd, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-                stdout=write_fd, stderr=write_fd, env=self._env(), start_new_session=True)
-        except BaseException:
-            os.close(read_fd)
-            raise
-        finally:
-            os.close(write_fd)
-        began = time.monotonic()
-        reader = _PipeCollector(on_output)
-        transport, _ = await asyncio.get_running_loop().connect_read_pipe(
-            lambda: reader, os.fdopen(read_fd, "rb", buffering=0))
-        try:
-            if input is not None:
-                proc.stdin.write(input)
-                with contextlib.suppress(ConnectionError):
-                    await proc.stdin.drain()
-                proc.stdin.close()
-            try:
-                code = await asyncio.wait_for(proc.wait(), timeout + 5)
-            except asyncio.TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
-                return ExecResult(-1, reader.text(), timed_out=True)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(reader.closed.wait(), 0.5)
-        finally:
-            transport.close()
-        timed_out = code == 137 and time.monotonic() - began >= limit - 0.05
-        return ExecResult(code, reader.text(), timed_out=timed_out)
+               *self._env_args(), name, *inner]
+        return await hostexec.run_limited(cmd, limit, timeout, input=input, on_output=on_output,
+                                          env=self._env())
 
     async def open_terminal(self, node_id, cols=80, rows=24, name="main"):
         container = await self._running(node_id)

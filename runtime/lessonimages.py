@@ -59,7 +59,7 @@ from pathlib import Path
 
 from . import images, registry
 from .model import LabRuntimeError, NodeSpec
-from .netplan import registry_host, registry_port
+from .netplan import registry_host
 from .paths import base_dir
 
 log = logging.getLogger(__name__)
