@@ -37,6 +37,10 @@ CLOSE_NOT_FOUND = 4404
 CLOSE_NODE_GONE = 4410
 # After a command ends, wait this long for more marks before checking once.
 CHECK_DEBOUNCE_SECONDS = 0.3
+# Enter pressed where no command-end mark follows (a shell inside a container,
+# `docker exec -it`): check once the output has been quiet this long.
+QUIET_SECONDS = 1.0
+QUIET_GIVE_UP_SECONDS = 300
 # Engine events come in bursts (create, start, connect, die, destroy): check
 # once this long after the first of a burst.
 EVENT_DEBOUNCE_SECONDS = 1.0
@@ -392,6 +396,8 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             return
         self.marks = MarkParser()
         self.user = user
+        self.last_output_at = self.last_mark_at = 0.0
+        self.quiet_task = None
         self.output = ""  # since the last command-end mark, for hints
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.size = (cols, rows)
@@ -412,6 +418,9 @@ class TerminalConsumer(AsyncWebsocketConsumer):
                 if not chunk:
                     break
                 clean, codes = self.marks.feed(chunk)
+                self.last_output_at = time.monotonic()
+                if codes:
+                    self.last_mark_at = self.last_output_at
                 if clean:
                     await self.send(bytes_data=clean)
                     if self.watched_until > time.monotonic():
@@ -443,6 +452,23 @@ class TerminalConsumer(AsyncWebsocketConsumer):
 
         self.check_task = asyncio.create_task(later())
 
+    def _check_when_quiet(self, entered: float):
+        """After Enter, check once output goes quiet unless a command-end mark
+        came: commands typed in a container's shell leave no mark."""
+        if self.quiet_task is not None and not self.quiet_task.done():
+            return
+
+        async def wait_quiet():
+            while time.monotonic() - entered < QUIET_GIVE_UP_SECONDS:
+                await asyncio.sleep(QUIET_SECONDS / 2)
+                if self.last_mark_at >= entered:
+                    return  # the node's shell reported the command: checked already
+                if time.monotonic() - max(self.last_output_at, entered) >= QUIET_SECONDS:
+                    self._schedule_checks()
+                    return
+
+        self.quiet_task = asyncio.create_task(wait_quiet())
+
     def _maybe_hint(self, output: str):
         """A failed command printed a known Docker error: tell the lesson page."""
         hint = hint_for(output)
@@ -470,6 +496,8 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         if bytes_data is not None:
             await self.term.write(bytes_data)
             self._saw_input()
+            if b"\r" in bytes_data:
+                self._check_when_quiet(time.monotonic())
             return
         try:
             message = json.loads(text_data or "")

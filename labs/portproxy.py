@@ -269,6 +269,23 @@ class UpstreamError(Exception):
     pass
 
 
+# Visiting a published app can be a lesson step: check (at most this often per node).
+VISIT_CHECK_SECONDS = 2.0
+_last_visit_check: dict = {}
+
+
+async def _check_after_visit(node) -> None:
+    from . import tasks
+    now = asyncio.get_running_loop().time()
+    if now - _last_visit_check.get(node.pk, -VISIT_CHECK_SECONDS) < VISIT_CHECK_SECONDS:
+        return
+    _last_visit_check[node.pk] = now
+    try:
+        await database_sync_to_async(tasks.run_checks.delay)(node.session_id)
+    except Exception:
+        log.exception("could not check after a visit to node %s", node.pk)
+
+
 class HttpForward:
     def __init__(self, scope, receive, send, node, address: str, port: int):
         self.scope, self.receive, self.send = scope, receive, send
@@ -303,6 +320,8 @@ class HttpForward:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+        if self.started:
+            await _check_after_visit(self.node)
         if relay.done() and not relay.cancelled() and relay.exception() is not None:
             exc = relay.exception()
             log.info("proxying to %s:%s failed: %s", self.address, self.port, exc)
