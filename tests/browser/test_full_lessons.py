@@ -279,7 +279,7 @@ def test_lesson_1_first_containers_by_clicking(page, live_site):
 
 def test_lesson_5_overlay_networking_on_two_nodes(page, live_site):
     learner = Learner(page, live_site)
-    learner.sign_up("grace")
+    learner.sign_up("hopper")
     learner.start("overlay-networking")
     assert learner.steps().count() == 12
 
@@ -339,16 +339,9 @@ def test_lesson_5_overlay_networking_on_two_nodes(page, live_site):
     learner.click_run(*install)
     learner.type_button(7, 3, f"ping -c5 {node1_task}")
     assert re.search(r"5 packets transmitted, 5 received", learner.text("node2")), learner.text("node2")
-    # Nothing the learner did in the task's shell is a command of node2's own
-    # shell or an engine event, so no check runs by itself (product bug, see the
-    # end); a learner whose step stays grey presses "Check my work".
-    by_itself = True
-    try:
-        learner.expect_done(7, seconds=15)
-    except AssertionError:
-        by_itself = False
-        page.click("#check-button")
-        learner.expect_done(7)
+    # Typed in the task's shell, not node2's own: the check runs once the
+    # terminal's output goes quiet after Enter.
+    learner.expect_done(7, seconds=30)
 
     # 8: a quiz; its command runs in the task's shell on node2.
     learner.run_all(8)
@@ -377,9 +370,6 @@ def test_lesson_5_overlay_networking_on_two_nodes(page, live_site):
 
     seconds = learner.finish()
     print(f"lesson 5 (overlay-networking) done by clicking in {seconds:.1f}s")
-    if not by_itself:
-        pytest.xfail("product bug: step 7 (ping installed inside the task's shell) only turned done "
-                     "after Check my work: commands typed inside `docker exec -it` run no checks")
 
 
 def test_lesson_4_published_nginx_opens_through_the_port_link(page, live_site):
@@ -401,12 +391,8 @@ def test_lesson_4_published_nginx_opens_through_the_port_link(page, live_site):
     expect(nginx.locator("body")).to_contain_text("Welcome to nginx")
     assert nginx.url.startswith(live_site.url + "/nodes/")
 
-    # Step 10 asks for exactly this visit, and is meant to turn done by itself.
-    by_itself = True
-    try:
-        learner.expect_done(10, seconds=15)
-    except AssertionError:
-        by_itself = False
+    # Step 10 asks for exactly this visit: the visit itself runs the checks.
+    learner.expect_done(10, seconds=30)
     # The text goes on: docker logs web1 shows the browser's request.
     logs, remove = learner.buttons(10)
     learner.click_run(*logs)
@@ -415,6 +401,3 @@ def test_lesson_4_published_nginx_opens_through_the_port_link(page, live_site):
     seconds = time.monotonic() - learner.started
     assert page.evaluate("performance.getEntriesByType('navigation').length") == 1
     print(f"lesson 4 (bridge-networking) nginx through the port link in {seconds:.1f}s")
-    if not by_itself:
-        pytest.xfail("product bug: a request through the port link runs no step checks, so step 10 "
-                     "stays pending after the visit until the next command or Check")
