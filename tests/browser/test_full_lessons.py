@@ -22,7 +22,6 @@ import time
 import tomllib
 from pathlib import Path
 
-import pytest
 from playwright.sync_api import expect
 
 PASSWORD = "a-long-pass-phrase-42"
