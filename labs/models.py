@@ -204,7 +204,9 @@ class LessonFile(models.Model):
 
 class LabSession(models.Model):
     STARTING, READY, FAILED, STOPPED = "starting", "ready", "failed", "stopped"
-    STATES = [(s, s) for s in (STARTING, READY, FAILED, STOPPED)]
+    # The lab was full when this session asked for nodes: it waits its turn.
+    QUEUED = "queued"
+    STATES = [(s, s) for s in (STARTING, READY, FAILED, STOPPED, QUEUED)]
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
                              related_name="lab_sessions")
@@ -280,6 +282,10 @@ class LabSession(models.Model):
                     node.state, node.error = LabNode.STARTING, ""
                     node.save(update_fields=["state", "error"])
             return session, True
+
+    def queue_position(self) -> int:
+        """1 for the next session to start when the lab has room."""
+        return LabSession.objects.filter(state=self.QUEUED, created__lt=self.created).count() + 1
 
     def mark(self, state: str, error: str = ""):
         changed = state != self.state
@@ -391,14 +397,17 @@ class LabSession(models.Model):
         """
         nodes = list(self.nodes.order_by("name"))
         idle = self.idle_deadline()
-        return {"type": "session", "state": self.state, "error": self.error,
-                "node": nodes[0].pk if nodes else None,
-                "nodes": [n.summary() for n in nodes],
-                "expires": self.expires.isoformat() if self.expires else None,
-                "idle_deadline": idle.isoformat() if idle else None,
-                "idle_seconds": settings.LAB_IDLE_MINUTES * 60,
-                "ended_because": self.ended_because,
-                "controller": self.controller.username if self.controller_id else None}
+        event = {"type": "session", "state": self.state, "error": self.error,
+                 "node": nodes[0].pk if nodes else None,
+                 "nodes": [n.summary() for n in nodes],
+                 "expires": self.expires.isoformat() if self.expires else None,
+                 "idle_deadline": idle.isoformat() if idle else None,
+                 "idle_seconds": settings.LAB_IDLE_MINUTES * 60,
+                 "ended_because": self.ended_because,
+                 "controller": self.controller.username if self.controller_id else None}
+        if self.state == self.QUEUED:
+            event["position"] = self.queue_position()
+        return event
 
 
 def learner_group(user_id, slug: str) -> str:

@@ -154,6 +154,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "reap-nodes": {"task": "labs.tasks.reap_nodes",
                    "schedule": float(envint("LAB_REAP_SECONDS", "300"))},
+    "start-queued": {"task": "labs.tasks.start_queued",
+                     "schedule": float(envint("LAB_QUEUE_SECONDS", "5"))},
     "maintain-pool": {"task": "labs.tasks.maintain_pool",
                       "schedule": float(envint("LAB_POOL_SECONDS", "15"))},
     "end-sessions": {"task": "labs.tasks.end_sessions",

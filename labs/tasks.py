@@ -14,7 +14,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from runtime import LabRuntimeError, NodeSpec, get_driver
+from runtime import LabFull, LabRuntimeError, NodeSpec, get_driver
 
 from .models import LabNode, LabSession, StepProgress
 from .portproxy import parse_ports
@@ -50,6 +50,9 @@ def start_session(session_id: int) -> str | None:
         return None
     group = session.group_name
     driver = get_driver()
+    if session.state == LabSession.QUEUED:
+        session.mark(LabSession.STARTING)  # its turn came: the page shows the start
+        push(group, session.event())
     nodes = list(session.nodes.all())
     for node in nodes:
         if node.state == LabNode.READY and node.runtime_id:
@@ -59,6 +62,12 @@ def start_session(session_id: int) -> str | None:
             spec = NodeSpec(session=session.runtime_name, name=node.name,
                             files=session.lesson.files_for(node.name))
             started = _run(_start_node(driver, spec, group, node.pk))
+        except LabFull as exc:
+            # No room now: wait in the queue (start_queued tries again), never overcommit.
+            log.info("lab full; %s queued: %s", session.runtime_name, exc.reason)
+            session.mark(LabSession.QUEUED, exc.reason)
+            push(group, session.event())
+            return LabSession.QUEUED
         except Exception as exc:
             if isinstance(exc, LabRuntimeError):
                 reason = exc.reason
@@ -289,3 +298,19 @@ def reset_session(session_id: int) -> str | None:
     fresh, _ = LabSession.ensure_for(session.user, session.lesson)
     push(fresh.group_name, fresh.event())
     return start_session(fresh.pk)
+
+
+@shared_task(soft_time_limit=240, time_limit=300)
+def start_queued() -> list:
+    """Run by beat: start queued sessions, oldest first, while the lab has room;
+    then tell the ones still waiting where they stand."""
+    started = []
+    for session_id in LabSession.objects.filter(state=LabSession.QUEUED).order_by(
+            "created").values_list("pk", flat=True):
+        if start_session(session_id) == LabSession.QUEUED:
+            break  # still full: the rest keep their places
+        started.append(session_id)
+    if started:
+        for session in LabSession.objects.filter(state=LabSession.QUEUED).select_related("lesson"):
+            push(session.group_name, session.event())
+    return started

@@ -276,6 +276,10 @@
     else if (event.node && terms[names[0]]) terms[names[0]].id = event.node;
     if (event.state === "ready" && event.node) {
       if (lab.dataset.state !== "ready") becomeReady();
+    } else if (event.state === "queued") {
+      // The lab is full: no spinner and no deadline, a place in the queue instead.
+      setState("queued", "The lab is full right now. You are number " + (event.position || "?") +
+               " in the queue; your machine starts by itself as soon as there is room.");
     } else if (event.state === "failed") {
       fail("Your lab machine could not start: " + (event.error || "unknown reason"));
     } else if (event.state === "stopped") {
@@ -292,13 +296,15 @@
     onLimits(event);
     const now = lab.dataset.state;
     if (event.nodes && (event.state === "ready")) setNodes(event.nodes);
-    if (event.state === "ready") {
-      if (now === "starting" || now === "failed" || now === "idle") onSession(event);
+    if (event.state === "queued") {
+      if (now === "starting" || now === "idle" || now === "queued") onSession(event);
+    } else if (event.state === "ready") {
+      if (now === "starting" || now === "failed" || now === "idle" || now === "queued") onSession(event);
     } else if (event.state === "failed") {
       if (now === "starting") onSession(event);
     } else if (event.state === "stopped") {
       if (now !== "idle") onSession(event);
-    } else if (event.state === "starting" && now === "idle") {
+    } else if (event.state === "starting" && (now === "idle" || now === "queued")) {
       // A start is under way (say the page was reloaded during it): wait for it.
       setState("starting", "Starting your lab machine…");
       armDeadline();
