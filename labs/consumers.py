@@ -36,7 +36,7 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_NODE_GONE = 4410
 # After a command ends, wait this long for more marks before checking once.
-CHECK_DEBOUNCE_SECONDS = 0.3
+CHECK_DEBOUNCE_SECONDS = 0.05
 # Enter pressed where no command-end mark follows (a shell inside a container,
 # `docker exec -it`): check once the output has been quiet this long.
 QUIET_SECONDS = 1.0

@@ -99,15 +99,15 @@ class LiveSite:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, 9)
             proc.wait()
-        ready_before = self.log("worker").count(" ready.")
+        ready_before = self.log(name).count(" ready.")
         self.start(name)
         if name == "web":
             wait_for(lambda: _answers(self.url + "/"), 30, "the site to answer again")
         elif name == "redis":
             port = int(self.env["REDIS_URL"].rsplit(":", 1)[1].split("/")[0])
             wait_for(lambda: _listens(port), 30, "Redis to answer again")
-        elif name == "worker":
-            wait_for(lambda: self.log("worker").count(" ready.") > ready_before, 60,
+        elif name in ("worker", "nodes"):
+            wait_for(lambda: self.log(name).count(" ready.") > ready_before, 60,
                      "the Celery worker to be ready again")
 
     def manage(self, *args) -> subprocess.CompletedProcess:
@@ -162,8 +162,13 @@ def live_site(prefix: str = SESSION_PREFIX, driver: str = "builtin", workers: in
                   "--save", "", "--appendonly", "no"],
         "web": [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port),
                 "labs.asgi:application"],
-        "worker": [str(VENV_BIN / "celery"), "-A", "labs.celery:app", "worker",
-                   "--loglevel=INFO", f"--concurrency={workers}", "--without-gossip", "--without-mingle"],
+        # As the Procfile: one worker for checks, one for node work.
+        "worker": [str(VENV_BIN / "celery"), "-A", "labs.celery:app", "worker", "-n", "checks@%h",
+                   "-Q", "celery", "--loglevel=INFO", f"--concurrency={workers}",
+                   "--without-gossip", "--without-mingle"],
+        "nodes": [str(VENV_BIN / "celery"), "-A", "labs.celery:app", "worker", "-n", "nodes@%h",
+                  "-Q", "nodes", "--loglevel=INFO", f"--concurrency={workers}",
+                  "--without-gossip", "--without-mingle"],
     }
     site = LiveSite(url=f"http://127.0.0.1:{port}", env=env, workdir=workdir, prefix=prefix,
                     driver=driver, commands=commands)
@@ -178,7 +183,8 @@ def live_site(prefix: str = SESSION_PREFIX, driver: str = "builtin", workers: in
             for name in commands:
                 site.start(name)
             wait_for(lambda: _answers(site.url + "/"), 30, "the site to answer")
-            wait_for(lambda: "ready" in site.log("worker"), 60, "the Celery worker")
+            for name in ("worker", "nodes"):
+                wait_for(lambda: "ready" in site.log(name), 60, f"the Celery {name} worker")
             yield site
             failed = False
         finally:

@@ -151,6 +151,16 @@ CELERY_TASK_ALWAYS_EAGER = envbool("CELERY_TASK_ALWAYS_EAGER", "0")
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Node work (starting, stopping, the pool) takes seconds; checks take tens of
+# milliseconds and a learner is waiting on each. Separate queues, served by
+# separate workers (Procfile), so checks never wait behind a class starting.
+CELERY_TASK_ROUTES = {
+    "labs.tasks.start_session": {"queue": "nodes"},
+    "labs.tasks.stop_session": {"queue": "nodes"},
+    "labs.tasks.start_queued": {"queue": "nodes"},
+    "labs.tasks.maintain_pool": {"queue": "nodes"},
+    "labs.tasks.reap_nodes": {"queue": "nodes"},
+}
 CELERY_BEAT_SCHEDULE = {
     "reap-nodes": {"task": "labs.tasks.reap_nodes",
                    "schedule": float(envint("LAB_REAP_SECONDS", "300"))},
