@@ -331,7 +331,6 @@ def _load_files(meta: dict, text: str, toml_path: Path, directory: Path, nodes: 
     files, seen = [], set()
     root = directory.resolve()
     for index, entry in enumerate(entries):
-        line = _nth_table_line(text, "files", index)
 
         def at(key, index=index):
             return _key_line_in_table(text, "files", index, key)

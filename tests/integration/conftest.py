@@ -26,7 +26,6 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def driver():
-    from runtime import get_driver
     from runtime.builtin import BuiltinDriver
     d = BuiltinDriver()
     problems = d.preflight()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -332,20 +331,3 @@ def test_a_failed_start_says_why_and_leaves_nothing(nodes, driver, monkeypatch):
                                  f"label=lab.session={session}").stdout.strip()
     else:
         assert not Path(f"/var/lib/dockerlab/sessions/{session}.json").exists()
-
-
-def test_start_time_median_of_five(nodes, driver):
-    """Not a benchmark: the figure, printed, for this driver on this machine in this run."""
-    session = nodes.session()
-    times = []
-    for i in range(5):
-        began = time.monotonic()
-        node = nodes.start(session, f"node{i + 1}")
-        times.append(time.monotonic() - began)
-        assert nodes.exec(node, ["docker", "info", "--format", "{{.ID}}"]).exit_code == 0
-    median = statistics.median(times)
-    line = (f"\n[{driver.name}] node start, n=5: median {median * 1000:.0f} ms "
-            f"(min {min(times) * 1000:.0f}, max {max(times) * 1000:.0f})\n")
-    Path("/tmp/lab-contract-start-times.txt").open("a").write(line)
-    print(line)
-    assert median < 30

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime import NodeSpec, images
+from runtime import images
 from runtime.builtin import BuiltinDriver, node_cgroup_dirs
 
 from .conftest import NodeFactory

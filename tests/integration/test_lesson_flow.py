@@ -6,7 +6,6 @@ terminal websocket, and step 1 turns done by itself, pushed by the worker.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import urllib.error
 

@@ -1,5 +1,4 @@
 """Ada types into her node's terminal; Bob and strangers get nothing."""
-import asyncio
 import json
 
 import pytest
