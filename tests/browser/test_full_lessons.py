@@ -231,7 +231,7 @@ class Learner:
 
 def test_lesson_1_first_containers_by_clicking(page, live_site):
     learner = Learner(page, live_site)
-    learner.sign_up("ada")
+    learner.sign_up("ada-clicks")
     learner.start("first-containers")
     assert learner.steps().count() == 8
 
