@@ -21,7 +21,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import tarfile
 import time
@@ -620,7 +619,7 @@ class BuiltinDriver(Driver):
             if not _pid_alive(pid):
                 raise LabRuntimeError("the node stopped while starting: "
                                       + self._console_tail(node.id) + self._dockerd_log(pid, node))
-            if self._engine_answers(sock_path):
+            if hostexec.engine_answers(sock_path):
                 return
             time.sleep(0.02)
         raise LabRuntimeError(f"the node's Docker engine did not answer within {START_TIMEOUT:.0f}s"
@@ -631,18 +630,6 @@ class BuiltinDriver(Driver):
         with contextlib.suppress(OSError):
             return "\ndockerd said: " + path.read_text(errors="replace")[-1500:]
         return ""
-
-    @staticmethod
-    def _engine_answers(sock_path: str) -> bool:
-        """The check `docker info` makes: the engine's /info endpoint answers 200."""
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                s.settimeout(2)
-                s.connect(sock_path)
-                s.sendall(b"GET /info HTTP/1.0\r\nHost: docker\r\n\r\n")
-                return s.recv(64).split(b" ")[1:2] == [b"200"]
-        except OSError:
-            return False
 
     def _refresh_session_hosts(self, session: str) -> None:
         """Every node of a session knows every other one by name."""

@@ -29,7 +29,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import tarfile
 import time
@@ -378,7 +377,7 @@ class DockerDriver(Driver):
         local = bool(pid) and os.path.exists(f"/proc/{pid}/root/usr/local/sbin/lab-init")
         while time.monotonic() < deadline:
             if local:
-                if _engine_answers(sock):
+                if hostexec.engine_answers(sock):
                     return
                 if not os.path.exists(f"/proc/{pid}"):
                     raise LabRuntimeError("the node stopped while starting: " + self._logs(name))
@@ -476,13 +475,3 @@ class DockerDriver(Driver):
         return await PtyTerminal.spawn(argv, cols, rows, env=self._env())
 
 
-def _engine_answers(sock_path: str) -> bool:
-    """The check `docker info` makes: the engine's /info endpoint answers 200."""
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(2)
-            s.connect(sock_path)
-            s.sendall(b"GET /info HTTP/1.0\r\nHost: docker\r\n\r\n")
-            return s.recv(64).split(b" ")[1:2] == [b"200"]
-    except OSError:
-        return False

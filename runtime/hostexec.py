@@ -1,7 +1,7 @@
-"""Run a host command that runs something in a node, with a time limit.
-
-Shared by the drivers: they differ only in the host argv that enters the
-node (nsenter for the built-in driver, `docker exec` for the docker one).
+"""Host-side ways into a node, shared by the drivers: run a command with a
+time limit (they differ only in the host argv that enters the node: nsenter
+for the built-in driver, `docker exec` for the docker one), and ask a node's
+engine whether it answers.
 """
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import time
 
@@ -92,3 +93,15 @@ async def run_limited(host_argv: list, limit: int, timeout: float, input=None, o
     # signal); an OOM kill looks the same and is told apart by the time taken.
     timed_out = code in (137, -9) and time.monotonic() - began >= limit - 0.05
     return ExecResult(code, reader.text(), timed_out=timed_out)
+
+
+def engine_answers(sock_path: str) -> bool:
+    """The check `docker info` makes: the engine's /info endpoint answers 200."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(2)
+            s.connect(sock_path)
+            s.sendall(b"GET /info HTTP/1.0\r\nHost: docker\r\n\r\n")
+            return s.recv(64).split(b" ")[1:2] == [b"200"]
+    except OSError:
+        return False
