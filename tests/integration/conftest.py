@@ -76,3 +76,14 @@ def run_cli(*args, timeout=120):
                           capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
 
+
+@pytest.fixture(scope="session")
+def lab_registry():
+    """The lab registry, holding the stand-in images nodes pull through it
+    (built first if missing; a no-op when they are up to date)."""
+    from runtime import lessonimages, registry
+    from runtime.builtin import BuiltinDriver
+    with registry.ensure_running():
+        asyncio.run(lessonimages.build_all(BuiltinDriver()))
+        assert registry.has_image("library/alpine"), "the lab registry has no alpine stand-in"
+        yield

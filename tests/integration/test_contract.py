@@ -37,19 +37,6 @@ def _docker_chains() -> list:
 
 
 @pytest.fixture(scope="module")
-def lab_registry():
-    """The lab registry, with the stand-in images the nodes pull through it."""
-    from runtime import registry
-    from runtime.builtin import BuiltinDriver
-    with registry.ensure_running():
-        if not registry.has_image("library/alpine"):
-            from runtime import lessonimages
-            asyncio.run(lessonimages.build_all(BuiltinDriver()))
-        assert registry.has_image("library/alpine"), "the lab registry has no alpine stand-in"
-        yield
-
-
-@pytest.fixture(scope="module")
 def host_engine():
     """A private host dockerd for the docker driver; stopped (and its chains removed) after."""
     from runtime import hostdocker

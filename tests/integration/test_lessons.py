@@ -16,13 +16,6 @@ from tests.integration.conftest import ROOT
 LESSONS = load_lessons(ROOT / "labs" / "content")
 
 
-@pytest.fixture(scope="module")
-def lab_registry():
-    from runtime import registry
-    with registry.ensure_running():
-        yield
-
-
 @pytest.mark.parametrize("lesson", LESSONS, ids=[lesson.slug for lesson in LESSONS])
 def test_every_step_fails_first_then_passes_after_its_solve(lesson, driver, lab_registry):
     started = time.monotonic()

@@ -22,7 +22,7 @@ def pool(driver):
             asyncio.run(driver.stop(node.id))
 
 
-def test_start_claims_a_ready_pool_node(nodes, driver, pool):
+def test_start_claims_a_ready_pool_node(nodes, driver, pool, lab_registry):
     driver.fill_pool(len(driver.pool_nodes()) + 1)
     pooled = {n.id for n in driver.pool_nodes()}
     session = nodes.session()
