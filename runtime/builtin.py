@@ -645,8 +645,10 @@ class BuiltinDriver(Driver):
 
     # ---- warm pool ------------------------------------------------------------
     def pool_nodes(self) -> list:
+        """Ready pool nodes; dead ones (a host restart) are the reaper's, not the pool's."""
         return [n for n in self.list_nodes()
-                if n.session == POOL_SESSION and n.extra.get("state") == "running"]
+                if n.session == POOL_SESSION and n.extra.get("state") == "running"
+                and self._owns(n, n.extra.get("pid"))]
 
     def fill_pool(self, size: int) -> list:
         """Start pool nodes until `size` wait ready; stops early when the lab is full."""
@@ -669,7 +671,7 @@ class BuiltinDriver(Driver):
             if any(n.session == spec.session and n.name == spec.name for n in self.list_nodes()):
                 raise LabRuntimeError(f"session {spec.session} already has a node called "
                                       f"{spec.name}", permanent=True)
-            node = next((n for n in self.pool_nodes() if self._owns(n, n.extra["pid"])), None)
+            node = next(iter(self.pool_nodes()), None)
             if node is None:
                 return None
             net = self._ensure_session_net(spec.session)

@@ -64,3 +64,16 @@ def test_reaper_removes_a_node_whose_init_died(nodes, driver):
     assert node.id in driver.reap_dead()
     assert node.id not in {n.id for n in driver.list_nodes()}
     assert POOL_SESSION != node.session
+
+
+def test_a_dead_pool_node_is_never_handed_out(nodes, driver, pool):
+    new = driver.fill_pool(len(driver.pool_nodes()) + 1)
+    dead = driver.get_node(new[0])
+    os.kill(dead.extra["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while dead.id in {n.id for n in driver.pool_nodes()} and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert dead.id not in {n.id for n in driver.pool_nodes()}
+    node = nodes.start()
+    assert node.id != dead.id
+    assert dead.id in driver.reap_dead()
