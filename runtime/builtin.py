@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import fcntl
 import io
 import json
 import logging
@@ -29,7 +28,7 @@ from typing import Optional
 
 from . import firewall, hostexec, idmap, images, netplan, seccomp
 from .model import Driver, ExecResult, LabFull, LabRuntimeError, Node, NodeNotFound, NodeSpec
-from .paths import lock_path, nodes_dir, sessions_dir
+from .paths import file_lock, nodes_dir, sessions_dir
 from .pty_terminal import PtyTerminal
 
 log = logging.getLogger(__name__)
@@ -117,16 +116,9 @@ def run(argv: list, check: bool = True, input: Optional[bytes] = None) -> subpro
     return proc
 
 
-@contextlib.contextmanager
 def host_lock():
     """One lock for session and address bookkeeping across every process."""
-    lock_path().parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path(), "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    return file_lock("lock")
 
 
 def cgroup_hierarchies() -> list:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import io
 import json
 import logging
@@ -37,7 +36,7 @@ from typing import Optional
 
 from . import hostexec, images, netplan
 from .model import Driver, ExecResult, LabRuntimeError, Node, NodeNotFound, NodeSpec
-from .paths import base_dir
+from .paths import file_lock
 from .pty_terminal import PtyTerminal
 
 log = logging.getLogger(__name__)
@@ -162,17 +161,9 @@ class DockerDriver(Driver):
         """The one way blocking work leaves the event loop."""
         return await asyncio.to_thread(fn, *args, **kw)
 
-    @contextlib.contextmanager
     def _lock(self):
         """Serialises session-network bookkeeping across processes on this host."""
-        path = base_dir() / "dockerdriver.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        return file_lock("dockerdriver.lock")
 
     # ---- checks -------------------------------------------------------------------
     def preflight(self) -> list:

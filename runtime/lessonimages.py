@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import hashlib
 import io
 import json
@@ -60,7 +59,7 @@ from pathlib import Path
 from . import images, registry
 from .model import LabRuntimeError, NodeSpec
 from .netplan import registry_host
-from .paths import base_dir
+from .paths import base_dir, file_lock
 
 log = logging.getLogger(__name__)
 
@@ -388,17 +387,9 @@ def _static(path: Path) -> bool:
     return all(struct.unpack_from("<I", table, i * phentsize)[0] != 3 for i in range(phnum))
 
 
-@contextlib.contextmanager
 def _build_lock():
     """One build at a time on this host (they share the builder node's name)."""
-    path = base_dir() / "lessonimages.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    return file_lock("lessonimages.lock")
 
 
 async def build_all(driver, force: bool = False) -> dict:

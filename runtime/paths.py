@@ -1,6 +1,8 @@
 """Where the runtime keeps its images and node state on the host."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 from pathlib import Path
 
@@ -22,5 +24,14 @@ def sessions_dir() -> Path:
     return base_dir() / "sessions"
 
 
-def lock_path() -> Path:
-    return base_dir() / "lock"
+@contextlib.contextmanager
+def file_lock(name: str):
+    """An exclusive lock on base_dir()/NAME, held across every process on this host."""
+    path = base_dir() / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
