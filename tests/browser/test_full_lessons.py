@@ -55,6 +55,16 @@ RECORD_TERMINALS = r"""
       }
       return out.join("\n");
     },
+    // Everything written after write number `writes`, escape sequences dropped:
+    // the stream, not the screen, so a redraw cannot hide what came.
+    since(name, writes) {
+      const t = lab.term(name);
+      if (!t) return "";
+      return t.log.slice(Math.max(writes, 0)).join("")
+        .replace(/\x1b\][^\x07\x1b]*(\x07|\x1b\\)/g, "")
+        .replace(/\x1b\[[0-?]*[ -\/]*[@-~]/g, "")
+        .replace(/\x1b[()][0-9A-Za-z]|\x1b[=>78DEHMc]/g, "");
+    },
     // What is left of the cursor, and how many writes the terminal has had.
     cursor(name) {
       const t = lab.term(name);
@@ -68,8 +78,16 @@ RECORD_TERMINALS = r"""
     get: function () { return wrapped; },
     set: function (Base) {
       wrapped = class extends Base {
-        constructor(...args) { super(...args); this.writes = 0; lab.terms.push(this); }
-        write(...args) { this.writes++; return super.write(...args); }
+        constructor(...args) {
+          super(...args);
+          this.writes = 0; this.log = []; this.decoder = new TextDecoder();
+          lab.terms.push(this);
+        }
+        write(data, ...rest) {
+          this.writes++;
+          this.log.push(typeof data === "string" ? data : this.decoder.decode(data, {stream: true}));
+          return super.write(data, ...rest);
+        }
       };
     },
   });
@@ -78,13 +96,21 @@ RECORD_TERMINALS = r"""
 
 # A shell waiting for input again, after output that came since `writes`:
 # the node's `[node1] ~# `, a container's `root@3f4a1c9b2e7d:/# `, sh's `# `.
-# (The first output after a command is sent is its echo, never a bare prompt.)
+# With `echo`, only once that text (a typed command) has come back since
+# `writes`: showing a tab refits the terminal, and tmux then redraws the old
+# prompt before the echo arrives, which alone looks like a finished command.
 AT_PROMPT = r"""
-([name, writes]) => {
+([name, writes, echo]) => {
   const c = window.__lab.cursor(name);
-  return c !== null && c.writes > writes && /[#$] $/.test(c.before);
+  if (c === null || c.writes <= writes || !/[#$] $/.test(c.before)) return false;
+  return !echo || window.__lab.since(name, writes).includes(echo);
 }
 """
+
+
+def echo_of(command: str) -> str:
+    """What of a typed command surely comes back on one line: the start of its first line."""
+    return command.splitlines()[0][:30] if command.strip() else ""
 
 
 class Learner:
@@ -140,10 +166,11 @@ class Learner:
         """The prompt the cursor waits at (the text left of it)."""
         return self.page.evaluate("name => window.__lab.cursor(name).before", node)
 
-    def wait_for_shell(self, node, seconds=COMMAND_SECONDS, after=-1):
-        """Wait until `node`'s terminal shows a prompt after its write number `after`."""
-        self.page.wait_for_function(AT_PROMPT, arg=[node, after], timeout=seconds * 1000,
-                                    polling=100)
+    def wait_for_shell(self, node, seconds=COMMAND_SECONDS, after=-1, command=""):
+        """Wait until `node`'s terminal shows a prompt after its write number
+        `after` (and after the echo of `command`, when given)."""
+        self.page.wait_for_function(AT_PROMPT, arg=[node, after, echo_of(command)],
+                                    timeout=seconds * 1000, polling=100)
 
     def open_tab(self, node):
         """The learner clicks a node's tab and waits for its prompt."""
@@ -159,7 +186,7 @@ class Learner:
         before = self.writes(node)
         self.page.keyboard.type(line)
         self.page.keyboard.press("Enter")
-        self.wait_for_shell(node, seconds, after=before)
+        self.wait_for_shell(node, seconds, after=before, command=line)
 
     def paste(self, node, text):
         """Paste into `node`'s terminal as the browser does on Ctrl+V: a paste
@@ -191,7 +218,7 @@ class Learner:
         before = self.writes(node)
         button.click()
         expect(self.tab(node)).to_have_attribute("aria-selected", "true")
-        self.wait_for_shell(node, seconds, after=before)
+        self.wait_for_shell(node, seconds, after=before, command=command)
 
     def run_all(self, number, seconds=COMMAND_SECONDS):
         for button, node, command in self.buttons(number):
@@ -211,7 +238,7 @@ class Learner:
         before = self.writes(node)
         self.page.keyboard.type(filled)
         self.page.keyboard.press("Enter")
-        self.wait_for_shell(node, COMMAND_SECONDS, after=before)
+        self.wait_for_shell(node, COMMAND_SECONDS, after=before, command=filled)
 
     def answer_quiz(self, number):
         """Choose the right answer (from the lesson's own file) and submit it."""
@@ -296,7 +323,7 @@ def test_lesson_5_overlay_networking_on_two_nodes(page, live_site):
     before = learner.writes("node2")
     learner.paste("node2", join.group(0))
     page.keyboard.press("Enter")
-    learner.wait_for_shell("node2", after=before)
+    learner.wait_for_shell("node2", after=before, command=join.group(0))
     expect(learner.rows("node2")).to_contain_text("This node joined a swarm as a worker.")
     learner.expect_done(2)
 
