@@ -65,7 +65,7 @@ RECORD_TERMINALS = r"""
         .replace(/\x1b\[[0-?]*[ -\/]*[@-~]/g, "")
         .replace(/\x1b[()][0-9A-Za-z]|\x1b[=>78DEHMc]/g, "");
     },
-    // What is left of the cursor, and how many writes the terminal has had.
+    // What is left of the cursor, and how many writes the terminal has parsed.
     cursor(name) {
       const t = lab.term(name);
       if (!t) return null;
@@ -83,10 +83,15 @@ RECORD_TERMINALS = r"""
           this.writes = 0; this.log = []; this.decoder = new TextDecoder();
           lab.terms.push(this);
         }
-        write(data, ...rest) {
-          this.writes++;
-          this.log.push(typeof data === "string" ? data : this.decoder.decode(data, {stream: true}));
-          return super.write(data, ...rest);
+        // xterm.js parses writes later, in batches: count and log a write once
+        // it is parsed, so the buffer read next to these counts already shows it.
+        write(data, callback) {
+          const text = typeof data === "string" ? data : this.decoder.decode(data, {stream: true});
+          return super.write(data, () => {
+            this.writes++;
+            this.log.push(text);
+            if (callback) callback();
+          });
         }
       };
     },
