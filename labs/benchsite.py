@@ -614,6 +614,9 @@ def render(r: dict) -> str:
     for key in ("worker_tasks",):
         if r.get(key):
             lines.append(r[key])
+    if "site_errors" in r:
+        lines.append(f"site errors logged: {len(r['site_errors']) or 'none'}")
+        lines += [f"  {e}" for e in r["site_errors"][:10]]
     return "\n".join(lines)
 
 
@@ -625,6 +628,21 @@ def worker_task_times(site) -> str:
         times.setdefault(m.group(1), []).append(float(m.group(2)) * 1000)
     parts = [f"{name} {fmt(summary(v), 'ms', 0)}" for name, v in sorted(times.items())]
     return "Celery task run times (worker log): " + "; ".join(parts) if parts else ""
+
+
+def site_errors(site) -> list[str]:
+    """Each distinct exception the site's processes logged, with its count and
+    the frame of our own code it came from (a failure the figures would hide)."""
+    found: dict = {}
+    for name in site.procs:
+        for block in re.findall(r"Traceback \(most recent call last\):\n(?:[ \t].*\n)+.*",
+                                site.log(name)):
+            last = block.rstrip().splitlines()[-1]
+            ours = re.findall(r'File "[^"]*/((?:labs|runtime)/[^"]+)", line (\d+), in (\w+)', block)
+            where = f" (at {ours[-1][0]}:{ours[-1][1]} in {ours[-1][2]})" if ours else ""
+            key = f"[{name}] {last}{where}"
+            found[key] = found.get(key, 0) + 1
+    return [f"{n} x {key}" for key, n in sorted(found.items(), key=lambda kv: -kv[1])]
 
 
 async def run(site, args) -> dict:
@@ -711,6 +729,7 @@ def main(argv=None) -> int:
         if interrupted:
             return 130
         r["worker_tasks"] = worker_task_times(site)
+        r["site_errors"] = site_errors(site)
         log.info("stopping the site and removing its nodes")
     r["targets"] = targets(r)
     text = render(r)

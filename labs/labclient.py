@@ -14,6 +14,11 @@ import urllib.request
 
 import websockets
 
+from labs.oslimits import raise_open_file_limit
+
+# A client of a whole class holds hundreds of sockets at once.
+raise_open_file_limit()
+
 
 class Learner:
     def __init__(self, base_url: str):

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
+from labs.oslimits import raise_open_file_limit
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -37,6 +39,9 @@ def envint(name: str, default: str) -> int:
 def envlist(name: str, default: str) -> list:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
+
+# Settings are read by every process of the site (Daphne, the workers, beat).
+raise_open_file_limit()
 
 DEV_SECRET_KEY = "dev-only-insecure-secret-key-set-SECRET_KEY-in-production"
 SECRET_KEY = env("SECRET_KEY", DEV_SECRET_KEY)
@@ -134,8 +139,12 @@ elif CHANNEL_LAYER == "redis":
             # redis-py 8 reads with a 5 s socket timeout by default, the same
             # as channels_redis's blocking receive (BZPOPMIN, 5 s): every idle
             # consumer then dies with "Timeout reading from ...". Read longer.
+            # redis-py 8 caps a pool at 100 connections by default and then
+            # fails ("Too many connections"): a hundred open terminals plus
+            # their lesson sockets, group_add and group_send need more at once.
             "CONFIG": {"hosts": [{"address": REDIS_URL,
-                                  "socket_timeout": envint("REDIS_SOCKET_TIMEOUT", "30")}]},
+                                  "socket_timeout": envint("REDIS_SOCKET_TIMEOUT", "30"),
+                                  "max_connections": envint("REDIS_MAX_CONNECTIONS", "2000")}]},
         }
     }
 else:

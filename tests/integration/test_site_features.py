@@ -116,3 +116,27 @@ def test_failed_command_with_a_known_error_shows_a_hint(live_site):
     hint = asyncio.run(run())
     assert hint["step"] == 1 and hint["node"] == "node1"
     assert "no container with that name" in hint["message"]
+
+
+def test_a_burst_of_websockets_all_open(live_site):
+    """A class arriving at once: 1000 lesson sockets opened together (each joins
+    two channel-layer groups in Redis before it is accepted) all open. With
+    the Redis pool at redis-py's default cap of 100 connections some failed
+    with HTTP 500 (MaxConnectionsError)."""
+    ada = Learner(live_site.url)
+    ada.signup("ada-burst")
+
+    async def one():
+        try:
+            async with ada.connect(f"/ws/lessons/{SLUG}/"):
+                await asyncio.sleep(1)  # all open at the same time
+            return "open"
+        except Exception as exc:  # what the browser would see
+            return repr(exc)
+
+    async def burst():
+        return await asyncio.gather(*(one() for _ in range(1000)))
+
+    results = asyncio.run(burst())
+    failed = [r for r in results if r != "open"]
+    assert not failed, f"{len(failed)} of 1000 failed, e.g. {failed[:3]}"
