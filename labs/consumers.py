@@ -35,8 +35,9 @@ log = logging.getLogger(__name__)
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_NODE_GONE = 4410
-# After a command ends, wait this long for more marks before checking once.
-CHECK_DEBOUNCE_SECONDS = 0.05
+# A command's end checks at once; more commands ending within this window
+# (a pasted block) add one more check run at its end, not one each.
+CHECK_WINDOW_SECONDS = 0.2
 # Enter pressed where no command-end mark follows (a shell inside a container,
 # `docker exec -it`): check once the output has been quiet this long.
 QUIET_SECONDS = 1.0
@@ -363,6 +364,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
     term = None
     pump_task = None
     check_task = None
+    checks_again = False
     hint_task = None
 
     async def connect(self):
@@ -439,18 +441,25 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         await self.close()
 
     def _schedule_checks(self):
-        """One check run per burst of finished commands."""
+        """Check now; a burst of finished commands gets one more run at the end
+        of the window, so the last command is always checked and a pasted
+        block does not queue a run per line."""
         if self.check_task is not None and not self.check_task.done():
+            self.checks_again = True
             return
 
-        async def later():
-            await asyncio.sleep(CHECK_DEBOUNCE_SECONDS)
-            try:
-                await enqueue_checks(self.session_id)
-            except Exception:
-                log.exception("could not enqueue checks for session %s", self.session_id)
+        async def run():
+            while True:
+                self.checks_again = False
+                try:
+                    await enqueue_checks(self.session_id)
+                except Exception:
+                    log.exception("could not enqueue checks for session %s", self.session_id)
+                await asyncio.sleep(CHECK_WINDOW_SECONDS)
+                if not self.checks_again:
+                    return
 
-        self.check_task = asyncio.create_task(later())
+        self.check_task = asyncio.create_task(run())
 
     def _check_when_quiet(self, entered: float):
         """After Enter, check once output goes quiet unless a command-end mark

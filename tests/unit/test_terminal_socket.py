@@ -86,3 +86,36 @@ async def test_foreign_origin_is_rejected(ready_session, ada, ws_headers):
     comm = WebsocketCommunicator(application, terminal_path(node.pk), headers=headers)
     connected, _ = await comm.connect()
     assert not connected
+
+
+async def test_a_command_end_checks_at_once_and_a_burst_adds_one_run(
+        ready_session, ada, ws_headers, fake_driver, monkeypatch):
+    import asyncio
+    from labs import consumers
+
+    runs = []
+
+    async def enqueue(session_id):
+        runs.append(session_id)
+    monkeypatch.setattr(consumers, "enqueue_checks", enqueue)
+    # A long window: a check that waited for it would not have run yet below.
+    monkeypatch.setattr(consumers, "CHECK_WINDOW_SECONDS", 1.0)
+
+    node = await database_sync_to_async(ready_session.node1)()
+    headers = await database_sync_to_async(ws_headers)(ada)
+    comm = WebsocketCommunicator(application, terminal_path(node.pk), headers=headers)
+    assert (await comm.connect())[0]
+    mark = b"\x1b]6973;cmd-end;0\x07$ "
+    await comm.send_to(bytes_data=b"one\r\n" + mark)
+    await comm.receive_from(timeout=2)
+    await asyncio.sleep(0.2)
+    assert runs == [ready_session.pk]  # checked at once, not after the window
+
+    for line in (b"two", b"three", b"four"):  # a pasted block, within the window
+        await comm.send_to(bytes_data=line + b"\r\n" + mark)
+        await comm.receive_from(timeout=2)
+    await asyncio.sleep(0.2)
+    assert len(runs) == 1
+    await asyncio.sleep(1.2)
+    assert runs == [ready_session.pk] * 2  # one more run for the burst, at its end
+    await comm.disconnect()
