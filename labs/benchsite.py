@@ -325,6 +325,7 @@ async def echo_stage(seats: list, terminals: int, keys: int, think: tuple) -> di
         terms = [t for t in opened if isinstance(t, Term)]
         errors = [repr(e)[:200] for e in opened if not isinstance(e, Term)]
         await asyncio.sleep(1)
+        log.info("typing in %d terminals at once", len(terms))
         began = now()
         lists = await asyncio.gather(*(type_keys(t, keys, think) for t in terms))
         wall = now() - began

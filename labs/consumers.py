@@ -367,6 +367,17 @@ class TerminalConsumer(AsyncWebsocketConsumer):
     checks_again = False
     hint_task = None
 
+    async def dispatch(self, message):
+        # Channels closes stale database connections before every message, on
+        # its one thread for synchronous code: every keystroke of every
+        # terminal would queue there behind the others (and behind any query).
+        # Keystrokes touch no database (what does, runs in its own
+        # database_sync_to_async), so they skip that hop.
+        if message["type"] == "websocket.receive":
+            await self.websocket_receive(message)
+        else:
+            await super().dispatch(message)
+
     async def connect(self):
         user = self.scope.get("user")
         node_pk = self.scope["url_route"]["kwargs"]["node"]

@@ -119,3 +119,30 @@ async def test_a_command_end_checks_at_once_and_a_burst_adds_one_run(
     await asyncio.sleep(1.2)
     assert runs == [ready_session.pk] * 2  # one more run for the burst, at its end
     await comm.disconnect()
+
+
+async def test_keystrokes_skip_the_shared_database_thread(ready_session, ada, ws_headers,
+                                                          fake_driver, monkeypatch):
+    """Channels hops to its one synchronous thread before each message to close
+    stale database connections; keystrokes of a hundred terminals would queue
+    there. The terminal's keystrokes do not make that hop; its other messages do."""
+    import channels.consumer
+    hops = []
+    real = channels.consumer.aclose_old_connections
+
+    async def counted():
+        hops.append(1)
+        await real()
+    monkeypatch.setattr(channels.consumer, "aclose_old_connections", counted)
+
+    node = await database_sync_to_async(ready_session.node1)()
+    headers = await database_sync_to_async(ws_headers)(ada)
+    comm = WebsocketCommunicator(application, terminal_path(node.pk), headers=headers)
+    assert (await comm.connect())[0]
+    after_connect = len(hops)
+    assert after_connect >= 1  # the connect message still makes it
+    for key in b"hello":
+        await comm.send_to(bytes_data=bytes([key]))
+        assert await comm.receive_from(timeout=2) == bytes([key])
+    assert len(hops) == after_connect
+    await comm.disconnect()
