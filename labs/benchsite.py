@@ -291,9 +291,14 @@ async def verdict_one_at_a_time(seats: list, timeout: float) -> dict:
 
 # ----------------------------------------------------------------- keystroke echo
 
-async def type_keys(term: Term, keys: int, think: tuple, timeout: float = 10) -> list:
-    """Type `keys` letters at a human pace; the echo time of each, in ms."""
+async def type_keys(term: Term, keys: int, think: tuple, timeout: float = 10,
+                    stagger: bool = False) -> list:
+    """Type `keys` letters at a human pace; the echo time of each, in ms.
+    `stagger`: first wait a random part of one pause, so that terminals typing
+    at once are not all pressing their first key in the same millisecond."""
     times = []
+    if stagger:
+        await asyncio.sleep(random.uniform(0, think[1]))
     letters = "abcdefghijklmnopqrstuvwxyz"
     for i in range(keys):
         letter = letters[i % 26].encode()
@@ -327,7 +332,7 @@ async def echo_stage(seats: list, terminals: int, keys: int, think: tuple) -> di
         await asyncio.sleep(1)
         log.info("typing in %d terminals at once", len(terms))
         began = now()
-        lists = await asyncio.gather(*(type_keys(t, keys, think) for t in terms))
+        lists = await asyncio.gather(*(type_keys(t, keys, think, stagger=True) for t in terms))
         wall = now() - began
         all_times = [t for one in lists for t in one]
         result["many"] = summary(all_times)
