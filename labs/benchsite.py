@@ -10,6 +10,8 @@ runtime library. Every node and process it starts is removed at the end, also
 on Ctrl-C, SIGTERM or failure.
 
 Stages, in this order, all on one site:
+- warm pool (only with --pool N): N ready nodes started before the class
+  arrives, as the site's beat keeps them between classes;
 - load run: LEARNERS learners at once sign up, start lesson 1, type
   `docker container run alpine hostname` and wait for step 1 done;
 - check verdict, one learner at a time: `docker container ls --all` (step 2),
@@ -36,8 +38,10 @@ import secrets
 import signal
 import statistics
 import sys
+import tempfile
 import time
 import urllib.error
+from pathlib import Path
 
 from .labclient import Learner, next_event
 from .livesite import live_site
@@ -566,10 +570,17 @@ def targets(r: dict) -> list:
 def render(r: dict) -> str:
     lines = [f"site: driver {r['driver']}, Celery worker concurrency {r['workers']}, "
              f"{os.cpu_count()} cores, LAB_MAX_NODES={os.environ.get('LAB_MAX_NODES', '250')}"]
+    pool = r.get("pool")
+    if pool:
+        lines.append(f"warm pool: {len(pool['started'])} of {pool['size']} nodes started in "
+                     f"{pool['seconds']:.1f} s before the load run (the site's beat keeps the "
+                     f"pool full between classes)")
     load = r.get("load")
     if load:
         lines += [
-            f"load run: {load['learners']} learners at once, sign up + start + "
+            f"load run: {load['learners']} learners at once"
+            + (" (their nodes from the warm pool)" if pool else " (no warm pool: cold starts)")
+            + ", sign up + start + "
             f"`docker container run alpine hostname` + step 1 done, "
             f"{len(load['failures'])} failures, {load['wall_s']:.1f} s wall",
             f"  sign-up (HTTP)          {fmt(load['signup_ms'], 'ms', 0)}",
@@ -620,6 +631,8 @@ def render(r: dict) -> str:
     for key in ("worker_tasks",):
         if r.get(key):
             lines.append(r[key])
+    if r.get("kept_logs"):
+        lines.append(f"the site's logs (kept for the failures above): {r['kept_logs']}")
     if "site_errors" in r:
         lines.append(f"site errors logged: {len(r['site_errors']) or 'none'}")
         lines += [f"  {e}" for e in r["site_errors"][:10]]
@@ -627,13 +640,26 @@ def render(r: dict) -> str:
 
 
 def worker_task_times(site) -> str:
-    """run_checks / start_session durations from the worker's log (where time goes)."""
+    """run_checks / start_session durations from the workers' logs (where time goes)."""
     times: dict = {}
-    for m in re.finditer(r"Task labs\.tasks\.(\w+)\[[^\]]+\] succeeded in ([0-9.]+)s",
-                         site.log("worker")):
+    logs = site.log("worker") + site.log("nodes")
+    for m in re.finditer(r"Task labs\.tasks\.(\w+)\[[^\]]+\] succeeded in ([0-9.]+)s", logs):
         times.setdefault(m.group(1), []).append(float(m.group(2)) * 1000)
+    for m in re.finditer(r"claimed from the pool in ([0-9.]+)s", logs):
+        times.setdefault("(pool claim)", []).append(float(m.group(1)) * 1000)
     parts = [f"{name} {fmt(summary(v), 'ms', 0)}" for name, v in sorted(times.items())]
     return "Celery task run times (worker log): " + "; ".join(parts) if parts else ""
+
+
+def keep_logs(site) -> str:
+    """Copy the site's process logs out of its throwaway directory, which the
+    clean-up removes, so that a failure can be looked into afterwards."""
+    dest = Path(tempfile.mkdtemp(prefix="lab-bench-logs-"))
+    for name in site.procs:
+        text = site.log(name)
+        if text:
+            (dest / f"{name}.log").write_text(text)
+    return str(dest)
 
 
 def site_errors(site) -> list[str]:
@@ -651,8 +677,41 @@ def site_errors(site) -> list[str]:
     return [f"{n} x {key}" for key, n in sorted(found.items(), key=lambda kv: -kv[1])]
 
 
+async def fill_pool(site, size: int) -> dict:
+    """Start `size` warm pool nodes (the runtime's own pool, which every start
+    claims from first) and time it; the ids are ours to remove afterwards."""
+    from runtime import get_driver
+    driver = get_driver(site.driver)
+    had = len(driver.pool_nodes()) if hasattr(driver, "pool_nodes") else 0
+    began = now()
+    started = await asyncio.to_thread(driver.fill_pool, had + size)
+    return {"size": size, "started": started, "seconds": now() - began}
+
+
+async def drain_pool(site, started: list) -> None:
+    """Remove the pool nodes this bench started that no learner claimed."""
+    from runtime import get_driver
+    driver = get_driver(site.driver)
+    left = {n.id for n in driver.list_nodes() if n.session == "warm-pool"}
+    for node_id in started:
+        if node_id in left:
+            with contextlib.suppress(Exception):
+                await driver.stop(node_id)
+
+
 async def run(site, args) -> dict:
     r: dict = {"driver": site.driver, "workers": args.workers}
+    if args.pool > 0:
+        log.info("warm pool: %d nodes", args.pool)
+        r["pool"] = await fill_pool(site, args.pool)
+    try:
+        return await stages(site, args, r)
+    finally:
+        if r.get("pool"):
+            await drain_pool(site, r["pool"]["started"])
+
+
+async def stages(site, args, r: dict) -> dict:
     tag = secrets.token_hex(2)
     seats: list = []
     if args.learners > 0:
@@ -688,6 +747,8 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=int(os.environ.get("LAB_WORKERS", "4")),
                         help="Celery worker concurrency (as LAB_WORKERS for make run)")
     parser.add_argument("--learners", type=int, default=50, help="learners in the load run")
+    parser.add_argument("--pool", type=int, default=0,
+                        help="warm pool nodes started before the load run (0: cold starts)")
     parser.add_argument("--terminals", type=int, default=100, help="terminals typing at once")
     parser.add_argument("--keys", type=int, default=30, help="keystrokes per terminal")
     parser.add_argument("--verdicts", type=int, default=10,
@@ -736,6 +797,9 @@ def main(argv=None) -> int:
             return 130
         r["worker_tasks"] = worker_task_times(site)
         r["site_errors"] = site_errors(site)
+        failed = [stage for stage in ("load", "verdict") if r.get(stage, {}).get("failures")]
+        if failed or r["site_errors"]:
+            r["kept_logs"] = keep_logs(site)
         log.info("stopping the site and removing its nodes")
     r["targets"] = targets(r)
     text = render(r)

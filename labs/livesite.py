@@ -160,8 +160,10 @@ def live_site(prefix: str = SESSION_PREFIX, driver: str = "builtin", workers: in
     commands = {
         "redis": ["redis-server", "--bind", "127.0.0.1", "--port", str(redis_port),
                   "--save", "", "--appendonly", "no"],
+        # As the Procfile: a websocket may take up to 30 s to be accepted
+        # when the site is busy (Daphne's default, 5 s, drops it silently).
         "web": [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port),
-                "labs.asgi:application"],
+                "--websocket_connect_timeout", "30", "labs.asgi:application"],
         # As the Procfile: one worker for checks, one for node work.
         "worker": [str(VENV_BIN / "celery"), "-A", "labs.celery:app", "worker", "-n", "checks@%h",
                    "-Q", "celery", "--loglevel=INFO", f"--concurrency={workers}",

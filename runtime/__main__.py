@@ -61,6 +61,8 @@ def main(argv=None) -> int:
     bench.add_argument("--site-drivers", default="builtin",
                        help="drivers the site figures run with (comma-separated)")
     bench.add_argument("--learners", type=int, default=50, help="learners in the load run")
+    bench.add_argument("--pool", type=int, default=0,
+                       help="warm pool nodes started before the load run (0: cold starts)")
     bench.add_argument("--terminals", type=int, default=100, help="terminals typing at once")
     bench.add_argument("--keys", type=int, default=30, help="keystrokes per terminal")
     bench.add_argument("--flood-mb", type=int, default=50, help="flood file size (MiB)")
@@ -97,7 +99,7 @@ async def _dispatch(args) -> int:
         if args.driver:
             drivers = [args.driver]
         site_drivers = [] if args.no_site else [d for d in args.site_drivers.split(",") if d]
-        site_args = ["--learners", str(args.learners), "--terminals", str(args.terminals),
+        site_args = ["--learners", str(args.learners), "--pool", str(args.pool), "--terminals", str(args.terminals),
                      "--keys", str(args.keys), "--flood-mb", str(args.flood_mb),
                      "--capacity", str(args.capacity),
                      "--capacity-seconds", str(args.capacity_seconds)]

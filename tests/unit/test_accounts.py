@@ -33,3 +33,42 @@ def test_wrong_password_is_refused(client, ada):
     response = client.post("/accounts/login/", {"username": "ada", "password": "nope"})
     assert response.status_code == 200
     assert "_auth_user_id" not in client.session
+
+
+def test_password_hashes_run_a_bounded_number_at_once(monkeypatch):
+    """A class signing up at once must not put every core to hashing: the
+    hasher lets only its slots' worth of hashes run together; the others wait.
+    The hashes stay Django's own pbkdf2_sha256, checkable by the stock hasher."""
+    import threading
+    import time
+    from django.contrib.auth import hashers as django_hashers
+    from django.contrib.auth.hashers import PBKDF2PasswordHasher, check_password, make_password
+    from labs import hashers
+
+    stock = make_password("a long pass phrase 42", hasher=PBKDF2PasswordHasher())
+    assert check_password("a long pass phrase 42", stock)  # verified by ours, the default
+    ours = make_password("a long pass phrase 42")
+    assert ours.startswith("pbkdf2_sha256$")
+    assert PBKDF2PasswordHasher().verify("a long pass phrase 42", ours)
+
+    monkeypatch.setattr(hashers, "_slots", threading.BoundedSemaphore(2))
+    running, most = [0], [0]
+    lock = threading.Lock()
+    real = django_hashers.pbkdf2
+
+    def slow_pbkdf2(*args, **kwargs):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return real(*args, **kwargs)
+    monkeypatch.setattr(django_hashers, "pbkdf2", slow_pbkdf2)
+
+    threads = [threading.Thread(target=make_password, args=("pw %d" % i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most[0] == 2
