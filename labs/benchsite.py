@@ -41,6 +41,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .labclient import Learner, next_event
@@ -700,6 +701,11 @@ async def drain_pool(site, started: list) -> None:
 
 
 async def run(site, args) -> dict:
+    # Each learner's blocking HTTP (sign-up, start) runs in a thread. The
+    # default pool has cpu+4 threads: fifty learners would queue for them here
+    # and the queueing would be counted as the site's start time.
+    threads = max(args.learners, args.terminals, 32) + 8
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=threads))
     r: dict = {"driver": site.driver, "workers": args.workers}
     if args.pool > 0:
         log.info("warm pool: %d nodes", args.pool)

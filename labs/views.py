@@ -133,8 +133,13 @@ def signup(request):
     if request.method == "POST":
         form = UserCreationForm(request.POST, instance=guest) if guest else UserCreationForm(request.POST)
         if form.is_valid():
+            # Hash the password first: inside the transaction it would hold
+            # SQLite's write lock for the whole hash (and its wait for a
+            # hashing slot), and a class signing up at once would time out.
+            user = form.save(commit=False)
             with transaction.atomic():
-                user = form.save()
+                user.save()
+                form.save_m2m()
                 if guest:
                     Profile.objects.filter(user=user).update(guest=False)
             login(request, user, backend="django.contrib.auth.backends.ModelBackend")

@@ -72,3 +72,23 @@ def test_password_hashes_run_a_bounded_number_at_once(monkeypatch):
     for t in threads:
         t.join()
     assert most[0] == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_signup_hashes_the_password_outside_any_transaction(client, monkeypatch):
+    """A transaction holds SQLite's write lock (BEGIN IMMEDIATE): hashing in
+    one would keep every other write waiting for the whole hash."""
+    from django.db import connection
+    from labs.hashers import BoundedPBKDF2PasswordHasher
+    seen = []
+    real = BoundedPBKDF2PasswordHasher.encode
+
+    def encode(self, *args, **kwargs):
+        seen.append(connection.in_atomic_block)
+        return real(self, *args, **kwargs)
+    monkeypatch.setattr(BoundedPBKDF2PasswordHasher, "encode", encode)
+    response = client.post("/accounts/signup/", {
+        "username": "grace", "password1": "a long pass phrase 42", "password2": "a long pass phrase 42"})
+    assert response.status_code == 302
+    assert seen == [False]
+    assert get_user_model().objects.get(username="grace").check_password("a long pass phrase 42")
