@@ -681,23 +681,10 @@ def site_errors(site) -> list[str]:
 async def fill_pool(site, size: int) -> dict:
     """Start `size` warm pool nodes (the runtime's own pool, which every start
     claims from first) and time it; the ids are ours to remove afterwards."""
-    from runtime import get_driver
-    driver = get_driver(site.driver)
-    had = len(driver.pool_nodes()) if hasattr(driver, "pool_nodes") else 0
+    from runtime import bench, get_driver
     began = now()
-    started = await asyncio.to_thread(driver.fill_pool, had + size)
+    started = await bench.grow_pool(get_driver(site.driver), size)
     return {"size": size, "started": started, "seconds": now() - began}
-
-
-async def drain_pool(site, started: list) -> None:
-    """Remove the pool nodes this bench started that no learner claimed."""
-    from runtime import get_driver
-    driver = get_driver(site.driver)
-    left = {n.id for n in driver.list_nodes() if n.session == "warm-pool"}
-    for node_id in started:
-        if node_id in left:
-            with contextlib.suppress(Exception):
-                await driver.stop(node_id)
 
 
 async def run(site, args) -> dict:
@@ -714,7 +701,8 @@ async def run(site, args) -> dict:
         return await stages(site, args, r)
     finally:
         if r.get("pool"):
-            await drain_pool(site, r["pool"]["started"])
+            from runtime import bench, get_driver
+            await bench.drain_pool(get_driver(site.driver), r["pool"]["started"])
 
 
 async def stages(site, args, r: dict) -> dict:

@@ -99,9 +99,9 @@ async def _dispatch(args) -> int:
         if args.driver:
             drivers = [args.driver]
         site_drivers = [] if args.no_site else [d for d in args.site_drivers.split(",") if d]
-        site_args = ["--learners", str(args.learners), "--pool", str(args.pool), "--terminals", str(args.terminals),
-                     "--keys", str(args.keys), "--flood-mb", str(args.flood_mb),
-                     "--capacity", str(args.capacity),
+        site_args = ["--learners", str(args.learners), "--pool", str(args.pool),
+                     "--terminals", str(args.terminals), "--keys", str(args.keys),
+                     "--flood-mb", str(args.flood_mb), "--capacity", str(args.capacity),
                      "--capacity-seconds", str(args.capacity_seconds)]
         # The bench runs its own event loops (and a real site in a subprocess).
         print(await asyncio.to_thread(bench.report, drivers, args.nodes, site_drivers,

@@ -118,23 +118,37 @@ async def bench_node_start(driver: Driver, count: int) -> dict:
             stops.append(time.perf_counter() - began)
         has_pool = hasattr(driver, "pool_nodes")
         if has_pool:
-            # The pool is shared by the machine: fill it to what was there plus
-            # `count`, claim `count` from it, and remove what this bench added.
-            had = len(driver.pool_nodes())
-            pool_started = await asyncio.to_thread(driver.fill_pool, had + count)
+            pool_started = await grow_pool(driver, count)
             for i in range(min(count, len(pool_started))):
                 began = time.perf_counter()
                 await driver.start(NodeSpec(session=session, name=f"warm{i + 1}"))
                 warm.append(time.perf_counter() - began)
     finally:
         await driver.stop_session(session)
-        left = {n.id for n in driver.list_nodes()}
-        for node_id in pool_started:
-            if node_id in left:
-                with contextlib.suppress(LabRuntimeError):
-                    await driver.stop(node_id)
+        await drain_pool(driver, pool_started)
     return {"start": times, "idle_pss": pss, "stop": stops, "warm": warm,
             "pool": has_pool}
+
+
+async def grow_pool(driver: Driver, count: int) -> list:
+    """Add `count` nodes to the machine's warm pool (shared: it is filled to
+    what was there plus `count`); the ids of the nodes this started."""
+    if not hasattr(driver, "pool_nodes"):
+        return []
+    had = len(driver.pool_nodes())
+    return await asyncio.to_thread(driver.fill_pool, had + count)
+
+
+async def drain_pool(driver: Driver, started: list) -> None:
+    """Remove the nodes of `started` still waiting in the pool (nobody claimed them)."""
+    if not started:
+        return
+    from .builtin import POOL_SESSION
+    waiting = {n.id for n in driver.list_nodes() if n.session == POOL_SESSION}
+    for node_id in started:
+        if node_id in waiting:
+            with contextlib.suppress(LabRuntimeError):
+                await driver.stop(node_id)
 
 
 def _ms(values: list) -> str:
