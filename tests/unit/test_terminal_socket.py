@@ -1,10 +1,13 @@
 """Ada types into her node's terminal; Bob and strangers get nothing."""
+import asyncio
 import json
 
+import channels.consumer
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
+from labs import consumers
 from labs.asgi import application
 from labs.models import LabSession
 
@@ -13,6 +16,15 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def terminal_path(node_pk, cols=100, rows=30):
     return f"/ws/nodes/{node_pk}/terminal/?cols={cols}&rows={rows}"
+
+
+async def owners_terminal(session, owner, ws_headers):
+    """The owner's terminal socket on the session's node1, connected."""
+    node = await database_sync_to_async(session.node1)()
+    headers = await database_sync_to_async(ws_headers)(owner)
+    comm = WebsocketCommunicator(application, terminal_path(node.pk), headers=headers)
+    assert (await comm.connect())[0]
+    return comm
 
 
 async def test_owner_gets_her_keystrokes_echoed(ready_session, ada, ws_headers, fake_driver):
@@ -38,10 +50,7 @@ async def test_owner_gets_her_keystrokes_echoed(ready_session, ada, ws_headers, 
 
 
 async def test_command_end_marks_never_reach_the_browser(ready_session, ada, ws_headers, fake_driver):
-    node = await database_sync_to_async(ready_session.node1)()
-    headers = await database_sync_to_async(ws_headers)(ada)
-    comm = WebsocketCommunicator(application, terminal_path(node.pk), headers=headers)
-    assert (await comm.connect())[0]
+    comm = await owners_terminal(ready_session, ada, ws_headers)
     await comm.send_to(bytes_data=b"done\r\n\x1b]6973;cmd-end;0\x07$ ")
     assert await comm.receive_from(timeout=2) == b"done\r\n$ "
     await comm.disconnect()
@@ -90,9 +99,6 @@ async def test_foreign_origin_is_rejected(ready_session, ada, ws_headers):
 
 async def test_a_command_end_checks_at_once_and_a_burst_adds_one_run(
         ready_session, ada, ws_headers, fake_driver, monkeypatch):
-    import asyncio
-    from labs import consumers
-
     runs = []
 
     async def enqueue(session_id):
@@ -101,10 +107,7 @@ async def test_a_command_end_checks_at_once_and_a_burst_adds_one_run(
     # A long window: a check that waited for it would not have run yet below.
     monkeypatch.setattr(consumers, "CHECK_WINDOW_SECONDS", 1.0)
 
-    node = await database_sync_to_async(ready_session.node1)()
-    headers = await database_sync_to_async(ws_headers)(ada)
-    comm = WebsocketCommunicator(application, terminal_path(node.pk), headers=headers)
-    assert (await comm.connect())[0]
+    comm = await owners_terminal(ready_session, ada, ws_headers)
     mark = b"\x1b]6973;cmd-end;0\x07$ "
     await comm.send_to(bytes_data=b"one\r\n" + mark)
     await comm.receive_from(timeout=2)
@@ -126,7 +129,6 @@ async def test_keystrokes_skip_the_shared_database_thread(ready_session, ada, ws
     """Channels hops to its one synchronous thread before each message to close
     stale database connections; keystrokes of a hundred terminals would queue
     there. The terminal's keystrokes do not make that hop; its other messages do."""
-    import channels.consumer
     hops = []
     real = channels.consumer.aclose_old_connections
 
@@ -135,10 +137,7 @@ async def test_keystrokes_skip_the_shared_database_thread(ready_session, ada, ws
         await real()
     monkeypatch.setattr(channels.consumer, "aclose_old_connections", counted)
 
-    node = await database_sync_to_async(ready_session.node1)()
-    headers = await database_sync_to_async(ws_headers)(ada)
-    comm = WebsocketCommunicator(application, terminal_path(node.pk), headers=headers)
-    assert (await comm.connect())[0]
+    comm = await owners_terminal(ready_session, ada, ws_headers)
     after_connect = len(hops)
     assert after_connect >= 1  # the connect message still makes it
     for key in b"hello":
