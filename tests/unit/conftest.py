@@ -79,17 +79,22 @@ def ws_headers(client):
     return make
 
 
-@pytest.fixture
-def ready_session(lesson, ada, fake_driver):
-    """Ada's session for the lesson with node1 started on the fake driver."""
+def started_session(user, lesson):
+    """`user`'s new session of `lesson`, its nodes started (on the fake driver)."""
     from labs import tasks
     from labs.models import LabSession
 
-    session, needs_start = LabSession.ensure_for(ada, lesson)
+    session, needs_start = LabSession.ensure_for(user, lesson)
     assert needs_start
     assert tasks.start_session(session.pk) == LabSession.READY
     session.refresh_from_db()
     return session
+
+
+@pytest.fixture
+def ready_session(lesson, ada, fake_driver):
+    """Ada's session for the lesson with node1 started on the fake driver."""
+    return started_session(ada, lesson)
 
 
 def make_lesson_def(tmp_path, slug="two-nodes", nodes=("node1", "node2"), steps=(), files=()):
@@ -145,14 +150,7 @@ def two_node_lesson(db, tmp_path):
 @pytest.fixture
 def two_node_session(two_node_lesson, ada, fake_driver):
     """Ada's session of the two-node lesson, both nodes started on the fake driver."""
-    from labs import tasks
-    from labs.models import LabSession
-
-    session, needs_start = LabSession.ensure_for(ada, two_node_lesson)
-    assert needs_start
-    assert tasks.start_session(session.pk) == LabSession.READY
-    session.refresh_from_db()
-    return session
+    return started_session(ada, two_node_lesson)
 
 
 # ---- classrooms: Iris teaches Ada and Bob; Ivan teaches another class; Otto is outside ----
