@@ -10,6 +10,7 @@ from runtime import ExecResult
 
 from labs import consumers
 from labs.asgi import application
+from tests.unit.sockets import node1_terminal
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -131,9 +132,7 @@ async def test_failed_command_with_a_known_error_gets_a_hint(ready_session, ada,
     fake_driver.responder = lambda node, argv: ExecResult(1, "not yet")
     headers = await database_sync_to_async(ws_headers)(ada)
     comm = await lesson_socket(headers)
-    node = await database_sync_to_async(ready_session.node1)()
-    term = WebsocketCommunicator(application, f"/ws/nodes/{node.pk}/terminal/", headers=headers)
-    assert (await term.connect())[0]
+    term = await node1_terminal(ready_session, headers)
     await term.send_to(bytes_data=b"[node1] ~# docker run --name web -p 8080:80 nginx\r\n")
     await term.send_to(bytes_data=b"docker: Error response from daemon: driver failed: Bind for "
                                   b"0.0.0.0:8080 failed: port is already \x1b[1mallocated\x1b[0m.\r\n"
@@ -152,9 +151,7 @@ async def test_hint_goes_to_the_first_step_not_done(ready_session, ada, ws_heade
     fake_driver.responder = lambda node, argv: ExecResult(1, "not yet")
     headers = await database_sync_to_async(ws_headers)(ada)
     comm = await lesson_socket(headers)
-    node = await database_sync_to_async(ready_session.node1)()
-    term = WebsocketCommunicator(application, f"/ws/nodes/{node.pk}/terminal/", headers=headers)
-    assert (await term.connect())[0]
+    term = await node1_terminal(ready_session, headers)
     await term.send_to(bytes_data=b"Error: No such container: mydb\r\n\x1b]6973;cmd-end;1\x07")
     assert (await read_until_hint(comm))["step"] == 2
     await term.disconnect()
@@ -166,9 +163,7 @@ async def test_no_hint_when_the_command_succeeded_or_the_error_is_unknown(ready_
     fake_driver.responder = lambda node, argv: ExecResult(1, "not yet")
     headers = await database_sync_to_async(ws_headers)(ada)
     comm = await lesson_socket(headers)
-    node = await database_sync_to_async(ready_session.node1)()
-    term = WebsocketCommunicator(application, f"/ws/nodes/{node.pk}/terminal/", headers=headers)
-    assert (await term.connect())[0]
+    term = await node1_terminal(ready_session, headers)
     # Exit 0: the text mentions an error but the command worked.
     await term.send_to(bytes_data=b"grep 'No such container' notes\r\nNo such container\r\n"
                                   b"\x1b]6973;cmd-end;0\x07")

@@ -10,6 +10,7 @@ from channels.testing import WebsocketCommunicator
 from labs import consumers
 from labs.asgi import application
 from labs.models import LabSession
+from tests.unit.sockets import node1_terminal
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -20,11 +21,8 @@ def terminal_path(node_pk, cols=100, rows=30):
 
 async def owners_terminal(session, owner, ws_headers):
     """The owner's terminal socket on the session's node1, connected."""
-    node = await database_sync_to_async(session.node1)()
     headers = await database_sync_to_async(ws_headers)(owner)
-    comm = WebsocketCommunicator(application, terminal_path(node.pk), headers=headers)
-    assert (await comm.connect())[0]
-    return comm
+    return await node1_terminal(session, headers, "?cols=100&rows=30")
 
 
 async def test_owner_gets_her_keystrokes_echoed(ready_session, ada, ws_headers, fake_driver):
