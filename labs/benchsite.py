@@ -44,6 +44,10 @@ import urllib.error
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from runtime import NodeSpec, get_driver
+from runtime.bench import drain_pool, grow_pool, percentile
+from runtime.builtin import mem_available
+
 from .labclient import Learner, next_event
 from .livesite import live_site
 
@@ -55,14 +59,6 @@ QUIET_SECONDS = 0.3
 
 
 # ----------------------------------------------------------------- figures
-
-def percentile(values: list, pct: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
-    return ordered[index]
-
 
 def summary(values: list) -> dict:
     """median, p95, p99, min, max and n of a list of numbers (empty: n=0)."""
@@ -82,14 +78,6 @@ def fmt(s: dict, unit: str = "ms", digits: int = 1) -> str:
 
 def now() -> float:
     return time.perf_counter()
-
-
-def mem_available() -> int:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 # ----------------------------------------------------------------- terminal helpers
@@ -448,7 +436,6 @@ async def capacity_stage(site, seats: list, target: int, batch: int, seconds: fl
     """Idle nodes added in batches until `target` nodes (the learners' count too),
     or the site's page p95 passes `page_limit_ms`, or memory falls under `headroom`,
     or a start fails, or `seconds` run out. The nodes added are removed at the end."""
-    from runtime import NodeSpec, get_driver
     driver = get_driver(site.driver)
     own = lambda: [n for n in driver.list_nodes() if n.session.startswith(site.prefix)]  # noqa: E731
     probe = seats[0]
@@ -681,9 +668,8 @@ def site_errors(site) -> list[str]:
 async def fill_pool(site, size: int) -> dict:
     """Start `size` warm pool nodes (the runtime's own pool, which every start
     claims from first) and time it; the ids are ours to remove afterwards."""
-    from runtime import bench, get_driver
     began = now()
-    started = await bench.grow_pool(get_driver(site.driver), size)
+    started = await grow_pool(get_driver(site.driver), size)
     return {"size": size, "started": started, "seconds": now() - began}
 
 
@@ -701,8 +687,7 @@ async def run(site, args) -> dict:
         return await stages(site, args, r)
     finally:
         if r.get("pool"):
-            from runtime import bench, get_driver
-            await bench.drain_pool(get_driver(site.driver), r["pool"]["started"])
+            await drain_pool(get_driver(site.driver), r["pool"]["started"])
 
 
 async def stages(site, args, r: dict) -> dict:
