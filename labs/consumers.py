@@ -228,6 +228,16 @@ class EngineWatcher:
             log.exception("could not enqueue checks for session %s", self.session_id)
 
 
+def client_message(text_data) -> dict:
+    """A client's JSON control message; {} for anything that is not a JSON object
+    (a page sends nothing else; whatever else comes is ignored)."""
+    try:
+        message = json.loads(text_data or "")
+    except ValueError:
+        return {}
+    return message if isinstance(message, dict) else {}
+
+
 _background: set = set()
 
 
@@ -285,12 +295,7 @@ class LessonConsumer(AsyncWebsocketConsumer):
             watcher.release()
 
     async def receive(self, text_data=None, bytes_data=None):
-        try:
-            message = json.loads(text_data or "")
-        except ValueError:
-            return
-        if not isinstance(message, dict):
-            return
+        message = client_message(text_data)
         if message.get("type") == "control":
             await self._control(message)
             return
@@ -519,11 +524,8 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             if b"\r" in bytes_data:
                 self._check_when_quiet(time.monotonic())
             return
-        try:
-            message = json.loads(text_data or "")
-        except ValueError:
-            return
-        if isinstance(message, dict) and message.get("type") == "resize":
+        message = client_message(text_data)
+        if message.get("type") == "resize":
             self.size = (_size(message.get("cols"), 80), _size(message.get("rows"), 24))
             self.term.resize(*self.size)
             if self.watched_until > time.monotonic():
@@ -700,12 +702,7 @@ class WatchConsumer(AsyncWebsocketConsumer):
                 await self.channel_layer.group_send(term_group(self.node.pk),
                                                     {"type": "term.input", "data": bytes_data})
             return
-        try:
-            message = json.loads(text_data or "")
-        except ValueError:
-            return
-        if not isinstance(message, dict):
-            return
+        message = client_message(text_data)
         if message.get("type") == "control-request":
             event = {"type": "control-request", "instructor": self.user.pk,
                      "name": self.user.get_full_name() or self.user.username,
