@@ -30,6 +30,16 @@ def started_node(learner: Learner) -> int:
     return asyncio.run(run())
 
 
+def event_after_command(learner: Learner, node: int, command: bytes, wanted, seconds: float):
+    """Type `command` in the node's terminal; the first lesson event that is `wanted`."""
+    async def run():
+        async with learner.connect(f"/ws/lessons/{SLUG}/") as lesson, \
+                learner.connect(f"/ws/nodes/{node}/terminal/?cols=120&rows=30") as term:
+            await term.send(command)
+            return await next_event(lesson, wanted, seconds)
+    return asyncio.run(run())
+
+
 def test_learner_completes_step_one_in_the_terminal(live_site):
     ada = Learner(live_site.url)
     ada.signup("ada")

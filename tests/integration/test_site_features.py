@@ -13,7 +13,7 @@ import urllib.error
 import pytest
 import websockets
 
-from tests.integration.test_lesson_flow import SLUG, started_node
+from tests.integration.test_lesson_flow import SLUG, event_after_command, started_node
 from labs.labclient import Learner, next_event
 
 
@@ -23,14 +23,9 @@ def test_published_nginx_opens_through_the_site_for_its_owner_only(live_site):
     eve.signup("eve-ports")
     node = started_node(ada)
 
-    async def run_nginx():
-        async with ada.connect(f"/ws/lessons/{SLUG}/") as lesson, \
-                ada.connect(f"/ws/nodes/{node}/terminal/?cols=120&rows=30") as term:
-            await term.send(b"docker run -d -p 8080:80 nginx\r")
-            return await next_event(lesson, lambda e: e.get("type") == "ports"
-                                    and any(p["port"] == 8080 for p in e["ports"]), 120)
-
-    event = asyncio.run(run_nginx())
+    event = event_after_command(ada, node, b"docker run -d -p 8080:80 nginx\r",
+                                lambda e: e.get("type") == "ports"
+                                and any(p["port"] == 8080 for p in e["ports"]), 120)
     assert event["node"] == node and event["name"] == "node1"
     (port,) = [p for p in event["ports"] if p["port"] == 8080]
     assert port["target"] == 80
@@ -107,13 +102,8 @@ def test_failed_command_with_a_known_error_shows_a_hint(live_site):
     ada.signup("ada-hints")
     node = started_node(ada)
 
-    async def run():
-        async with ada.connect(f"/ws/lessons/{SLUG}/") as lesson, \
-                ada.connect(f"/ws/nodes/{node}/terminal/?cols=120&rows=30") as term:
-            await term.send(b"docker container rm no-such-box\r")
-            return await next_event(lesson, lambda e: e.get("type") == "hint", 60)
-
-    hint = asyncio.run(run())
+    hint = event_after_command(ada, node, b"docker container rm no-such-box\r",
+                               lambda e: e.get("type") == "hint", 60)
     assert hint["step"] == 1 and hint["node"] == "node1"
     assert "no container with that name" in hint["message"]
 
