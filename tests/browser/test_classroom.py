@@ -22,17 +22,9 @@ import tempfile
 
 from playwright.sync_api import expect
 
-PASSWORD = "a-long-pass-phrase-42"
+from tests.browser.accounts import sign_up
+
 COMMAND = "docker container run alpine hostname"
-
-
-def sign_up(page, url, name):
-    page.goto(url + "/accounts/signup/")
-    page.fill("input[name=username]", name)
-    page.fill("input[name=password1]", PASSWORD)
-    page.fill("input[name=password2]", PASSWORD)
-    page.click("main button[type=submit]")
-    expect(page.locator("#dashboard")).to_be_visible()
 
 
 def join(page, url, code):

@@ -13,20 +13,12 @@ import tempfile
 
 from playwright.sync_api import expect
 
-PASSWORD = "a-long-pass-phrase-42"
+from tests.browser.accounts import sign_up
 
-
-def sign_up(page, live_site, name):
-    page.goto(live_site.url + "/accounts/signup/")
-    page.fill("input[name=username]", name)
-    page.fill("input[name=password1]", PASSWORD)
-    page.fill("input[name=password2]", PASSWORD)
-    page.click("button[type=submit], input[type=submit]")
-    expect(page.get_by_text("Run your first containers")).to_be_visible()
 
 
 def test_clicking_a_command_runs_it_and_the_step_turns_done(page, live_site):
-    sign_up(page, live_site, "lin")
+    sign_up(page, live_site.url, "lin")
     page.goto(live_site.url + "/lessons/first-containers/")
     step1 = page.locator('[data-step="1"]')
     expect(step1).to_have_attribute("data-state", "pending")
@@ -45,7 +37,7 @@ def test_clicking_a_command_runs_it_and_the_step_turns_done(page, live_site):
 
 
 def test_two_node_lesson_has_a_terminal_per_tab(page, live_site):
-    sign_up(page, live_site, "tabs")
+    sign_up(page, live_site.url, "tabs")
     page.goto(live_site.url + "/lessons/overlay-networking/")
     tabs = page.locator(".term-tab")
     expect(tabs).to_have_count(2)
@@ -87,7 +79,7 @@ def test_two_node_lesson_has_a_terminal_per_tab(page, live_site):
 
 
 def test_quiz_answer_is_checked_on_the_server(page, live_site):
-    sign_up(page, live_site, "quiz")
+    sign_up(page, live_site.url, "quiz")
     page.goto(live_site.url + "/lessons/containers-and-images/")
     step1 = page.locator('[data-step="1"]')
     expect(step1).to_have_attribute("data-state", "pending")

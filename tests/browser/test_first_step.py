@@ -9,14 +9,11 @@ import re
 
 from playwright.sync_api import expect
 
+from tests.browser.accounts import sign_up
+
 
 def test_new_learner_finishes_step_one(page, live_site):
-    page.goto(live_site.url + "/accounts/signup/")
-    page.fill("input[name=username]", "grace")
-    page.fill("input[name=password1]", "a-long-pass-phrase-42")
-    page.fill("input[name=password2]", "a-long-pass-phrase-42")
-    page.click("button[type=submit], input[type=submit]")
-    expect(page.get_by_text("Run your first containers")).to_be_visible()
+    sign_up(page, live_site.url, "grace")
 
     page.get_by_text("Run your first containers").first.click()
     step1 = page.locator('[data-step="1"]')

@@ -24,7 +24,8 @@ from pathlib import Path
 
 from playwright.sync_api import expect
 
-PASSWORD = "a-long-pass-phrase-42"
+from tests.browser.accounts import sign_up
+
 CONTENT = Path(__file__).resolve().parents[2] / "labs" / "content"
 
 COMMAND_SECONDS = 180    # one command (apt-get in a container, a service converging)
@@ -128,13 +129,7 @@ class Learner:
 
     # ---- the site -----------------------------------------------------------
     def sign_up(self, name):
-        page = self.page
-        page.goto(self.site.url + "/accounts/signup/")
-        page.fill("input[name=username]", name)
-        page.fill("input[name=password1]", PASSWORD)
-        page.fill("input[name=password2]", PASSWORD)
-        page.click("button[type=submit], input[type=submit]")
-        expect(page.get_by_text("Run your first containers")).to_be_visible()
+        sign_up(self.page, self.site.url, name)
 
     def start(self, slug):
         self.slug = slug
