@@ -235,6 +235,11 @@ class Learner:
             "([name, text]) => window.__lab.cursor(name).before.endsWith(text)",
             arg=[node, command], timeout=10_000)
         self.page.keyboard.press("Control+u")  # readline: kill the line
+        # Type only once the emptied line shows: readline redraws a line by its
+        # difference from what is shown, so typing over the placeholder would
+        # echo just the changed part, never the whole command.
+        self.page.wait_for_function(
+            "name => /[#$] $/.test(window.__lab.cursor(name).before)", arg=node, timeout=10_000)
         before = self.writes(node)
         self.page.keyboard.type(filled)
         self.page.keyboard.press("Enter")
