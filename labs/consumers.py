@@ -27,7 +27,8 @@ from runtime.termmarks import MarkParser
 
 from .hints import hint_for
 from .live import classroom_group, term_group, watch_group
-from .models import Classroom, LabNode, LabSession, Lesson, learner_group, user_group
+from .models import (Classroom, LabNode, LabSession, Lesson, StepProgress, learner_group,
+                     user_group)
 from . import tasks
 
 log = logging.getLogger(__name__)
@@ -244,7 +245,8 @@ _background: set = set()
 class LessonConsumer(AsyncWebsocketConsumer):
     """ws/lessons/<slug>/: events of one learner in one lesson.
 
-    Server -> client JSON: {"type": "progress"|"session"|"step", ...}.
+    Server -> client JSON: {"type": "progress"|"session"|"step", ...}; on
+    connect, the session (if any) and then every step state recorded so far.
     Client -> server JSON: {"type": "check"} runs the step checks.
     """
 
@@ -269,6 +271,14 @@ class LessonConsumer(AsyncWebsocketConsumer):
         session = await self._session()
         if session is not None:
             await self.send_json(await database_sync_to_async(session.event)())
+        # What was recorded while no socket of this page was listening (the
+        # page was reconnecting after a restart or a network drop) would
+        # otherwise show only after a reload: send every step's state now.
+        # After group_add, so nothing recorded from here on is missed.
+        progress = await database_sync_to_async(StepProgress.states_for)(user, self.lesson)
+        for number in sorted(progress):
+            await self.send_json(progress[number].event())
+        if session is not None:
             await self._watch(session)
 
     async def disconnect(self, code):

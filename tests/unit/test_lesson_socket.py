@@ -78,6 +78,31 @@ async def test_reconnecting_page_is_told_where_the_session_stands(ready_session,
     await comm.disconnect()
 
 
+
+async def test_reconnecting_page_gets_the_steps_recorded_while_it_was_away(
+        ready_session, ada, ws_headers, fake_driver):
+    # Step 1 turns done while no page listens (its socket dropped when Redis
+    # restarted, say): the push reaches nobody.
+    fake_driver.responder = lambda node, argv: (
+        ExecResult(0, "") if "ancestor=alpine" in argv[2] else ExecResult(1, "List every container."))
+    await sync_to_async(tasks.run_checks)(ready_session.pk)
+    headers = await database_sync_to_async(ws_headers)(ada)
+    comm = await lesson_socket(headers)
+    assert (await next_event(comm))["type"] == "session"
+    assert [await next_event(comm), await next_event(comm)] == [
+        {"type": "step", "step": 1, "state": "done", "message": ""},
+        {"type": "step", "step": 2, "state": "pending", "message": "List every container."},
+    ]
+    await comm.disconnect()
+
+
+async def test_bobs_page_gets_none_of_adas_steps(ready_session, bob, ws_headers, fake_driver):
+    fake_driver.responder = lambda node, argv: ExecResult(0, "")
+    await sync_to_async(tasks.run_checks)(ready_session.pk)
+    comm = await lesson_socket(await database_sync_to_async(ws_headers)(bob))
+    assert await comm.receive_nothing(timeout=0.3)
+    await comm.disconnect()
+
 async def test_finished_command_in_terminal_runs_checks_and_step_event_arrives(
         ready_session, ada, ws_headers, fake_driver):
     fake_driver.responder = lambda node, argv: (
