@@ -158,8 +158,12 @@ def live_site(prefix: str = SESSION_PREFIX, driver: str = "builtin", workers: in
         **(extra_env or {}),
     }
     commands = {
+        # As the Procfile: no snapshots while running, one on shutdown, so a
+        # restarted Redis still has its queued tasks and channel groups.
         "redis": ["redis-server", "--bind", "127.0.0.1", "--port", str(redis_port),
-                  "--save", "", "--appendonly", "no"],
+                  "--save", "", "--appendonly", "no", "--dir", str(workdir),
+                  "--dbfilename", "redis.rdb", "--shutdown-on-sigterm", "save",
+                  "--shutdown-on-sigint", "save"],
         # As the Procfile: a websocket may take up to 30 s to be accepted
         # when the site is busy (Daphne's default, 5 s, drops it silently).
         "web": [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port),

@@ -9,6 +9,9 @@ import os
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from labs.oslimits import raise_open_file_limit
 
@@ -151,9 +154,17 @@ elif CHANNEL_LAYER == "redis":
             # redis-py 8 caps a pool at 100 connections by default and then
             # fails ("Too many connections"): a hundred open terminals plus
             # their lesson sockets, group_add and group_send need more at once.
+            # After Redis restarts, every pooled connection is dead; redis-py
+            # (asyncio) does not retry by default, so the first command on each
+            # failed and took its socket down (HTTP 500 on connect, dropped
+            # pages). Reconnect and retry for up to about 3 s instead. Redis
+            # keeps its data over a restart (Procfile: saved on shutdown), so
+            # a socket that lives on is still in its groups.
             "CONFIG": {"hosts": [{"address": REDIS_URL,
                                   "socket_timeout": envint("REDIS_SOCKET_TIMEOUT", "30"),
-                                  "max_connections": envint("REDIS_MAX_CONNECTIONS", "2000")}]},
+                                  "max_connections": envint("REDIS_MAX_CONNECTIONS", "2000"),
+                                  "retry": Retry(ExponentialWithJitterBackoff(base=0.1, cap=1.0), 5),
+                                  "retry_on_error": [RedisConnectionError]}]},
         }
     }
 else:
