@@ -18,6 +18,7 @@ import time
 from urllib.parse import parse_qs
 
 from asgiref.sync import sync_to_async
+from autobahn.exception import Disconnected
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -462,6 +463,9 @@ class TerminalConsumer(AsyncWebsocketConsumer):
                     self._schedule_checks()
         except asyncio.CancelledError:
             raise
+        except Disconnected:
+            # The browser went away while output was on its way: not an error.
+            log.debug("terminal socket of %s closed mid-send", self.node.runtime_id)
         except Exception:
             log.exception("terminal pump of %s failed", self.node.runtime_id)
         await self.close()
