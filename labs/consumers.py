@@ -30,7 +30,7 @@ from .hints import hint_for
 from .live import classroom_group, term_group, watch_group
 from .models import (Classroom, LabNode, LabSession, Lesson, StepProgress, learner_group,
                      user_group)
-from . import tasks
+from . import groups, tasks
 
 log = logging.getLogger(__name__)
 
@@ -266,27 +266,32 @@ class LessonConsumer(AsyncWebsocketConsumer):
         self.user = user
         self.watchers = []
         self.group = learner_group(user.pk, slug)
-        await self.channel_layer.group_add(self.group, self.channel_name)
-        await self.channel_layer.group_add(user_group(user.pk), self.channel_name)
+        await groups.join(self.channel_layer, self.channel_name,
+                          [self.group, user_group(user.pk)], on_rejoin=self._catch_up)
         await self.accept()
-        session = await self._session()
-        if session is not None:
-            await self.send_json(await database_sync_to_async(session.event)())
-        # What was recorded while no socket of this page was listening (the
-        # page was reconnecting after a restart or a network drop) would
-        # otherwise show only after a reload: send every step's state now.
-        # After group_add, so nothing recorded from here on is missed.
-        progress = await database_sync_to_async(StepProgress.states_for)(user, self.lesson)
-        for number in sorted(progress):
-            await self.send_json(progress[number].event())
+        session = await self._catch_up()
         if session is not None:
             await self._watch(session)
 
+    async def _catch_up(self):
+        """Send where the session stands and every step's recorded state.
+
+        What was recorded while no socket of this page listened (the page was
+        reconnecting after a restart or a network drop, or Redis lost the
+        group) would otherwise show only after a reload. Called after joining
+        the groups, so nothing recorded from then on is missed.
+        """
+        session = await self._session()
+        if session is not None:
+            await self.send_json(await database_sync_to_async(session.event)())
+        progress = await database_sync_to_async(StepProgress.states_for)(self.user, self.lesson)
+        for number in sorted(progress):
+            await self.send_json(progress[number].event())
+        return session
+
     async def disconnect(self, code):
-        group = getattr(self, "group", None)
-        if group:
-            await self.channel_layer.group_discard(group, self.channel_name)
-            await self.channel_layer.group_discard(user_group(self.user.pk), self.channel_name)
+        if getattr(self, "group", None):
+            await groups.leave(self.channel_layer, self.channel_name)
         self._unwatch()
 
     async def _watch(self, session):
@@ -434,7 +439,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         self.watched_until = 0.0
         self.input_task = None
         self.session = await database_sync_to_async(lambda: node.session)()
-        await self.channel_layer.group_add(term_group(node.pk), self.channel_name)
+        await groups.join(self.channel_layer, self.channel_name, [term_group(node.pk)])
         await self.accept()
         self.pump_task = asyncio.create_task(self._pump())
         # A watcher already waiting (the learner reloaded): it says hello again.
@@ -575,7 +580,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code):
         if getattr(self, "node", None) is not None:
-            await self.channel_layer.group_discard(term_group(self.node.pk), self.channel_name)
+            await groups.leave(self.channel_layer, self.channel_name)
         if self.pump_task is not None:
             self.pump_task.cancel()
         if self.term is not None:
@@ -624,13 +629,17 @@ class ClassroomConsumer(AsyncWebsocketConsumer):
             return
         self.room = room
         self.group = classroom_group(room.pk)
-        await self.channel_layer.group_add(self.group, self.channel_name)
-        grid = await database_sync_to_async(room.grid)()
+        await groups.join(self.channel_layer, self.channel_name, [self.group],
+                          on_rejoin=self._send_grid)
+        await self._send_grid()
+
+    async def _send_grid(self):
+        grid = await database_sync_to_async(self.room.grid)()
         await self.send(text_data=json.dumps({"type": "grid", **grid}))
 
     async def disconnect(self, code):
         if self.group:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+            await groups.leave(self.channel_layer, self.channel_name)
 
     async def classroom_event(self, message):
         await self.send(text_data=json.dumps(message["event"]))
@@ -664,7 +673,7 @@ class WatchConsumer(AsyncWebsocketConsumer):
         self.user, self.node = user, node
         self.control = node.session.controller_id == user.pk
         self.group = watch_group(node.pk)
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        await groups.join(self.channel_layer, self.channel_name, [self.group])
         await self.send(text_data=json.dumps({"type": "control", "granted": self.control}))
         await self._screen()
         self.hello_task = asyncio.create_task(self._hello_loop())
@@ -708,7 +717,7 @@ class WatchConsumer(AsyncWebsocketConsumer):
         if self.hello_task is not None:
             self.hello_task.cancel()
         if self.group:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+            await groups.leave(self.channel_layer, self.channel_name)
 
     async def receive(self, text_data=None, bytes_data=None):
         if bytes_data is not None:

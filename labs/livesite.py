@@ -90,10 +90,14 @@ class LiveSite:
                                                 stdout=log, stderr=subprocess.STDOUT,
                                                 start_new_session=True)
 
-    def restart(self, name: str) -> None:
-        """Stop one process of the site (as an operator or a crash would) and start it again."""
+    def restart(self, name: str, crash: bool = False) -> None:
+        """Stop one process of the site as an operator would (or kill it, as a
+        crash would: it saves nothing) and start it again."""
         proc = self.procs[name]
-        proc.terminate()
+        if crash:
+            os.killpg(proc.pid, 9)
+        else:
+            proc.terminate()
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:

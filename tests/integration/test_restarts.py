@@ -1,4 +1,5 @@
-"""Restarting Daphne, Redis or the Celery worker loses no node, no shell and no progress.
+"""Restarting Daphne, Redis or the Celery worker loses no node, no shell and no progress;
+nor does a Redis crash.
 
 One learner works through the restarts of every process of the site in
 turn; after each, the terminal re-attaches to the same shell and the
@@ -31,12 +32,14 @@ async def step_turns_done(learner, node, command: bytes, step: int) -> dict:
                                     and e.get("step") == step and e.get("state") == "done", 90)
 
 
-async def step_turns_done_across_redis_restart(site, learner, node, command: bytes, step: int):
-    """The lesson page stays open while Redis restarts: its socket must live on,
-    still in its group, and a terminal opened right after must connect at once."""
+async def step_turns_done_across_redis_restart(site, learner, node, command: bytes, step: int,
+                                               crash: bool = False):
+    """The lesson page stays open while Redis restarts (or crashes and comes
+    back empty): its socket must live on and still hear its steps, and a
+    terminal opened right after must connect at once."""
     async with learner.connect(f"/ws/lessons/{SLUG}/") as lesson:
         await next_event(lesson, lambda e: e.get("type") == "session", 30)
-        await asyncio.to_thread(site.restart, "redis")
+        await asyncio.to_thread(site.restart, "redis", crash)
         async with learner.connect(f"/ws/nodes/{node}/terminal/?cols=100&rows=30") as term:
             await term.send(command + b"\r")
             return await next_event(lesson, lambda e: e.get("type") == "step"
@@ -69,3 +72,15 @@ def test_site_restarts_keep_nodes_shells_and_progress(live_site):
     page = ada.get(f"/lessons/{SLUG}/").read().decode()
     assert re.search(r'data-step="1"\s+data-state="done"', page)
     assert re.search(r'data-step="2"\s+data-state="done"', page)
+
+
+def test_a_redis_crash_leaves_no_open_page_deaf(live_site):
+    # Killed, Redis saves nothing and comes back empty: every channel group is
+    # gone. The site notices and puts the open page back into its groups.
+    bea = Learner(live_site.url)
+    bea.signup("bea-crash")
+    node = started_node(bea)
+    event = asyncio.run(step_turns_done_across_redis_restart(
+        live_site, bea, node, b"docker container run alpine hostname", 1, crash=True))
+    assert event["state"] == "done"
+    assert "Redis lost its data" in live_site.log("web")
