@@ -18,6 +18,10 @@ Stages, in this order, all on one site:
   from the prompt arriving after the command to the step event;
 - keystroke echo: one terminal alone, then TERMINALS terminals typing at once;
 - flood: `cat` of a generated file in a node, and Ctrl-C of it;
+- Redis restarts (only with --restarts N): N learners hold their lesson page
+  open while Redis restarts cleanly, then N more while it is killed, and
+  first N more with no restart, to compare; each then does step 1, timed to
+  the step event on the page held open;
 - capacity (only with --capacity N): idle nodes added in batches until N, or
   until the site stops being responsive or memory runs short.
 
@@ -419,6 +423,52 @@ async def flood_stage(seats: list, mebibytes: int, interrupts: int) -> dict:
 
 # ----------------------------------------------------------------- capacity
 
+# ----------------------------------------------------------------- Redis restarts
+
+async def redis_restart_stage(site, count: int, tag: str, timeout: float) -> dict:
+    """`count` learners keep their lesson page open while Redis stops and
+    comes back, cleanly (it saves its data), then killed (it comes back
+    empty). Then each does step 1: how long until their open page hears it.
+    The same first without a restart, to compare. A page whose socket dropped
+    counts as a failure: a learner would have seen "reconnecting"."""
+    rounds = {}
+    for number, (name, restart, crash) in enumerate((("not restarted", False, False),
+                                                     ("clean restart", True, False),
+                                                     ("killed", True, True))):
+        seats = await more_seats(site.url, count, f"{tag}{number}", timeout)
+        times, failures = [], []
+        async with contextlib.AsyncExitStack() as stack:
+            pages = []
+            for seat in seats:
+                lesson = await stack.enter_async_context(
+                    seat.learner.connect(f"/ws/lessons/{SLUG}/"))
+                await next_event(lesson, lambda e: e.get("type") == "session", 30)
+                pages.append((seat, lesson))
+            began = now()
+            if restart:
+                await asyncio.to_thread(site.restart, "redis", crash)
+            back = now() - began
+
+            async def one(seat, lesson):
+                try:
+                    term = await open_term(seat.learner, seat.node)
+                    try:
+                        sent = now()
+                        await term.ws.send(b"docker container run alpine hostname\r")
+                        await next_event(lesson, lambda e: e.get("type") == "step"
+                                         and e.get("step") == 1 and e.get("state") == "done",
+                                         timeout)
+                        times.append((now() - sent) * 1000)
+                    finally:
+                        await term.ws.close()
+                except Exception as exc:
+                    failures.append(f"{seat.name}: {type(exc).__name__}: {exc}"[:300])
+            await asyncio.gather(*(one(seat, lesson) for seat, lesson in pages))
+        rounds[name] = {"pages": len(pages), "redis_back_s": back,
+                        "step_done_ms": summary(times), "failures": failures}
+    return rounds
+
+
 async def page_times(learner: Learner, count: int) -> list:
     times = []
     for _ in range(count):
@@ -616,6 +666,13 @@ def render(r: dict) -> str:
                          f"echo p95 {row['echo_ms'].get('p95', float('nan')):.1f} ms, "
                          f"{row['mem_available'] / 2**30:.1f} GiB available, "
                          f"t={row['elapsed_s']:.0f}s")
+    for name, rnd in r.get("restarts", {}).items():
+        lines.append(f"Redis {name} under {rnd['pages']} open lesson pages"
+                     + (f" (answering again after {rnd['redis_back_s']:.1f} s)"
+                        if name != "not restarted" else "")
+                     + f", then step 1 on each at once: Enter -> step 1 done on the page held "
+                     f"open {fmt(rnd['step_done_ms'], 'ms', 0)}, {len(rnd['failures'])} failures")
+        lines += [f"  failure: {f}" for f in rnd["failures"][:5]]
     for key in ("worker_tasks",):
         if r.get(key):
             lines.append(r[key])
@@ -711,6 +768,9 @@ async def stages(site, args, r: dict) -> dict:
     if args.flood_mb > 0 and seats:
         log.info("flood: %d MiB", args.flood_mb)
         r["flood"] = await flood_stage(seats, args.flood_mb, args.interrupts)
+    if args.restarts > 0:
+        log.info("Redis restarts: %d lesson pages open", args.restarts)
+        r["restarts"] = await redis_restart_stage(site, args.restarts, tag + "r", args.timeout)
     if args.capacity > 0 and seats:
         log.info("capacity: up to %d nodes", args.capacity)
         r["capacity"] = await capacity_stage(site, seats, args.capacity, args.batch,
@@ -734,6 +794,9 @@ def main(argv=None) -> int:
                         help="learners timed one at a time for the check verdict")
     parser.add_argument("--flood-mb", type=int, default=50, help="size of the flood file (MiB)")
     parser.add_argument("--interrupts", type=int, default=5, help="Ctrl-C measurements")
+    parser.add_argument("--restarts", type=int, default=0,
+                        help="lesson pages held open while Redis restarts and is killed "
+                             "(0: skip)")
     parser.add_argument("--capacity", type=int, default=0,
                         help="add idle nodes up to this many (0: skip the stage)")
     parser.add_argument("--batch", type=int, default=10, help="capacity: nodes per step")
@@ -777,6 +840,7 @@ def main(argv=None) -> int:
         r["worker_tasks"] = worker_task_times(site)
         r["site_errors"] = site_errors(site)
         failed = [stage for stage in ("load", "verdict") if r.get(stage, {}).get("failures")]
+        failed += [name for name, rnd in r.get("restarts", {}).items() if rnd["failures"]]
         if failed or r["site_errors"]:
             r["kept_logs"] = keep_logs(site)
         log.info("stopping the site and removing its nodes")

@@ -66,6 +66,8 @@ def main(argv=None) -> int:
     bench.add_argument("--terminals", type=int, default=100, help="terminals typing at once")
     bench.add_argument("--keys", type=int, default=30, help="keystrokes per terminal")
     bench.add_argument("--flood-mb", type=int, default=50, help="flood file size (MiB)")
+    bench.add_argument("--restarts", type=int, default=0,
+                       help="lesson pages held open while Redis restarts (0: skip)")
     bench.add_argument("--capacity", type=int, default=0,
                        help="add idle nodes up to this many with the site up (0: skip)")
     bench.add_argument("--capacity-seconds", type=float, default=900,
@@ -102,7 +104,8 @@ async def _dispatch(args) -> int:
         site_args = ["--learners", str(args.learners), "--pool", str(args.pool),
                      "--terminals", str(args.terminals), "--keys", str(args.keys),
                      "--flood-mb", str(args.flood_mb), "--capacity", str(args.capacity),
-                     "--capacity-seconds", str(args.capacity_seconds)]
+                     "--capacity-seconds", str(args.capacity_seconds),
+                     "--restarts", str(args.restarts)]
         # The bench runs its own event loops (and a real site in a subprocess).
         print(await asyncio.to_thread(bench.report, drivers, args.nodes, site_drivers,
                                       site_args))
