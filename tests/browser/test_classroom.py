@@ -18,11 +18,11 @@ import datetime
 import os
 import sqlite3
 import statistics
-import tempfile
 
 from playwright.sync_api import expect
 
 from tests.browser.accounts import sign_up
+from tests.browser.shots import save_screenshot
 
 COMMAND = "docker container run alpine hostname"
 
@@ -106,9 +106,7 @@ def test_instructor_sees_the_class_live(browser, live_site):
         expect(watched).to_contain_text("lena-still-types")
         assert "iris-was-here" not in terminal.inner_text()
 
-        shot = os.path.join(tempfile.gettempdir(), "lab-instructor-grid.png")
-        iris.screenshot(path=shot, full_page=True)
-        print(f"instructor grid screenshot: {shot}")
+        save_screenshot(iris, "lab-instructor-grid.png", full_page=True)
 
         # Max, a classmate, gets nothing of Lena's.
         sign_up(max_, url, "max")

@@ -7,13 +7,12 @@ and a port published on node2 appears as a link that opens through the site.
 """
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 
 from playwright.sync_api import expect
 
 from tests.browser.accounts import sign_up
+from tests.browser.shots import save_screenshot
 
 
 
@@ -69,9 +68,7 @@ def test_two_node_lesson_has_a_terminal_per_tab(page, live_site):
     response = page.request.get(live_site.url + link.get_attribute("href"))
     assert response.status == 200 and "Welcome to nginx" in response.text()
 
-    shot = os.environ.get("LAB_SCREENSHOT") or tempfile.mktemp(prefix="lab-two-nodes-", suffix=".png")
-    page.screenshot(path=shot)
-    print(f"screenshot of the two-node lesson: {shot}")
+    save_screenshot(page, "lab-two-nodes.png")
 
     page.click('.term-tab[data-node-name="node1"]')
     expect(node1.locator(".xterm-rows")).to_contain_text("one-42")  # its screen is kept
