@@ -615,6 +615,25 @@ class Profile(models.Model):
         return user
 
 
+    @classmethod
+    def stale_guests(cls, days: int):
+        """Guest users nobody will come back to: made more than `days` ago,
+        inactive in any lesson or lab session since, with no session that is
+        still live, and in no classroom (an instructor may still want their
+        progress)."""
+        from django.contrib.auth import get_user_model
+
+        cutoff = timezone.now() - timezone.timedelta(days=days)
+        live = [LabSession.STARTING, LabSession.READY, LabSession.QUEUED]
+        return (get_user_model().objects
+                .filter(lab_profile__guest=True, date_joined__lt=cutoff)
+                .exclude(lesson_activity__last__gte=cutoff)
+                .exclude(lab_sessions__updated__gte=cutoff)
+                .exclude(lab_sessions__state__in=live)
+                .exclude(memberships__isnull=False)
+                .distinct())
+
+
 def is_guest(user) -> bool:
     if user is None or not user.is_authenticated:
         return False

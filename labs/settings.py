@@ -199,7 +199,11 @@ CELERY_BEAT_SCHEDULE = {
                       "schedule": float(envint("LAB_POOL_SECONDS", "15"))},
     "end-sessions": {"task": "labs.tasks.end_sessions",
                      "schedule": float(envint("LAB_END_SESSIONS_SECONDS", "60"))},
+    "remove-stale-guests": {"task": "labs.tasks.remove_stale_guests", "schedule": 3600.0},
 }
+# Guest users idle this many days (and in no classroom) are deleted with
+# their progress (0: keep every guest).
+LAB_GUEST_DAYS = envint("LAB_GUEST_DAYS", "30")
 
 # Session limits. A learner's lab session ends LAB_SESSION_MINUTES after it
 # started (Extend adds LAB_EXTEND_MINUTES), or after LAB_IDLE_MINUTES without

@@ -295,6 +295,23 @@ def end_sessions() -> list:
 
 
 @shared_task(soft_time_limit=240, time_limit=270)
+def remove_stale_guests() -> int:
+    """Run by beat: delete guest users idle for LAB_GUEST_DAYS (0 keeps them all),
+    with their progress; see Profile.stale_guests for who counts."""
+    from .models import Profile
+
+    days = settings.LAB_GUEST_DAYS
+    if days <= 0:
+        return 0
+    stale = list(Profile.stale_guests(days).values_list("pk", flat=True))
+    if stale:
+        from django.contrib.auth import get_user_model
+        get_user_model().objects.filter(pk__in=stale).delete()
+        log.info("removed %d guest users idle for %d days", len(stale), days)
+    return len(stale)
+
+
+@shared_task(soft_time_limit=240, time_limit=270)
 def reset_session(session_id: int) -> str | None:
     """An instructor's reset: stop the learner's nodes, then start fresh ones. Progress stays."""
     session = _session(session_id)

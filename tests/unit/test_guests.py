@@ -1,6 +1,7 @@
 """Try as a guest: a real user flagged guest; signing up keeps the user and its progress."""
 import pytest
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 
 from labs.models import Profile, StepProgress, is_guest
 
@@ -44,3 +45,46 @@ def test_signing_up_without_being_a_guest_makes_a_new_user(client, db):
     client.post("/accounts/signup/", {"username": "hal", "password1": "a-long-pass-phrase-42",
                                       "password2": "a-long-pass-phrase-42"})
     assert not is_guest(get_user_model().objects.get(username="hal"))
+
+
+def _guest_made(days_ago: int):
+    guest = Profile.make_guest()
+    joined = timezone.now() - timezone.timedelta(days=days_ago)
+    get_user_model().objects.filter(pk=guest.pk).update(date_joined=joined)
+    return guest
+
+
+def test_beat_removes_guests_nobody_will_come_back_to(lesson, classroom, settings):
+    from labs import tasks
+    from labs.models import LabSession, LessonActivity, Membership
+
+    settings.LAB_GUEST_DAYS = 30
+    gone = _guest_made(40)  # tried a lesson once, long ago
+    StepProgress.record(gone, lesson.steps.get(number=1), StepProgress.DONE, "")
+    old = timezone.now() - timezone.timedelta(days=40)
+    LessonActivity.objects.filter(user=gone).update(started=old, last=old)
+    new = _guest_made(3)
+    came_back = _guest_made(40)
+    LessonActivity.touch(came_back, lesson)  # active today
+    in_class = _guest_made(40)
+    Membership.objects.create(classroom=classroom, user=in_class)
+    running = _guest_made(40)
+    session = LabSession.objects.create(user=running, lesson=lesson, state=LabSession.READY)
+    LabSession.objects.filter(pk=session.pk).update(updated=old)
+    account = get_user_model().objects.create_user("old-account", password="x-long-pass-42")
+    get_user_model().objects.filter(pk=account.pk).update(date_joined=old)
+
+    assert tasks.remove_stale_guests() == 1
+    left = set(get_user_model().objects.values_list("pk", flat=True))
+    assert gone.pk not in left
+    assert {new.pk, came_back.pk, in_class.pk, running.pk, account.pk} <= left
+    assert not StepProgress.objects.filter(user_id=gone.pk).exists()
+
+
+def test_guest_days_zero_keeps_every_guest(settings):
+    from labs import tasks
+
+    settings.LAB_GUEST_DAYS = 0
+    guest = _guest_made(400)
+    assert tasks.remove_stale_guests() == 0
+    assert get_user_model().objects.filter(pk=guest.pk).exists()
