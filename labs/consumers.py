@@ -56,6 +56,8 @@ EVENTS_WINDOW_SECONDS = 120
 WATCH_HELLO_SECONDS = 20
 # Output of the current command kept for hints (characters).
 HINT_BUFFER_CHARS = 8000
+# Earlier output a terminal hands the page on request (its tmux keeps 10000 lines).
+HISTORY_LINES = 3000
 
 EVENT_TYPES = ("container", "image", "network", "volume", "service", "node")
 # Not exec_*, health_status, attach, resize, kill (die follows), top, ...: checks
@@ -379,7 +381,9 @@ class TerminalConsumer(AsyncWebsocketConsumer):
     """ws/nodes/<pk>/terminal/?cols=..&rows=..: the node's shell.
 
     Binary frames both ways carry terminal bytes; text frames from the
-    client are JSON control messages ({"type": "resize", "cols", "rows"}).
+    client are JSON control messages ({"type": "resize", "cols", "rows"};
+    {"type": "history"} asks for the earlier output, answered with
+    {"type": "history", "text"}).
     """
 
     term = None
@@ -549,6 +553,24 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             self.term.resize(*self.size)
             if self.watched_until > time.monotonic():
                 await self._tell_size()
+        elif message.get("type") == "history":
+            await self.send(text_data=json.dumps({"type": "history", "text": await self._history()}))
+
+    async def _history(self) -> str:
+        """The terminal's earlier output, as plain text.
+
+        tmux in the node keeps it; the browser does not get it, because tmux
+        sends the screen, not every line (a long output arrives as its last
+        screenful), so xterm.js has no scrollback to show.
+        """
+        try:
+            result = await get_driver().exec(self.node.runtime_id, [
+                "tmux", "capture-pane", "-p", "-J", "-S", f"-{HISTORY_LINES}", "-t", "main"],
+                timeout=5)
+        except LabRuntimeError as exc:
+            log.info("no history of %s: %s", self.node.runtime_id, exc.reason)
+            return ""
+        return result.output if result.ok else ""
 
     def _saw_input(self):
         """Keystrokes keep the session from ending idle (recorded at most every 30 s)."""

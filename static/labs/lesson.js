@@ -197,6 +197,9 @@
   const portsBox = document.getElementById("ports");
   const wsBase = (location.protocol === "https:" ? "wss://" : "ws://") + location.host;
   const encoder = new TextEncoder();
+  const historyBox = document.getElementById("term-history");
+  const historyText = document.getElementById("term-history-text");
+  const historyTitle = document.getElementById("term-history-title");
 
   const names = (lab.dataset.nodeNames || "node1").split(",").filter(Boolean);
   const terms = {};  // node name -> its tab, box, xterm and socket
@@ -208,6 +211,15 @@
       box: lab.querySelector('.terminal[data-node-name="' + name + '"]'),
     };
     terms[name].tab.addEventListener("click", function () { showTab(name); });
+    // Scrolling up over a terminal shows its earlier output (see below).
+    // Capturing: xterm.js would otherwise take the wheel for itself.
+    terms[name].box.addEventListener("wheel", function (event) {
+      if (event.deltaY < 0 && historyBox.hidden) {
+        event.preventDefault();
+        event.stopPropagation();
+        askHistory(terms[name]);
+      }
+    }, {passive: false, capture: true});
   });
   let active = names[0];
   let deadline = null;
@@ -389,6 +401,7 @@
   function showTab(name) {
     const t = terms[name];
     if (!t) return;
+    hideHistory(false);
     active = name;
     names.forEach(function (other) {
       const o = terms[other];
@@ -404,6 +417,8 @@
 
   function ensureTerm(t) {
     if (t.term) return;
+    // Its own scrollback holds only the lines tmux happened to scroll one by
+    // one (with gaps): the wheel shows tmux's history instead (see above).
     t.term = new Terminal({cursorBlink: true, convertEol: false, fontSize: 14, scrollback: 5000,
                            fontFamily: 'ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace',
                            theme: {background: "#11161f"}});
@@ -453,6 +468,7 @@
         try {
           const event = JSON.parse(message.data);
           if (event.type === "error") statusText.textContent = event.message;
+          else if (event.type === "history") showHistory(t, event.text || "");
         } catch (err) { /* ignore */ }
         return;
       }
@@ -475,6 +491,59 @@
       t.timer = setTimeout(function () { connectTerminal(t); }, wait);
     };
   }
+
+  // ---- earlier output -------------------------------------------------------
+  // tmux in the node keeps the terminal's history; the browser never gets it
+  // (tmux sends the screen, not every line), so xterm.js has nothing to
+  // scroll back to. On request the node's tmux hands over its history, shown
+  // as plain text over the terminal, where it can be read, selected and copied.
+
+  function askHistory(t) {
+    if (!t.socket || t.socket.readyState !== WebSocket.OPEN) return;
+    send(t, JSON.stringify({type: "history"}));
+  }
+
+  function showHistory(t, text) {
+    if (t.name !== active) return;
+    historyText.textContent = text.replace(/\s+$/, "");
+    historyTitle.textContent = "Earlier output of " + t.name;
+    historyBox.hidden = false;
+    historyText.scrollTop = historyText.scrollHeight;
+    historyText.focus();
+  }
+
+  function hideHistory(focus) {
+    if (historyBox.hidden) return;
+    historyBox.hidden = true;
+    const t = terms[active];
+    if (focus !== false && t && t.term) t.term.focus();
+  }
+
+  document.getElementById("history-button").addEventListener("click", function () {
+    askHistory(terms[active]);
+  });
+  document.getElementById("term-history-close").addEventListener("click", function () {
+    hideHistory();
+  });
+  historyText.addEventListener("keydown", function (event) {
+    if (event.key === "Escape") {
+      event.preventDefault();
+      hideHistory();
+    } else if (event.key.length === 1 && !event.ctrlKey && !event.metaKey && !event.altKey) {
+      // Typing goes on in the terminal; Ctrl-C and the like stay here (copy).
+      event.preventDefault();
+      hideHistory();
+      limits.lastTyped = Date.now();
+      send(terms[active], encoder.encode(event.key));
+    }
+  });
+  historyText.addEventListener("wheel", function (event) {
+    // Scrolled down past the end: back to the live terminal.
+    if (event.deltaY > 0 &&
+        historyText.scrollTop + historyText.clientHeight >= historyText.scrollHeight - 2) {
+      hideHistory();
+    }
+  });
 
   function closeTerminal(t) {
     if (t.timer) { clearTimeout(t.timer); t.timer = null; }

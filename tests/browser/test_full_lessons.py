@@ -22,6 +22,7 @@ import time
 import tomllib
 from pathlib import Path
 
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from playwright.sync_api import expect
 
 from tests.browser.accounts import sign_up
@@ -169,8 +170,16 @@ class Learner:
     def wait_for_shell(self, node, seconds=COMMAND_SECONDS, after=-1, command=""):
         """Wait until `node`'s terminal shows a prompt after its write number
         `after` (and after the echo of `command`, when given)."""
-        self.page.wait_for_function(AT_PROMPT, arg=[node, after, echo_of(command)],
-                                    timeout=seconds * 1000, polling=100)
+        try:
+            self.page.wait_for_function(AT_PROMPT, arg=[node, after, echo_of(command)],
+                                        timeout=seconds * 1000, polling=100)
+        except PlaywrightTimeoutError:
+            # Say what came instead: the stream since `after` and the cursor's line.
+            stream = self.page.evaluate("([n, w]) => window.__lab.since(n, w)", [node, after])
+            cursor = self.page.evaluate("name => window.__lab.cursor(name)", node)
+            raise AssertionError(f"no prompt after {command!r} on {node} in {seconds}s; "
+                                 f"cursor {cursor!r}; stream since write {after}: "
+                                 f"{stream[:600]!r} ... {stream[-300:]!r}") from None
 
     def open_tab(self, node):
         """The learner clicks a node's tab and waits for its prompt."""

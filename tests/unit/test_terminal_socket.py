@@ -10,6 +10,7 @@ from channels.testing import WebsocketCommunicator
 from labs import consumers
 from labs.asgi import application
 from labs.models import LabSession
+from runtime import ExecResult
 from tests.unit.sockets import node1_terminal
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -142,4 +143,19 @@ async def test_keystrokes_skip_the_shared_database_thread(ready_session, ada, ws
         await comm.send_to(bytes_data=bytes([key]))
         assert await comm.receive_from(timeout=2) == bytes([key])
     assert len(hops) == after_connect
+    await comm.disconnect()
+
+
+async def test_earlier_output_comes_from_the_nodes_tmux(ready_session, ada, ws_headers, fake_driver):
+    # tmux sends the browser the screen, not every line: what scrolled off is
+    # asked of tmux in the node.
+    history = "".join(f"{n}\n" for n in range(1, 201)) + "[node1] ~# \n"
+    fake_driver.responder = lambda node, argv: (
+        ExecResult(0, history) if argv[:2] == ["tmux", "capture-pane"] else ExecResult(1, ""))
+    comm = await owners_terminal(ready_session, ada, ws_headers)
+    await comm.send_to(text_data=json.dumps({"type": "history"}))
+    assert json.loads(await comm.receive_from(timeout=2)) == {"type": "history", "text": history}
+    node = await database_sync_to_async(ready_session.node1)()
+    (call,) = [c for c in fake_driver.calls if c[0] == "exec" and c[2][:2] == ["tmux", "capture-pane"]]
+    assert call[1] == node.runtime_id and call[2][-2:] == ["-t", "main"]
     await comm.disconnect()
