@@ -36,9 +36,12 @@ _marker_lock = asyncio.Lock()
 
 async def join(layer, channel: str, groups, on_rejoin=None) -> None:
     """Add `channel` to `groups` and keep it there until `leave`."""
-    # Mark before joining: a loss between the two then shows at the next look.
-    if await _marker_was_gone(layer) and _members:
-        _spawn(rejoin_all())
+    if not _watching():
+        # The first open socket in a while: write the marker the watcher will
+        # compare against, before joining, so a loss after this shows at its
+        # first look. While the watcher runs, its own last write is that mark
+        # (no Redis round trip per connect).
+        await _marker_was_gone(layer)
     for group in groups:
         await layer.group_add(group, channel)
     _members[channel] = (layer, tuple(groups), on_rejoin)
@@ -66,11 +69,13 @@ async def _marker_was_gone(layer) -> bool:
     return before is None or before.decode() != expected
 
 
+def _watching() -> bool:
+    return _watch_task is not None and not _watch_task.done()
+
+
 def _ensure_watching(layer) -> None:
     global _watch_task
-    if not hasattr(layer, "connection"):
-        return
-    if _watch_task is None or _watch_task.done():
+    if hasattr(layer, "connection") and not _watching():
         _watch_task = asyncio.create_task(_watch(layer))
 
 
@@ -96,12 +101,3 @@ async def rejoin_all() -> None:
                 await on_rejoin()
         except Exception:
             log.exception("rejoining the groups of %s failed", channel)
-
-
-_background: set = set()
-
-
-def _spawn(coro) -> None:
-    task = asyncio.ensure_future(coro)
-    _background.add(task)
-    task.add_done_callback(_background.discard)
