@@ -232,6 +232,18 @@ class EngineWatcher:
             log.exception("could not enqueue checks for session %s", self.session_id)
 
 
+async def capture_pane(runtime_id: str, *options: str) -> str:
+    """What the node's terminal (its tmux session "main") shows, by
+    `tmux capture-pane -p` with `options`; "" if it cannot be had."""
+    try:
+        result = await get_driver().exec(runtime_id, [
+            "tmux", "capture-pane", "-p", *options, "-t", "main"], timeout=5)
+    except LabRuntimeError as exc:
+        log.info("no capture of the terminal of %s: %s", runtime_id, exc.reason)
+        return ""
+    return result.output if result.ok else ""
+
+
 def client_message(text_data) -> dict:
     """A client's JSON control message; {} for anything that is not a JSON object
     (a page sends nothing else; whatever else comes is ignored)."""
@@ -554,23 +566,11 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             if self.watched_until > time.monotonic():
                 await self._tell_size()
         elif message.get("type") == "history":
-            await self.send(text_data=json.dumps({"type": "history", "text": await self._history()}))
-
-    async def _history(self) -> str:
-        """The terminal's earlier output, as plain text.
-
-        tmux in the node keeps it; the browser does not get it, because tmux
-        sends the screen, not every line (a long output arrives as its last
-        screenful), so xterm.js has no scrollback to show.
-        """
-        try:
-            result = await get_driver().exec(self.node.runtime_id, [
-                "tmux", "capture-pane", "-p", "-J", "-S", f"-{HISTORY_LINES}", "-t", "main"],
-                timeout=5)
-        except LabRuntimeError as exc:
-            log.info("no history of %s: %s", self.node.runtime_id, exc.reason)
-            return ""
-        return result.output if result.ok else ""
+            # The earlier output, as plain text. tmux in the node keeps it; the
+            # browser never got it, because tmux sends the screen, not every
+            # line (a long output arrives as its last screenful).
+            text = await capture_pane(self.node.runtime_id, "-J", "-S", f"-{HISTORY_LINES}")
+            await self.send(text_data=json.dumps({"type": "history", "text": text}))
 
     def _saw_input(self):
         """Keystrokes keep the session from ending idle (recorded at most every 30 s)."""
@@ -717,14 +717,9 @@ class WatchConsumer(AsyncWebsocketConsumer):
             await self.send(text_data=json.dumps({"type": "error",
                                                   "message": "This machine is not running."}))
             return
-        try:
-            result = await get_driver().exec(self.node.runtime_id, [
-                "tmux", "capture-pane", "-p", "-e", "-t", "main"], timeout=5)
-        except LabRuntimeError as exc:
-            log.info("no screen of %s: %s", self.node.runtime_id, exc.reason)
-            return
-        if result.ok and result.output:
-            screen = result.output.rstrip("\n").replace("\n", "\r\n")
+        screen = await capture_pane(self.node.runtime_id, "-e")
+        if screen:
+            screen = screen.rstrip("\n").replace("\n", "\r\n")
             await self.send(bytes_data=b"\x1b[H\x1b[2J" + screen.encode())
 
     async def _hello_loop(self):
