@@ -425,7 +425,7 @@
     t.fit = new FitAddon.FitAddon();
     t.term.loadAddon(t.fit);
     t.term.open(t.box);
-    t.term.onData(function (data) { limits.lastTyped = Date.now(); send(t, encoder.encode(data)); });
+    t.term.onData(function (data) { typeInto(t, data); });
     t.term.onBinary(function (data) {
       const bytes = new Uint8Array(data.length);
       for (let i = 0; i < data.length; i++) bytes[i] = data.charCodeAt(i) & 255;
@@ -434,6 +434,12 @@
     t.term.onResize(function (size) {
       send(t, JSON.stringify({type: "resize", cols: size.cols, rows: size.rows}));
     });
+  }
+
+  // What the learner types (the session timer counts it as activity).
+  function typeInto(t, text) {
+    limits.lastTyped = Date.now();
+    send(t, encoder.encode(text));
   }
 
   function send(t, data) {
@@ -533,8 +539,7 @@
       // Typing goes on in the terminal; Ctrl-C and the like stay here (copy).
       event.preventDefault();
       hideHistory();
-      limits.lastTyped = Date.now();
-      send(terms[active], encoder.encode(event.key));
+      typeInto(terms[active], event.key);
     }
   });
   historyText.addEventListener("wheel", function (event) {
