@@ -12,7 +12,7 @@ import re
 
 from labs.labclient import Learner, next_event
 
-from .test_lesson_flow import SLUG, started_node
+from .test_lesson_flow import SLUG, event_after_command, started_node
 
 
 async def type_and_read(learner, node, text: bytes, expect: bytes, seconds=30) -> bytes:
@@ -24,12 +24,9 @@ async def type_and_read(learner, node, text: bytes, expect: bytes, seconds=30) -
         return seen
 
 
-async def step_turns_done(learner, node, command: bytes, step: int) -> dict:
-    async with learner.connect(f"/ws/lessons/{SLUG}/") as lesson:
-        async with learner.connect(f"/ws/nodes/{node}/terminal/?cols=100&rows=30") as term:
-            await term.send(command + b"\r")
-            return await next_event(lesson, lambda e: e.get("type") == "step"
-                                    and e.get("step") == step and e.get("state") == "done", 90)
+def step_done(step: int):
+    """The lesson event of `step` turning done."""
+    return lambda e: e.get("type") == "step" and e.get("step") == step and e.get("state") == "done"
 
 
 async def step_turns_done_across_redis_restart(site, learner, node, command: bytes, step: int,
@@ -42,8 +39,7 @@ async def step_turns_done_across_redis_restart(site, learner, node, command: byt
         await asyncio.to_thread(site.restart, "redis", crash)
         async with learner.connect(f"/ws/nodes/{node}/terminal/?cols=100&rows=30") as term:
             await term.send(command + b"\r")
-            return await next_event(lesson, lambda e: e.get("type") == "step"
-                                    and e.get("step") == step and e.get("state") == "done", 90)
+            return await next_event(lesson, step_done(step), 90)
 
 
 def test_site_restarts_keep_nodes_shells_and_progress(live_site):
@@ -64,7 +60,7 @@ def test_site_restarts_keep_nodes_shells_and_progress(live_site):
 
     live_site.restart("worker")
     live_site.restart("nodes")
-    event = asyncio.run(step_turns_done(ada, node, b"docker container ls --all", 2))
+    event = event_after_command(ada, node, b"docker container ls --all\r", step_done(2), 90)
     assert event["state"] == "done"
 
     out = asyncio.run(type_and_read(ada, node, b"echo still-$KEPT\r", b"still-through-restarts"))
