@@ -421,8 +421,6 @@ async def flood_stage(seats: list, mebibytes: int, interrupts: int) -> dict:
     return result
 
 
-# ----------------------------------------------------------------- capacity
-
 # ----------------------------------------------------------------- Redis restarts
 
 async def redis_restart_stage(site, count: int, tag: str, timeout: float) -> dict:
@@ -468,6 +466,8 @@ async def redis_restart_stage(site, count: int, tag: str, timeout: float) -> dic
                         "step_done_ms": summary(times), "failures": failures}
     return rounds
 
+
+# ----------------------------------------------------------------- capacity
 
 async def page_times(learner: Learner, count: int) -> list:
     times = []

@@ -614,7 +614,6 @@ class Profile(models.Model):
         cls.objects.create(user=user, guest=True)
         return user
 
-
     @classmethod
     def stale_guests(cls, days: int):
         """Guest users nobody will come back to: made more than `days` ago,
