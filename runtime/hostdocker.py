@@ -6,19 +6,29 @@ runs Debian's `dockerd` with everything of its own: data root, exec root,
 pid file, a socket at /run/lab-hostdocker.sock, no default bridge (the
 driver makes a user-defined network per session) and its own containerd.
 
-It keeps its hands off the host's firewall as far as dockerd allows:
-`--ip-forward=false` (so dockerd never flips the FORWARD policy to DROP; the
-built-in driver already turns forwarding on), and the DOCKER* chains it adds
-are removed again on stop when they were not there before (another engine
-may own them). The built-in driver's LAB-INPUT/LAB-FORWARD chains only match
-labbr+ interfaces; dockerd's rules only match its own br-* bridges.
+It keeps its hands off the host's firewall: `--iptables=false` and
+`--ip-forward=false`, so it never touches the DOCKER* chains (at start
+dockerd 20.10 would remove and recreate the ones another engine owns) or the
+FORWARD policy. What its networks need from the firewall (all in the private
+pool ADDRESS_POOL) this module applies itself at start and removes at stop,
+in chains of its own named LAB-HOSTDOCKER, built by pure functions:
+
+- filter, jumped to first from FORWARD for traffic from or to the pool:
+  switched traffic within one network is accepted, traffic routed between
+  two networks of the pool (two sessions) is dropped, traffic towards the
+  built-in driver's bridges is left to its LAB-FORWARD, the pool's egress and
+  its return traffic are accepted (so a FORWARD policy of DROP set by another
+  engine does not cut nodes off);
+- nat, jumped to from POSTROUTING: egress from the pool is masqueraded.
+
+The built-in driver's LAB-INPUT/LAB-FORWARD chains only match labbr+
+interfaces; these rules only match the pool's addresses.
 
     python -m runtime.hostdocker start|stop|status
 """
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -28,6 +38,7 @@ import sys
 import time
 from pathlib import Path
 
+from .firewall import BRIDGES
 from .model import LabRuntimeError
 from .paths import base_dir
 
@@ -38,11 +49,11 @@ HOST = f"unix://{SOCKET_PATH}"
 EXEC_ROOT = "/run/lab-hostdocker"
 # Away from the default pools (172.17/16 ...) that the engines inside the
 # nodes use for their own docker0, and from the built-in driver's 10.213.
-ADDRESS_POOL = "base=10.214.0.0/16,size=24"
+POOL = "10.214.0.0/16"
+ADDRESS_POOL = f"base={POOL},size=24"
 START_TIMEOUT = 60.0
-DOCKER_CHAINS = {"filter": ["DOCKER", "DOCKER-ISOLATION-STAGE-1", "DOCKER-ISOLATION-STAGE-2",
-                            "DOCKER-USER"],
-                 "nat": ["DOCKER"]}
+CHAIN = "LAB-HOSTDOCKER"
+TABLES = ("filter", "nat")
 
 
 def home() -> Path:
@@ -104,7 +115,7 @@ def dockerd_argv(wrapper: str | None = None) -> list:
     return ["dockerd", *runtime, f"--host={HOST}", f"--data-root={home() / 'data'}",
             f"--exec-root={EXEC_ROOT}", f"--pidfile={pidfile()}",
             f"--config-file={home() / 'daemon.json'}", "--bridge=none",
-            "--iptables=true", "--ip-forward=false", "--ip-masq=true",
+            "--iptables=false", "--ip-forward=false", "--ip-masq=false",
             f"--default-address-pool={ADDRESS_POOL}", "--log-level=warn"]
 
 
@@ -130,13 +141,83 @@ def _running_pid() -> int | None:
     return None
 
 
-def _chains_present() -> dict:
-    present = {}
-    for table, chains in DOCKER_CHAINS.items():
-        listing = subprocess.run(["iptables", "-w", "-t", table, "-S"], capture_output=True,
-                                 text=True).stdout.split("\n")
-        present[table] = [c for c in chains if f"-N {c}" in listing]
-    return present
+def filter_rules(pool: str = POOL) -> list:
+    """LAB-HOSTDOCKER (filter): packets routed from or to the pool."""
+    return [
+        # Switched within one network's bridge (seen here when the host has
+        # br_netfilter loaded): the nodes of a session talk freely.
+        ["-m", "physdev", "--physdev-is-bridged", "-j", "ACCEPT"],
+        # Routed between two networks of the pool: sessions are isolated.
+        ["-s", pool, "-d", pool, "-j", "DROP"],
+        # To a built-in driver's node: its LAB-FORWARD decides (and drops).
+        ["-o", BRIDGES, "-j", "RETURN"],
+        ["-d", pool, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"],
+        ["-s", pool, "-j", "ACCEPT"],
+    ]
+
+
+def nat_rules(pool: str = POOL) -> list:
+    """LAB-HOSTDOCKER (nat): egress from the pool leaves with the host's address."""
+    return [["-s", pool, "!", "-d", pool, "-j", "MASQUERADE"]]
+
+
+def jump_rules(pool: str = POOL) -> dict:
+    """Per table, the rules (chain first) that send the pool's traffic to CHAIN."""
+    return {"filter": [["FORWARD", "-s", pool, "-j", CHAIN], ["FORWARD", "-d", pool, "-j", CHAIN]],
+            "nat": [["POSTROUTING", "-s", pool, "-j", CHAIN]]}
+
+
+def restore_text(pool: str = POOL) -> str:
+    """iptables-restore --noflush input: both chains and the jumps to them, first."""
+    lines = []
+    for table, rules in (("filter", filter_rules(pool)), ("nat", nat_rules(pool))):
+        lines += [f"*{table}", f":{CHAIN} - [0:0]"]
+        lines += [" ".join(["-A", CHAIN, *rule]) for rule in rules]
+        lines += [" ".join(["-I", jump[0], "1", *jump[1:]]) for jump in jump_rules(pool)[table]]
+        lines.append("COMMIT")
+    return "\n".join(lines + [""])
+
+
+def removal_commands(table: str, listing: list) -> list:
+    """iptables argv tails that remove CHAIN from a table, given its `iptables -S` lines."""
+    commands = []
+    for line in listing:
+        parts = line.split()
+        if parts[:1] == ["-A"] and parts[1] != CHAIN and parts[-2:] == ["-j", CHAIN]:
+            commands.append(["-t", table, "-D", *parts[1:]])
+    if f"-N {CHAIN}" in listing:
+        commands += [["-t", table, "-F", CHAIN], ["-t", table, "-X", CHAIN]]
+    return commands
+
+
+def _listing(table: str) -> list:
+    proc = subprocess.run(["iptables", "-w", "-t", table, "-S"], capture_output=True, text=True)
+    if proc.returncode:
+        raise LabRuntimeError(f"`iptables -t {table} -S` failed: {proc.stderr.strip()}")
+    return proc.stdout.splitlines()
+
+
+def remove_firewall() -> None:
+    """Remove our chains and the jumps to them; nothing there is success."""
+    if not shutil.which("iptables"):
+        return
+    for table in TABLES:
+        for args in removal_commands(table, _listing(table)):
+            proc = subprocess.run(["iptables", "-w", *args], capture_output=True, text=True)
+            if proc.returncode:
+                raise LabRuntimeError(f"`iptables {' '.join(args)}` failed: "
+                                      f"{proc.stderr.strip()}")
+
+
+def apply_firewall() -> None:
+    """Our chains, fresh: leftovers of an earlier run are removed first."""
+    if not shutil.which("iptables-restore"):
+        raise LabRuntimeError("iptables is missing: apt-get install iptables", permanent=True)
+    remove_firewall()
+    proc = subprocess.run(["iptables-restore", "-w", "--noflush"], input=restore_text(),
+                          capture_output=True, text=True)
+    if proc.returncode:
+        raise LabRuntimeError(f"iptables-restore failed: {proc.stderr.strip()}")
 
 
 def start() -> str:
@@ -150,9 +231,8 @@ def start() -> str:
                               permanent=True)
     home().mkdir(parents=True, exist_ok=True)
     (home() / "daemon.json").write_text("{}\n")
-    # Which DOCKER* chains existed before us: only the others are ours to remove.
-    (home() / "chains-before.json").write_text(json.dumps(_chains_present()))
     Path("/proc/sys/net/ipv4/ip_forward").write_text("1")
+    apply_firewall()
     wrapper = None
     if missing_caps():
         wrapper = home() / "lab-runc"
@@ -167,6 +247,7 @@ def start() -> str:
     deadline = time.monotonic() + START_TIMEOUT
     while not answers(timeout=2):
         if proc.poll() is not None:
+            remove_firewall()
             raise LabRuntimeError(f"the private host dockerd exited (code {proc.returncode}); "
                                   f"its log ({logfile()}):\n{_tail()}")
         if time.monotonic() > deadline:
@@ -179,7 +260,9 @@ def start() -> str:
 
 
 def stop(purge: bool = False) -> None:
-    """Stop the private engine (its containers die with it) and remove its chains.
+    """Stop the private engine (its containers die with it) and remove our chains.
+
+    Repeatable: what is already gone is skipped.
 
     `purge` also deletes its data root (imported node image, volumes).
     """
@@ -200,7 +283,7 @@ def stop(purge: bool = False) -> None:
         with contextlib.suppress(OSError):
             if EXEC_ROOT.encode() in proc.read_bytes():
                 os.kill(int(proc.parent.name), signal.SIGKILL)
-    _remove_chains()
+    remove_firewall()
     with contextlib.suppress(OSError):
         os.unlink(SOCKET_PATH)
     for mount in reversed(_mounts_under(EXEC_ROOT, str(home()))):
@@ -214,30 +297,6 @@ def _mounts_under(*roots: str) -> list:
     with open("/proc/self/mountinfo") as f:
         points = [line.split()[4] for line in f]
     return [p for p in points if any(p == r or p.startswith(r + "/") for r in roots)]
-
-
-def _remove_chains() -> None:
-    try:
-        before = json.loads((home() / "chains-before.json").read_text())
-    except (OSError, ValueError):
-        before = {t: list(c) for t, c in DOCKER_CHAINS.items()}  # unknown: remove nothing
-    for table, chains in DOCKER_CHAINS.items():
-        ours = [c for c in chains if c not in before.get(table, [])]
-        if not ours:
-            continue
-        listing = subprocess.run(["iptables", "-w", "-t", table, "-S"], capture_output=True,
-                                 text=True).stdout.splitlines()
-        # First every rule that jumps to one of our chains, then the chains.
-        for line in listing:
-            parts = line.split()
-            if parts[:1] == ["-A"] and "-j" in parts and parts[parts.index("-j") + 1] in ours \
-                    and parts[1] not in ours:
-                subprocess.run(["iptables", "-w", "-t", table, "-D", *parts[1:]],
-                               capture_output=True)
-        for chain in ours:
-            subprocess.run(["iptables", "-w", "-t", table, "-F", chain], capture_output=True)
-        for chain in ours:
-            subprocess.run(["iptables", "-w", "-t", table, "-X", chain], capture_output=True)
 
 
 def _tail() -> str:

@@ -24,7 +24,8 @@ DRIVERS = ["builtin", "docker"]
 def _lab_rules() -> list:
     """The built-in driver's host firewall: its chains and the jumps to them."""
     out = subprocess.run(["iptables", "-w", "-S"], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if "LAB-" in line or "labbr" in line]
+    return [line for line in out.splitlines() if ("LAB-" in line or "labbr" in line)
+            and "LAB-HOSTDOCKER" not in line]
 
 
 def _docker_chains() -> list:
@@ -45,7 +46,7 @@ def host_engine():
     lab_before = _lab_rules()
     with hostdocker.running() as host:
         yield host
-        # Its rules only ever match its own br-* bridges: the lab's firewall is untouched.
+        # Its rules only match its own pool: the lab's firewall is untouched.
         assert _lab_rules() == lab_before
     if not was_running:
         deadline = time.monotonic() + 10
