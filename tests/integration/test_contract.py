@@ -21,43 +21,103 @@ from runtime.model import LabRuntimeError, NodeNotFound
 DRIVERS = ["builtin", "docker"]
 
 
+def _rules(table: str = "filter") -> list:
+    out = subprocess.run(["iptables", "-w", "-t", table, "-S"], capture_output=True,
+                         text=True).stdout
+    return out.splitlines()
+
+
 def _lab_rules() -> list:
     """The built-in driver's host firewall: its chains and the jumps to them."""
-    out = subprocess.run(["iptables", "-w", "-S"], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if ("LAB-" in line or "labbr" in line)
+    return [line for line in _rules() if ("LAB-" in line or "labbr" in line)
             and "LAB-HOSTDOCKER" not in line]
 
 
-def _docker_chains() -> list:
-    found = []
-    for table in ("filter", "nat"):
-        out = subprocess.run(["iptables", "-w", "-t", table, "-S"], capture_output=True,
-                             text=True).stdout
-        found += [f"{table}: {line}" for line in out.splitlines() if "DOCKER" in line]
-    return found
+def _hostdocker_rules() -> list:
+    """The private engine's chains (runtime/hostdocker.py) and the jumps to them."""
+    return [f"{table}: {line}" for table in ("filter", "nat") for line in _rules(table)
+            if "LAB-HOSTDOCKER" in line]
+
+
+def _docker_rules() -> list:
+    """Every rule and chain of a Docker engine's (DOCKER*), in both tables."""
+    return [f"{table}: {line}" for table in ("filter", "nat") for line in _rules(table)
+            if "DOCKER" in line.replace("LAB-HOSTDOCKER", "")]
+
+
+# What another Docker engine leaves behind (its chains with a rule each, and a
+# jump to one): the private engine must leave it exactly as it was.
+FOREIGN_CHAINS = [("filter", "DOCKER-ISOLATION-STAGE-1", ["-j", "RETURN"]),
+                  ("nat", "DOCKER", ["-i", "docker0", "-j", "RETURN"])]
+FOREIGN_JUMP = ["FORWARD", "-j", "DOCKER-ISOLATION-STAGE-1"]
+
+
+def _iptables(*args, check=True):
+    return subprocess.run(["iptables", "-w", *args], capture_output=True, text=True,
+                          check=check)
+
+
+def _plant_foreign_rules() -> list:
+    """Add what of FOREIGN_* is absent; return what was added, for _unplant."""
+    planted = []
+    try:
+        for table, chain, rule in FOREIGN_CHAINS:
+            if f"-N {chain}" not in _rules(table):
+                _iptables("-t", table, "-N", chain)
+                planted.append(("chain", table, chain))
+                _iptables("-t", table, "-A", chain, *rule)
+        if _iptables("-C", *FOREIGN_JUMP, check=False).returncode != 0:
+            _iptables("-A", *FOREIGN_JUMP)
+            planted.append(("jump", "filter", FOREIGN_JUMP))
+    except BaseException:
+        _unplant(planted)
+        raise
+    return planted
+
+
+def _unplant(planted: list) -> None:
+    for kind, table, what in reversed(planted):
+        if kind == "jump":
+            _iptables("-t", table, "-D", *what, check=False)
+        else:
+            _iptables("-t", table, "-F", what, check=False)
+            _iptables("-t", table, "-X", what, check=False)
 
 
 @pytest.fixture(scope="module")
 def host_engine():
-    """A private host dockerd for the docker driver; stopped (and its chains removed) after."""
+    """A private host dockerd for the docker driver; stopped (and its chains removed) after.
+
+    Before it starts, the chains another Docker engine would have are planted
+    (when absent): the private engine must not change any DOCKER* rule.
+    """
     from runtime import hostdocker
     was_running = hostdocker._running_pid() is not None and hostdocker.answers()
-    chains_before = _docker_chains()
-    lab_before = _lab_rules()
-    with hostdocker.running() as host:
-        yield host
-        # Its rules only match its own pool: the lab's firewall is untouched.
-        assert _lab_rules() == lab_before
-    if not was_running:
-        deadline = time.monotonic() + 10
-        while hostdocker._running_pid() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert hostdocker._running_pid() is None, "the private dockerd is still running"
-        left = [p.parent.name for p in Path("/proc").glob("[0-9]*/cmdline")
-                if hostdocker.EXEC_ROOT.encode() in _read(p)]
-        assert not left, f"processes of the private engine (containerd, shims) remain: {left}"
-        assert _docker_chains() == chains_before, "the private engine left iptables rules"
-        assert _lab_rules() == lab_before
+    planted = _plant_foreign_rules()
+    try:
+        docker_before = _docker_rules()
+        lab_before = _lab_rules()
+        with hostdocker.running() as host:
+            yield host
+            # Its rules only match its own pool: the lab's firewall is untouched.
+            assert _lab_rules() == lab_before
+        if not was_running:
+            deadline = time.monotonic() + 10
+            while hostdocker._running_pid() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert hostdocker._running_pid() is None, "the private dockerd is still running"
+            left = [p.parent.name for p in Path("/proc").glob("[0-9]*/cmdline")
+                    if hostdocker.EXEC_ROOT.encode() in _read(p)]
+            assert not left, f"processes of the private engine (containerd, shims) remain: {left}"
+            docker_after = _docker_rules()
+            assert docker_after == docker_before, (
+                "the private engine changed DOCKER* iptables rules: gone "
+                f"{[r for r in docker_before if r not in docker_after]}, added "
+                f"{[r for r in docker_after if r not in docker_before]}")
+            assert not _hostdocker_rules(), "the private engine's chains are left after stop"
+            assert _lab_rules() == lab_before
+    finally:
+        _unplant(planted)
 
 
 def _read(path: Path) -> bytes:
