@@ -45,12 +45,13 @@ RECORD_TERMINALS = r"""
         return box && box.dataset.nodeName === name;
       });
     },
-    // The whole buffer (scrollback too), wrapped lines joined.
-    text(name) {
+    // The whole buffer (scrollback too), or from its line `from` on, wrapped
+    // lines joined.
+    text(name, from) {
       const t = lab.term(name);
       if (!t) return null;
       const b = t.buffer.active, out = [];
-      for (let i = 0; i < b.length; i++) {
+      for (let i = from || 0; i < b.length; i++) {
         const line = b.getLine(i), next = b.getLine(i + 1);
         const s = line.translateToString(!(next && next.isWrapped));
         if (line.isWrapped && out.length) out[out.length - 1] += s; else out.push(s);
@@ -67,12 +68,14 @@ RECORD_TERMINALS = r"""
         .replace(/\x1b\[[0-?]*[ -\/]*[@-~]/g, "")
         .replace(/\x1b[()][0-9A-Za-z]|\x1b[=>78DEHMc]/g, "");
     },
-    // What is left of the cursor, and how many writes the terminal has parsed.
+    // What is left of the cursor, the cursor's line in the whole buffer, and
+    // how many writes the terminal has parsed.
     cursor(name) {
       const t = lab.term(name);
       if (!t) return null;
       const b = t.buffer.active, line = b.getLine(b.baseY + b.cursorY);
-      return {writes: t.writes, before: line ? line.translateToString(false, 0, b.cursorX) : ""};
+      return {writes: t.writes, line: b.baseY + b.cursorY,
+              before: line ? line.translateToString(false, 0, b.cursorX) : ""};
     },
   };
   Object.defineProperty(window, "Terminal", {
@@ -103,14 +106,23 @@ RECORD_TERMINALS = r"""
 
 # A shell waiting for input again, after output that came since `writes`:
 # the node's `[node1] ~# `, a container's `root@3f4a1c9b2e7d:/# `, sh's `# `.
-# With `echo`, only once that text (a typed command) has come back since
-# `writes`: showing a tab refits the terminal, and tmux then redraws the old
-# prompt before the echo arrives, which alone looks like a finished command.
+# With `echo`, only once that text (a typed command) has come back: showing a
+# tab refits the terminal, and tmux then redraws the old prompt before the
+# echo arrives, which alone looks like a finished command.
+#
+# The echo is looked for in the stream since `writes` and, failing that, on
+# the screen from the line the command was typed at (`line`) down. The stream
+# alone is not enough: tmux draws its screen, it does not relay the shell's
+# bytes. When the rest of an echo and the Enter reach it in one batch on the
+# bottom row, it scrolls first and then fills in the rest of the line in place
+# (seen: 'ec -it aeb7', then '\r\n\x1b[46;32H3fdcbafc bash\r\n'): the learner
+# sees one unbroken line, the stream holds it in two pieces.
 AT_PROMPT = r"""
-([name, writes, echo]) => {
+([name, writes, echo, line]) => {
   const c = window.__lab.cursor(name);
   if (c === null || c.writes <= writes || !/[#$] $/.test(c.before)) return false;
-  return !echo || window.__lab.since(name, writes).includes(echo);
+  if (!echo || window.__lab.since(name, writes).includes(echo)) return true;
+  return line >= 0 && (window.__lab.text(name, line) || "").includes(echo);
 }
 """
 
@@ -158,28 +170,36 @@ class Learner:
     def text(self, node) -> str:
         return self.page.evaluate("name => window.__lab.text(name)", node) or ""
 
-    def writes(self, node) -> int:
+    def mark(self, node) -> dict:
+        """Where `node`'s terminal is now: its write count and the cursor's line."""
         cursor = self.page.evaluate("name => window.__lab.cursor(name)", node)
         assert cursor is not None, f"{node}'s terminal is not open"
-        return cursor["writes"]
+        return {"writes": cursor["writes"], "line": cursor["line"]}
 
     def prompt(self, node) -> str:
         """The prompt the cursor waits at (the text left of it)."""
         return self.page.evaluate("name => window.__lab.cursor(name).before", node)
 
-    def wait_for_shell(self, node, seconds=COMMAND_SECONDS, after=-1, command=""):
-        """Wait until `node`'s terminal shows a prompt after its write number
-        `after` (and after the echo of `command`, when given)."""
+    def wait_for_shell(self, node, seconds=COMMAND_SECONDS, after=None, command=""):
+        """Wait until `node`'s terminal shows a prompt after the mark `after`
+        (and the echo of `command`, when given, typed at that mark)."""
+        after = after or {"writes": -1, "line": -1}
         try:
-            self.page.wait_for_function(AT_PROMPT, arg=[node, after, echo_of(command)],
-                                        timeout=seconds * 1000, polling=100)
+            self.page.wait_for_function(
+                AT_PROMPT, arg=[node, after["writes"], echo_of(command), after["line"]],
+                timeout=seconds * 1000, polling=100)
         except PlaywrightTimeoutError:
-            # Say what came instead: the stream since `after` and the cursor's line.
-            stream = self.page.evaluate("([n, w]) => window.__lab.since(n, w)", [node, after])
+            # Say what came instead: the stream since `after`, the screen from
+            # the typed line on, and the cursor's line.
+            stream = self.page.evaluate("([n, w]) => window.__lab.since(n, w)",
+                                        [node, after["writes"]])
+            screen = self.page.evaluate("([n, l]) => window.__lab.text(n, l) || \"\"",
+                                        [node, max(after["line"], 0)])
             cursor = self.page.evaluate("name => window.__lab.cursor(name)", node)
             raise AssertionError(f"no prompt after {command!r} on {node} in {seconds}s; "
-                                 f"cursor {cursor!r}; stream since write {after}: "
-                                 f"{stream[:600]!r} ... {stream[-300:]!r}") from None
+                                 f"cursor {cursor!r}; stream since {after}: "
+                                 f"{stream[:600]!r} ... {stream[-300:]!r}; "
+                                 f"screen from the typed line: {screen[-600:]!r}") from None
 
     def open_tab(self, node):
         """The learner clicks a node's tab and waits for its prompt."""
@@ -192,7 +212,7 @@ class Learner:
     def type(self, node, line, seconds=COMMAND_SECONDS):
         """Type a line into `node`'s terminal (its tab shown) and wait for the prompt."""
         expect(self.tab(node)).to_have_attribute("aria-selected", "true")
-        before = self.writes(node)
+        before = self.mark(node)
         self.page.keyboard.type(line)
         self.page.keyboard.press("Enter")
         self.wait_for_shell(node, seconds, after=before, command=line)
@@ -224,7 +244,7 @@ class Learner:
     def click_run(self, button, node, command, seconds=COMMAND_SECONDS):
         """Click a Run button; the page shows its node's tab and runs it there."""
         expect(button).to_have_text("Run")
-        before = self.writes(node)
+        before = self.mark(node)
         button.click()
         expect(self.tab(node)).to_have_attribute("aria-selected", "true")
         self.wait_for_shell(node, seconds, after=before, command=command)
@@ -249,7 +269,7 @@ class Learner:
         # echo just the changed part, never the whole command.
         self.page.wait_for_function(
             "name => /[#$] $/.test(window.__lab.cursor(name).before)", arg=node, timeout=10_000)
-        before = self.writes(node)
+        before = self.mark(node)
         self.page.keyboard.type(filled)
         self.page.keyboard.press("Enter")
         self.wait_for_shell(node, COMMAND_SECONDS, after=before, command=filled)
@@ -336,7 +356,7 @@ def test_lesson_5_overlay_networking_on_two_nodes(page, live_site):
     # 2: no button: switch to node2 and paste the command node1 printed.
     assert learner.buttons(2) == []
     learner.open_tab("node2")
-    before = learner.writes("node2")
+    before = learner.mark("node2")
     learner.paste("node2", join.group(0))
     page.keyboard.press("Enter")
     learner.wait_for_shell("node2", after=before, command=join.group(0))
