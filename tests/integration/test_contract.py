@@ -310,11 +310,17 @@ def test_terminal_reattaches_to_the_same_shell_and_marks_command_ends(nodes, dri
         assert b"6973" not in seen
         term.resize(100, 30)
         # A resize may travel (docker: CLI -> engine -> the exec's PTY): ask until
-        # the shell sees the new size, within a deadline.
+        # the shell sees the new size, within a deadline. Each answer is waited
+        # for 2 s only: in a docker exec console, tmux sometimes holds back the
+        # pane's output after a resize until the next input arrives (seen in 6
+        # of 21 runs of this module: the pane had run the command and shown
+        # its output, the client got nothing for 15 s, and the next keystroke
+        # brought it). A known defect of the docker driver's terminal, not of
+        # the size reaching the shell, which is what this checks.
         deadline, seen = time.monotonic() + 10, b""
         while b"30x100" not in seen and time.monotonic() < deadline:
             await term.write(b"stty size | tr ' ' x\r")
-            out, codes = await read_until(term, parser, lambda s, c: c)
+            out, codes = await read_until(term, parser, lambda s, c: c, seconds=2)
             seen += out
         assert b"30x100" in seen, repr(seen)[-3000:]
         await term.close()
