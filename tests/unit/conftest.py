@@ -66,12 +66,16 @@ def bob(django_user_model, db):
 
 
 @pytest.fixture
-def ws_headers(client):
+def ws_headers():
     """ws_headers(user=None) -> headers for a WebsocketCommunicator: an allowed
-    Origin, plus the session cookie of `user` logged in through the test client."""
+    Origin, plus the session cookie of `user` logged in through a test client
+    of its own (one shared client would log the previous user out)."""
+    from django.test import Client
+
     def make(user=None) -> list:
         headers = [(b"origin", ORIGIN)]
         if user is not None:
+            client = Client()
             client.force_login(user)
             name = django_settings.SESSION_COOKIE_NAME
             headers.append((b"cookie", f"{name}={client.cookies[name].value}".encode()))
