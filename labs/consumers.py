@@ -677,10 +677,16 @@ class WatchConsumer(AsyncWebsocketConsumer):
     binary frames are keystrokes, written to the learner's terminal only while
     the learner has handed control to this instructor.
     Server -> client: binary terminal output; JSON {"type": "size"|"control"|"error"}.
+
+    Consent is for one page: control goes to the watch page that asked for it
+    and ends when that page closes. Every new watch page starts read-only and
+    must ask again, even if the learner once said yes to the same instructor.
     """
 
     group = None
     hello_task = None
+    control = False
+    asked = False  # this page sent a control-request the learner has not answered
 
     async def connect(self):
         user = self.scope.get("user")
@@ -693,10 +699,9 @@ class WatchConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_FORBIDDEN)
             return
         self.user, self.node = user, node
-        self.control = node.session.controller_id == user.pk
         self.group = watch_group(node.pk)
         await groups.join(self.channel_layer, self.channel_name, [self.group])
-        await self.send(text_data=json.dumps({"type": "control", "granted": self.control}))
+        await self.send(text_data=json.dumps({"type": "control", "granted": False}))
         await self._screen()
         self.hello_task = asyncio.create_task(self._hello_loop())
 
@@ -733,6 +738,8 @@ class WatchConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code):
         if self.hello_task is not None:
             self.hello_task.cancel()
+        if self.control:
+            await self._release()  # consent ends with the page it was given to
         if self.group:
             await groups.leave(self.channel_layer, self.channel_name)
 
@@ -744,21 +751,27 @@ class WatchConsumer(AsyncWebsocketConsumer):
             return
         message = client_message(text_data)
         if message.get("type") == "control-request":
+            self.asked = True
             event = {"type": "control-request", "instructor": self.user.pk,
                      "name": self.user.get_full_name() or self.user.username,
                      "node": self.node.pk}
             await self.channel_layer.group_send(user_group(self.node.session.user_id),
                                                 {"type": "lesson.event", "event": event})
         elif message.get("type") == "control-release" and self.control:
-            await database_sync_to_async(LabSession.objects.filter(
-                pk=self.node.session_id, controller_id=self.user.pk).update)(controller=None)
-            await self.channel_layer.group_send(self.group, {"type": "watch.control",
-                                                             "controller": None})
-            session = await database_sync_to_async(
-                LabSession.objects.select_related("lesson").get)(pk=self.node.session_id)
-            event = await database_sync_to_async(session.event)()
-            await self.channel_layer.group_send(session.group_name,
-                                                {"type": "lesson.event", "event": event})
+            await self._release()
+
+    async def _release(self):
+        """Hand control back: the learner's pages and every watcher hear of it."""
+        self.control = self.asked = False
+        await database_sync_to_async(LabSession.objects.filter(
+            pk=self.node.session_id, controller_id=self.user.pk).update)(controller=None)
+        await self.channel_layer.group_send(self.group, {"type": "watch.control",
+                                                         "controller": None})
+        session = await database_sync_to_async(
+            LabSession.objects.select_related("lesson").get)(pk=self.node.session_id)
+        event = await database_sync_to_async(session.event)()
+        await self.channel_layer.group_send(session.group_name,
+                                            {"type": "lesson.event", "event": event})
 
     # Messages from the channel layer.
     async def watch_output(self, message):
@@ -773,9 +786,13 @@ class WatchConsumer(AsyncWebsocketConsumer):
                                             {"type": "watch.hello", "new": True})
 
     async def watch_control(self, message):
-        # Re-read: only the database says who holds control.
+        # Re-read: only the database says who holds control. Of this
+        # instructor's watch pages, only the one that asked (or already held
+        # control) gets it.
         controller = await database_sync_to_async(
             lambda: LabSession.objects.filter(pk=self.node.session_id)
             .values_list("controller_id", flat=True).first())()
-        self.control = controller == self.user.pk
+        self.control = controller == self.user.pk and (self.asked or self.control)
+        if controller is None:
+            self.asked = False
         await self.send(text_data=json.dumps({"type": "control", "granted": self.control}))

@@ -137,3 +137,79 @@ async def test_output_stops_going_out_when_nobody_watches(classroom, ready_sessi
     with pytest.raises(asyncio.TimeoutError):
         await asyncio.wait_for(layer.receive(spy), 0.3)  # no watcher said hello: nothing fanned out
     await term.disconnect()
+
+
+async def _iris_in_control(classroom, node, ada_headers, iris_headers):
+    """Iris's watch page asks, Ada's lesson page says yes; returns (lesson page, watch)."""
+    lesson_page = await connect("/ws/lessons/first-containers/", ada_headers)
+    await receive_text(lesson_page, "session")
+    watch = await connect(watch_path(classroom, node), iris_headers)
+    await receive_text(watch, "control")
+    await watch.send_to(text_data=json.dumps({"type": "control-request"}))
+    request = await receive_text(lesson_page, "control-request")
+    await lesson_page.send_to(text_data=json.dumps({"type": "control", "grant": True,
+                                                    "instructor": request["instructor"]}))
+    assert (await receive_text(watch, "control"))["granted"] is True
+    assert (await receive_text(lesson_page, "session"))["controller"] == "iris"
+    return lesson_page, watch
+
+
+async def test_control_ends_when_the_instructors_watch_page_closes(
+        classroom, ready_session, ada, iris, ws_headers, fake_driver):
+    node = await database_sync_to_async(ready_session.node1)()
+    ada_headers = await database_sync_to_async(ws_headers)(ada)
+    iris_headers = await database_sync_to_async(ws_headers)(iris)
+    lesson_page, watch = await _iris_in_control(classroom, node, ada_headers, iris_headers)
+
+    await watch.disconnect()  # Iris closes the tab
+    # Ada's page no longer says anyone is typing in her terminal, and it is
+    # so in the database, so a reload shows the same.
+    assert (await receive_text(lesson_page, "session"))["controller"] is None
+    session = await database_sync_to_async(LabSession.objects.get)(pk=ready_session.pk)
+    assert session.controller_id is None
+    await lesson_page.disconnect()
+
+
+async def test_a_new_watch_page_starts_read_only_and_must_ask_again(
+        classroom, ready_session, ada, iris, ws_headers, fake_driver):
+    node = await database_sync_to_async(ready_session.node1)()
+    ada_headers = await database_sync_to_async(ws_headers)(ada)
+    iris_headers = await database_sync_to_async(ws_headers)(iris)
+    term = await connect(f"/ws/nodes/{node.pk}/terminal/", ada_headers)
+    lesson_page, first = await _iris_in_control(classroom, node, ada_headers, iris_headers)
+
+    # A second watch page of Iris's (another tab, or the page reopened) while
+    # the first still holds control: read-only, her keystrokes go nowhere.
+    second = await connect(watch_path(classroom, node), iris_headers)
+    assert (await receive_text(second, "control"))["granted"] is False
+    await second.send_to(bytes_data=b"whoami\r")
+    assert await term.receive_nothing(timeout=0.3)
+    # The page that was given control still types.
+    await first.send_to(bytes_data=b"docker ps\r")
+    assert await term.receive_from(timeout=2) == b"docker ps\r"
+
+    # The first page closes: control ends for all; the second must ask.
+    await first.disconnect()
+    assert (await receive_text(second, "control"))["granted"] is False
+    await second.send_to(bytes_data=b"whoami\r")
+    assert await term.receive_nothing(timeout=0.3)
+    await second.send_to(text_data=json.dumps({"type": "control-request"}))
+    assert (await receive_text(lesson_page, "control-request"))["instructor"] == iris.pk
+    for comm in (second, lesson_page, term):
+        await comm.disconnect()
+
+
+async def test_a_grant_left_in_the_database_gives_a_new_page_nothing(
+        classroom, ready_session, ada, iris, ws_headers, fake_driver):
+    # A grant whose page never said goodbye (the site was killed under it).
+    await database_sync_to_async(LabSession.objects.filter(pk=ready_session.pk).update)(
+        controller=iris)
+    node = await database_sync_to_async(ready_session.node1)()
+    term = await connect(f"/ws/nodes/{node.pk}/terminal/",
+                         await database_sync_to_async(ws_headers)(ada))
+    watch = await connect(watch_path(classroom, node), await database_sync_to_async(ws_headers)(iris))
+    assert (await receive_text(watch, "control"))["granted"] is False
+    await watch.send_to(bytes_data=b"whoami\r")
+    assert await term.receive_nothing(timeout=0.3)
+    for comm in (watch, term):
+        await comm.disconnect()
