@@ -41,6 +41,7 @@ import asyncio
 import contextlib
 import hashlib
 import io
+import itertools
 import json
 import logging
 import os
@@ -56,7 +57,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import images, registry
+from . import images, imagepush, registry
 from .model import LabRuntimeError, NodeSpec
 from .netplan import registry_host
 from .paths import base_dir, file_lock
@@ -125,7 +126,7 @@ def labels(name: str) -> dict:
 
 
 def image_ref(name: str) -> str:
-    """Where the builder pushes: the lab registry as every node reaches it."""
+    """The builder's tag for an image: its name in the lab registry as nodes reach it."""
     return f"{registry_host()}/library/{name}:latest"
 
 
@@ -409,12 +410,12 @@ async def build_all(driver, force: bool = False) -> dict:
         await asyncio.to_thread(stack.enter_context, _build_lock())
         await asyncio.to_thread(stack.enter_context, registry.ensure_running())
         try:
-            return await _build_missing(driver, force)
+            return await _build_missing(driver, force, stack)
         finally:
             await asyncio.to_thread(stack.close)
 
 
-async def _build_missing(driver, force: bool) -> dict:
+async def _build_missing(driver, force: bool, stack: contextlib.ExitStack) -> dict:
     todo, result = [], {}
     sources = images.host_apt_sources()
     for recipe in recipes():
@@ -435,10 +436,13 @@ async def _build_missing(driver, force: bool) -> dict:
         if node.session == BUILDER.session and node.name == BUILDER.name:
             log.info("removing builder node %s left by an earlier build", node.id)
             await driver.stop(node.id)
+    # Pushes go through a writer on the host's loopback: the registry nodes
+    # reach is read-only.
+    writer = await asyncio.to_thread(stack.enter_context, registry.writer())
     node = await driver.start(BUILDER)
     try:
         outcomes = await asyncio.gather(
-            *[_build_one(driver, node, recipe, digest, sources, generated)
+            *[_build_one(driver, node, recipe, digest, sources, writer, generated)
               for recipe, digest, generated in todo],
             return_exceptions=True)
     finally:
@@ -456,7 +460,7 @@ async def _build_missing(driver, force: bool) -> dict:
     return result
 
 
-async def _build_one(driver, node, recipe: Recipe, digest: str, sources: list,
+async def _build_one(driver, node, recipe: Recipe, digest: str, sources: list, writer: str,
                      generated: str = "") -> None:
     began = time.monotonic()
     context = f"/tmp/ctx-{recipe.name}"
@@ -479,7 +483,7 @@ async def _build_one(driver, node, recipe: Recipe, digest: str, sources: list,
     label_args = [a for k, v in labels(recipe.name).items() for a in ("--label", f"{k}={v}")]
     await _in_node(driver, node, ["env", "DOCKER_BUILDKIT=0", "docker", "build", "--quiet",
                                   *label_args, "--tag", ref, context], f"{recipe.name}: docker build")
-    await _in_node(driver, node, ["docker", "push", ref], f"{recipe.name}: docker push")
+    await _push(driver, node, ref, recipe.repository, writer)
     size = (await _in_node(driver, node, ["docker", "image", "inspect", "--format",
                                           "{{.Size}}", ref], "docker image inspect")).strip()
     await _in_node(driver, node, ["rm", "-rf", context], "cleaning up")
@@ -518,6 +522,31 @@ async def _copy_into(driver, node, source: Path, target: str) -> None:
                            f"copying into {target}", input=chunk)
 
 
+async def _push(driver, node, ref: str, repository: str, writer: str) -> None:
+    """`docker save` in the builder, the archive out to the host through the
+    driver's exec, and from there into the registry writer (`writer`, a base URL)."""
+    archive = f"/tmp/save-{repository.replace('/', '-')}.tar"
+    await _in_node(driver, node, ["docker", "save", "--output", archive, ref],
+                   f"{repository}: docker save")
+    with tempfile.NamedTemporaryFile(dir=base_dir(), suffix=".tar") as local:
+        await _copy_out(driver, node, archive, local)
+        await asyncio.to_thread(imagepush.push_archive, local.name, writer, repository)
+    await _in_node(driver, node, ["rm", "-f", archive], "cleaning up")
+
+
+async def _copy_out(driver, node, source: str, target) -> None:
+    """A node file onto the open host file `target`, in chunks through the
+    driver's exec (bytes as they come, so the binary file is never decoded)."""
+    for index in itertools.count():
+        before = target.tell()
+        await _in_node(driver, node, ["dd", f"if={source}", f"bs={COPY_CHUNK}", f"skip={index}",
+                                      "count=1", "status=none"],
+                       f"copying {source} out", on_output=target.write)
+        if target.tell() - before < COPY_CHUNK:
+            break
+    target.flush()
+
+
 async def _mmdebstrap(recipe: Recipe, output: Path, sources: list) -> None:
     # mmdebstrap writes the tarball to stdout, redirected to a host file.
     argv = mmdebstrap_argv(recipe, "-", sources)
@@ -536,8 +565,10 @@ async def _mmdebstrap(recipe: Recipe, output: Path, sources: list) -> None:
                               "reachable?):\n" + err.decode(errors="replace")[-3000:])
 
 
-async def _in_node(driver, node, argv: list, what: str, input: bytes | None = None) -> str:
-    result = await driver.exec(node.id, argv, timeout=BUILD_TIMEOUT, input=input)
+async def _in_node(driver, node, argv: list, what: str, input: bytes | None = None,
+                   on_output=None) -> str:
+    result = await driver.exec(node.id, argv, timeout=BUILD_TIMEOUT, input=input,
+                               on_output=on_output)
     if not result.ok:
         raise LabRuntimeError(f"{what} failed (exit {result.exit_code}"
                               f"{', timed out' if result.timed_out else ''}):\n{result.output[-3000:]}")

@@ -10,6 +10,13 @@ for `library/alpine` first. Two modes, from $LAB_REGISTRY_MODE:
 - `mirror`: a pull-through cache of Docker Hub, for machines that reach it.
   Such a registry refuses pushes, so no stand-ins are built.
 
+Learners do not trust each other, and every node pulls from this registry:
+so the registry nodes reach is read-only (distribution's maintenance
+read-only mode, deletes disabled). A push, a delete or an upload from a node
+is refused at once. The lab's own image builds write through `writer()`: a
+second registry process on the same storage, listening on the host's
+loopback only (no node reaches it), run only while a build pushes.
+
 `python -m runtime registry serve` runs it in the foreground (Procfile);
 `ensure_running()` starts a temporary one when nothing answers.
 """
@@ -21,6 +28,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -67,21 +75,34 @@ def config_path() -> Path:
     return base_dir() / "registry.yml"
 
 
-def config_text(registry_mode: str, port: int, root: str) -> str:
-    """The registry's YAML configuration (pure: unit tests compare it)."""
+def config_text(registry_mode: str, port: int, root: str, writer: bool = False) -> str:
+    """The registry's YAML configuration (pure: unit tests compare it).
+
+    The one nodes reach listens on every address and is read-only; the
+    `writer` listens on the host's loopback only and takes pushes. A mirror
+    refuses pushes by itself (distribution's pull-through cache has no
+    uploads) and must write what it caches, so it is not put in read-only mode.
+    """
     proxy = f"proxy:\n  remoteurl: {DOCKER_HUB}\n" if registry_mode == "mirror" else ""
+    addr = f"127.0.0.1:{port}" if writer else f"0.0.0.0:{port}"
+    readonly = not writer and registry_mode == "standins"
     # A JSON string is a valid YAML scalar, whatever the path holds.
     return Template(TEMPLATE.read_text()).substitute(
-        root=json.dumps(root), addr=json.dumps(f"0.0.0.0:{port}"), proxy=proxy)
+        root=json.dumps(root), addr=json.dumps(addr), proxy=proxy,
+        readonly="true" if readonly else "false")
 
 
-def write_config() -> Path:
-    path = config_path()
+def write_config(port: int | None = None, writer: bool = False) -> Path:
+    path = writer_config_path() if writer else config_path()
     storage_dir().mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(config_text(mode(), registry_port(), str(storage_dir())))
+    tmp.write_text(config_text(mode(), port or registry_port(), str(storage_dir()), writer))
     os.replace(tmp, path)
     return path
+
+
+def writer_config_path() -> Path:
+    return base_dir() / "registry-writer.yml"
 
 
 def _binary() -> str:
@@ -100,14 +121,14 @@ def serve() -> None:
     os.execv(binary, [binary, "serve", str(path)])
 
 
-def url(path: str = "") -> str:
-    return f"http://127.0.0.1:{registry_port()}{path}"
+def url(path: str = "", port: int | None = None) -> str:
+    return f"http://127.0.0.1:{port or registry_port()}{path}"
 
 
 def _status(path: str, method: str = "GET", headers: dict | None = None,
-            timeout: float = 2.0) -> int:
+            timeout: float = 2.0, port: int | None = None) -> int:
     """HTTP status of a request to the local registry; 0 when nothing answers."""
-    request = urllib.request.Request(url(path), method=method, headers=headers or {})
+    request = urllib.request.Request(url(path, port), method=method, headers=headers or {})
     try:
         with _opener.open(request, timeout=timeout) as response:
             return response.status
@@ -117,9 +138,9 @@ def _status(path: str, method: str = "GET", headers: dict | None = None,
         return 0
 
 
-def answers() -> bool:
-    """Does a registry answer the Docker registry API on the lab's port?"""
-    return _status("/v2/") in (200, 401)
+def answers(port: int | None = None) -> bool:
+    """Does a registry answer the Docker registry API on the lab's port (or `port`)?"""
+    return _status("/v2/", port=port) in (200, 401)
 
 
 def has_image(repository: str, tag: str = "latest") -> bool:
@@ -138,24 +159,39 @@ def ensure_running():
         log.debug("lab registry answers at %s", url())
         yield
         return
-    path = write_config()
-    logfile = base_dir() / "registry-temporary.log"
+    with _temporary(write_config(), registry_port(), "temporary lab registry"):
+        yield
+
+
+@contextlib.contextmanager
+def writer():
+    """A writable registry on the same storage, on the host's loopback only,
+    for as long as the caller pushes; yields its base URL."""
+    with socket.socket() as s:  # a free port, taken again at once by the writer
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with _temporary(write_config(port, writer=True), port, "lab registry writer"):
+        yield url(port=port)
+
+
+@contextlib.contextmanager
+def _temporary(path: Path, port: int, what: str):
+    """Run docker-registry with the configuration at `path` until the block ends."""
+    logfile = base_dir() / f"{path.stem}.log"
     with open(logfile, "ab") as out:
         proc = subprocess.Popen([_binary(), "serve", str(path)], stdin=subprocess.DEVNULL,
                                 stdout=out, stderr=out, start_new_session=True)
-    log.info("started a temporary lab registry (pid %d) on port %d; its log: %s",
-             proc.pid, registry_port(), logfile)
+    log.info("started a %s (pid %d) on port %d; its log: %s", what, proc.pid, port, logfile)
     try:
         deadline = time.monotonic() + START_TIMEOUT
-        while not answers():
+        while not answers(port):
             if proc.poll() is not None:
                 raise LabRuntimeError(
-                    f"the lab registry exited at start (code {proc.returncode}); "
-                    f"is port {registry_port()} taken? Its log:\n" + _tail(logfile))
+                    f"the {what} exited at start (code {proc.returncode}); "
+                    f"is port {port} taken? Its log:\n" + _tail(logfile))
             if time.monotonic() > deadline:
-                raise LabRuntimeError(f"the lab registry did not answer on port "
-                                      f"{registry_port()} within {START_TIMEOUT:.0f}s:\n"
-                                      + _tail(logfile))
+                raise LabRuntimeError(f"the {what} did not answer on port {port} within "
+                                      f"{START_TIMEOUT:.0f}s:\n" + _tail(logfile))
             time.sleep(0.05)
         yield
     finally:
@@ -166,7 +202,7 @@ def ensure_running():
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        log.info("stopped the temporary lab registry")
+        log.info("stopped the %s", what)
 
 
 def _tail(path: Path) -> str:
