@@ -329,3 +329,75 @@ def test_inode_filler_hits_its_own_disk_limit(arena, monkeypatch):
                              "or die \"stopped at $_: $!\\n\"; close F }'", timeout=120).output
     assert "No space left on device" in out
     assert factory.sh(arena["b"], "touch /root/still-ok && echo ok").output.strip() == "ok"
+
+
+# ---- shared services: what every learner's node uses must not be writable by one
+
+def _registry_digest(repository: str) -> str:
+    """The manifest digest the registry serves for repository:latest (from the host)."""
+    import urllib.request
+    from runtime.registry import MANIFEST_TYPES, url
+    request = urllib.request.Request(url(f"/v2/{repository}/manifests/latest"), method="HEAD",
+                                     headers={"Accept": MANIFEST_TYPES})
+    with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request) as r:
+        return r.headers["Docker-Content-Digest"]
+
+
+def test_the_lab_registry_refuses_writes_from_a_node(arena, lab_registry):
+    from runtime.netplan import registry_host
+    before = _registry_digest("library/alpine")
+    base = f"http://{registry_host()}/v2/library/alpine"
+    out = sh(arena, f"""
+        code() {{ curl -s -m10 -o /dev/null -w '%{{http_code}}' "$@"; echo; }}
+        echo upload=$(code -X POST {base}/blobs/uploads/)
+        echo delete=$(code -X DELETE {base}/manifests/{before})
+        echo tag=$(code -X PUT -H 'Content-Type: application/vnd.docker.distribution.manifest.v2+json' \
+                        --data '{{"schemaVersion": 2}}' {base}/manifests/latest)
+        echo read=$(code {base}/manifests/latest \
+                         -H 'Accept: application/vnd.docker.distribution.manifest.v2+json')
+    """).output
+    found = dict(re.findall(r"^(\w+)=(\d+)$", out, re.M))
+    # No upload session, no delete, no new tag: every write is refused at once.
+    assert found["upload"] in ("405", "503"), out
+    assert found["delete"] in ("405", "503"), out
+    assert found["tag"] in ("405", "503"), out
+    assert found["read"] == "200", out  # and reading still works
+    assert _registry_digest("library/alpine") == before
+
+
+def test_docker_push_from_a_node_fails_at_once_with_a_clear_error(arena, lab_registry):
+    from runtime.netplan import registry_host
+    began = time.monotonic()
+    result = sh(arena, f"docker pull -q alpine >/dev/null && "
+                       f"docker tag alpine {registry_host()}/library/alpine:latest && "
+                       f"docker push {registry_host()}/library/alpine:latest", timeout=120)
+    assert result.exit_code != 0, result.output
+    assert re.search(r"(?i)(denied|unsupported|not allowed|read.?only)", result.output), \
+        result.output
+    # Pulling the image took most of that; the refused push itself is quick.
+    assert time.monotonic() - began < 90, result.output
+
+
+def test_the_registry_writer_is_out_of_every_nodes_reach(arena, lab_registry):
+    """The lab's builds push through a writer on the host's loopback: a node
+    cannot reach it, on the registry's address or the gateway."""
+    from runtime import registry
+    from runtime.netplan import registry_address
+    gateway = arena["a"].extra["gateway"]
+    with registry.writer() as writer:
+        port = writer.rsplit(":", 1)[1]
+        out = sh(arena, f"for host in {registry_address()} {gateway}; do "
+                        f"curl -s -m3 -o /dev/null -w \"$host=%{{http_code}}\\n\" "
+                        f"http://$host:{port}/v2/; done").output
+        # Control: from the host the writer answers, and takes an upload.
+        import urllib.request
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        request = urllib.request.Request(f"{writer}/v2/library/alpine/blobs/uploads/",
+                                         method="POST")
+        with opener.open(request, timeout=5) as response:
+            assert response.status == 202
+            location = response.headers["Location"]
+        opener.open(urllib.request.Request(
+            location if location.startswith("http") else writer + location, method="DELETE"),
+            timeout=5).close()  # cancel that upload session
+    assert f"{registry_address()}=000" in out and f"{gateway}=000" in out, out
