@@ -1,7 +1,22 @@
 """Fixtures shared by the integration and browser suites: the real running lab."""
 from __future__ import annotations
 
+import signal
+import threading
+
 import pytest
+
+
+def pytest_configure(config):
+    # A run stopped with SIGTERM (a CI time-out, `timeout`, `kill`) ends as
+    # Ctrl-C does, so every fixture still removes the nodes and processes it
+    # started; by default SIGTERM killed pytest on the spot and left them.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"stopped by signal {signum}")
 
 
 @pytest.hookimpl(hookwrapper=True)
