@@ -69,6 +69,7 @@ async def test_right_answer_is_pushed_to_the_lesson_socket(two_node_lesson, ada,
     headers = await database_sync_to_async(ws_headers)(ada)
     comm = WebsocketCommunicator(application, "/ws/lessons/two-nodes/", headers=headers)
     assert (await comm.connect())[0]
+    await database_sync_to_async(client.force_login)(ada)  # her page answers the quiz
     response = await database_sync_to_async(client.post)(ANSWER, {"choice": "1"}, **JSON)
     assert response.status_code == 200
     assert json.loads(await comm.receive_from(timeout=3)) == {
