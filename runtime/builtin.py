@@ -170,6 +170,15 @@ def _prepare_cpuset(path: Path) -> None:
                 target.write_text((part.parent / knob).read_text())
 
 
+def _has_own_root(pid: int) -> bool:
+    """Has process `pid` left the host's root directory (for its node's)?"""
+    try:
+        mine, host = os.stat(f"/proc/{pid}/root/"), os.stat("/")
+    except OSError:
+        return False
+    return (mine.st_dev, mine.st_ino) != (host.st_dev, host.st_ino)
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -611,7 +620,10 @@ class BuiltinDriver(Driver):
             if not _pid_alive(pid):
                 raise LabRuntimeError("the node stopped while starting: "
                                       + self._console_tail(node.id) + self._dockerd_log(pid, node))
-            if hostexec.engine_answers(sock_path):
+            # Until the node's init has entered its own root, that path is the
+            # host's /run/docker.sock: an operator's own engine there answered
+            # for the node, which was then "ready" before it had a root.
+            if _has_own_root(pid) and hostexec.engine_answers(sock_path):
                 return
             time.sleep(0.02)
         raise LabRuntimeError(f"the node's Docker engine did not answer within {START_TIMEOUT:.0f}s"

@@ -102,3 +102,47 @@ def test_cli_creates_execs_lists_and_removes_a_node(nodes):
     assert traces_after_stop(node_id) == []
     bad = run_cli("node", "exec", "nosuchnode", "--", "true")
     assert bad.returncode == 1 and "no node" in bad.stderr
+
+
+def test_an_engine_on_the_hosts_docker_socket_never_answers_for_a_node(nodes):
+    """A machine that runs its own Docker engine has it on /run/docker.sock,
+    the path where a node's engine appears once the node has its own root.
+    Before that, the host's engine answered for the node, which was then
+    "ready" without a root of its own (no ping, /root unreadable, no dockerd)."""
+    import contextlib
+    import os
+    import socket
+    import threading
+    host_sock = "/run/docker.sock"
+    server = None
+    if not os.path.exists(host_sock):
+        # No engine of the host's here: stand one in that answers /info.
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(host_sock)
+        server.listen(16)
+        server.settimeout(0.2)
+        stop = threading.Event()
+
+        def serve():
+            while not stop.is_set():
+                with contextlib.suppress(OSError):
+                    conn, _ = server.accept()
+                    conn.recv(256)
+                    conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+                    conn.close()
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+    try:
+        from runtime.hostexec import engine_answers
+        assert engine_answers(host_sock)  # the host's socket answers, as an engine's would
+        node = nodes.start()
+        out = nodes.sh(node, "docker info --format '{{.Name}}' && command -v ping && "
+                             "touch /root/probe && echo own-root")
+        assert out.exit_code == 0, out.output
+        assert out.output.split() == ["node1", "/usr/bin/ping", "own-root"], out.output
+    finally:
+        if server is not None:
+            stop.set()
+            thread.join()
+            server.close()
+            os.unlink(host_sock)
