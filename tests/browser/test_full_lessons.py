@@ -117,12 +117,18 @@ RECORD_TERMINALS = r"""
 # bottom row, it scrolls first and then fills in the rest of the line in place
 # (seen: 'ec -it aeb7', then '\r\n\x1b[46;32H3fdcbafc bash\r\n'): the learner
 # sees one unbroken line, the stream holds it in two pieces.
+# When the echo, a screenful of output and the prompt reach tmux in one batch,
+# it scrolls (CSI n S) and draws only the last screen: the echo's line is
+# never drawn at all (seen: `docker network inspect overnet` in lesson 5).
+# Such a scroll comes only from new output (a tab's refit redraws the old
+# screen in place), so it too shows the command came back.
 AT_PROMPT = r"""
 ([name, writes, echo, line]) => {
   const c = window.__lab.cursor(name);
   if (c === null || c.writes <= writes || !/[#$] $/.test(c.before)) return false;
   if (!echo || window.__lab.since(name, writes).includes(echo)) return true;
-  return line >= 0 && (window.__lab.text(name, line) || "").includes(echo);
+  if (line >= 0 && (window.__lab.text(name, line) || "").includes(echo)) return true;
+  return /\x1b\[\d*S/.test(window.__lab.term(name).log.slice(Math.max(writes, 0)).join(""));
 }
 """
 
