@@ -5,9 +5,11 @@ the page's JavaScript does, without a browser.
 """
 from __future__ import annotations
 
+import http.client
 import http.cookiejar
 import json
 import re
+import socket
 import time
 import urllib.parse
 import urllib.request
@@ -20,11 +22,33 @@ from labs.oslimits import raise_open_file_limit
 raise_open_file_limit()
 
 
+def _port_origin_handler(site: tuple):
+    """An HTTP handler that dials the site for *.localhost names, as browsers do.
+
+    Published ports open on n<node>-<port>.localhost (labs.portproxy); browsers
+    send every *.localhost name to the loopback address without asking DNS,
+    and so does this client: to the site's own address, keeping the Host header.
+    """
+    class Connection(http.client.HTTPConnection):
+        def connect(self):
+            if self.host.endswith(".localhost"):
+                self.sock = socket.create_connection((site[0], self.port), self.timeout)
+            else:
+                super().connect()
+
+    class Handler(urllib.request.HTTPHandler):
+        def http_open(self, req):
+            return self.do_open(Connection, req)
+    return Handler()
+
+
 class Learner:
     def __init__(self, base_url: str):
         self.base = base_url
         self.jar = http.cookiejar.CookieJar()
-        self.http = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+        site = urllib.parse.urlsplit(base_url)
+        self.http = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar),
+                                                _port_origin_handler((site.hostname, site.port)))
 
     def get(self, path: str):
         return self.http.open(self.base + path, timeout=30)
@@ -64,6 +88,19 @@ class Learner:
     def connect(self, path: str):
         return websockets.connect(self.ws_url(path), additional_headers=self.ws_headers(),
                                   max_size=None)
+
+    def connect_port_origin(self, origin: str, path: str):
+        """A websocket to a published port's origin (http://n<node>-<port>.localhost:<port>),
+        with this learner's cookies for that origin, opened from a page of that origin."""
+        parts = urllib.parse.urlsplit(origin)
+        request = urllib.request.Request(origin + path)
+        self.jar.add_cookie_header(request)
+        headers = {"Origin": origin}
+        if request.get_header("Cookie"):
+            headers["Cookie"] = request.get_header("Cookie")
+        site = urllib.parse.urlsplit(self.base)
+        return websockets.connect(f"ws://{parts.netloc}{path}", additional_headers=headers,
+                                  host=site.hostname, port=parts.port, max_size=None)
 
 
 async def next_event(ws, predicate, seconds: float = 60) -> dict:

@@ -1,31 +1,30 @@
-"""Published ports of a learner's node, opened through the site.
+"""Published ports of a learner's node, each on an origin of its own.
 
-    /nodes/<LabNode pk>/ports/<port>/<path>   ->   http://<node address>:<port>/<path>
+    http://n<node pk>-<port>.<LAB_PORTS_DOMAIN>[:<site port>]/<path>
+        ->  http://<node address>:<port>/<path>
 
-A raw ASGI app (mounted in labs.asgi in front of Django and the websocket
-router) proxies HTTP and websockets. Only the node's owner and the instructors
-of the owner's classrooms get through: anyone else gets 403 (websockets:
-closed with 4403).
+Why an origin of its own: a learner's app is code the lab did not write. Served
+under the site's origin, a script in it could read the site's pages and post as
+whoever opened the link (the learner's instructor, say). On its own origin the
+browser's same-origin policy keeps it out: it gets neither the site's cookies
+(they are host-only) nor any page of the site. The app is served at its origin's
+root, so its absolute links and websockets work as they would on their own.
 
-HTTP is a small HTTP/1.1 client on asyncio streams: one upstream connection
-per request (`Connection: close`), the request body read first (lab apps get
-small requests; capped at MAX_REQUEST_BODY), the response streamed back as it
-arrives (chunked bodies are de-chunked; the ASGI server re-frames them).
-Hop-by-hop headers are dropped both ways, as are the site's own cookies on
-the way in (the learner's app has no business with the lab's session).
+Access, in three hops:
+1. The lesson page links to /nodes/<pk>/ports/<port>/ on the site
+   (`views.open_port`). For the node's owner and the instructors of the owner's
+   classrooms it redirects to the port origin's ENTER_PATH with a signed token
+   that names user, node and port and lives TOKEN_SECONDS.
+2. The port origin trades the token for a cookie of its own (COOKIE_NAME:
+   host-only, HttpOnly, SameSite=Lax) and redirects to the page asked for.
+3. Every request and websocket on the port origin needs that cookie, signed for
+   this node and port, held by a user who may still see the node. Anyone else
+   gets a 403 page (websockets: closed with 4403). The cookie never reaches the
+   app, and the app cannot set a cookie for any other host.
 
-Absolute links: an app that links to `/linux.png` means its own root, not the
-site's. Two things keep those working without rewriting bodies:
-- `Location` headers pointing at the app (`/x`, `http://<node>:<port>/x`) get
-  the prefix added;
-- a request outside the prefix whose Referer is a proxied page
-  (`/nodes/N/ports/P/...`) is redirected (307) to the same path under that
-  prefix. Limitation: this needs the browser to send a Referer (the default
-  policy does for same-origin requests; an app that sets
-  `Referrer-Policy: no-referrer` breaks it), and websockets opened by an app
-  with an absolute path are not covered (the handshake has no Referer).
-
-Parsing of `docker container ls` port columns lives here too (`parse_ports`).
+Upstream HTTP goes through httpx (streamed both ways, keep-alive per node
+address); websockets are relayed with the `websockets` client. Parsing of
+`docker container ls` port columns lives here too (`parse_ports`).
 """
 from __future__ import annotations
 
@@ -33,26 +32,35 @@ import asyncio
 import contextlib
 import logging
 import re
-from urllib.parse import urlsplit
+import weakref
+from http.cookies import SimpleCookie
+from urllib.parse import parse_qs, quote
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.core import signing
 
 log = logging.getLogger(__name__)
 
-PATH_RE = re.compile(r"^/nodes/(\d+)/ports/(\d+)(/.*)?$", re.S)
-REFERER_RE = re.compile(r"^/nodes/(\d+)/ports/(\d+)/")
 HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization",
               b"proxy-connection", b"te", b"trailer", b"trailers", b"transfer-encoding",
               b"upgrade"}
 MAX_REQUEST_BODY = 10 * 1024 * 1024
-MAX_HEADER_BYTES = 64 * 1024
 CONNECT_TIMEOUT = 5.0
 RESPONSE_TIMEOUT = 60.0
-READ_SIZE = 64 * 1024
 MAX_RANGE = 20
 CLOSE_FORBIDDEN = 4403
 CLOSE_UPSTREAM_FAILED = 1011
+
+# A path of the port origin the proxy answers itself (never the app's).
+ENTER_PATH = "/.lab/enter"
+COOKIE_NAME = "lab_port"
+TOKEN_SECONDS = 60
+TOKEN_SALT = "labs.portproxy.token"
+COOKIE_SALT = "labs.portproxy.cookie"
+DENIED_PAGE = (b"<!doctype html><meta charset=utf-8><title>Not allowed</title>"
+               b"<h1>403: not allowed</h1><p>This link has expired, or it is for a lab "
+               b"machine that is not yours. Open it again from the lesson page.</p>\n")
 
 
 # ---- ports in `docker container ls` output ---------------------------------
@@ -96,23 +104,47 @@ def _port_range(text: str) -> list:
     return list(range(start, end + 1))
 
 
-# ---- the ASGI app -------------------------------------------------------------
+# ---- the port origin's name, tokens and cookies ------------------------------
 
-def mount(site_app, proxy_app):
-    """An ASGI app that sends proxied paths to `proxy_app` and the rest to `site_app`.
+def port_host(node_pk: int, port: int) -> str:
+    return f"n{int(node_pk)}-{int(port)}.{settings.LAB_PORTS_DOMAIN}"
 
-    For HTTP it also redirects absolute links of a proxied page back under
-    its prefix (see the module docstring).
-    """
-    async def app(scope, receive, send):
-        if scope["type"] in ("http", "websocket") and PATH_RE.match(scope.get("path", "")):
-            return await proxy_app(scope, receive, send)
-        if scope["type"] == "http":
-            target = _referer_redirect(scope)
-            if target:
-                return await _respond(send, 307, b"", [(b"location", target.encode("latin-1"))])
-        return await site_app(scope, receive, send)
-    return app
+
+def parse_port_host(host: str) -> tuple | None:
+    """(node pk, port) if `host` (a Host header, maybe with :port) is a port origin."""
+    name = host.lower()
+    if name.startswith("["):
+        return None
+    name = name.rsplit(":", 1)[0] if ":" in name else name
+    suffix = "." + settings.LAB_PORTS_DOMAIN
+    if not name.endswith(suffix):
+        return None
+    match = re.fullmatch(r"n(\d{1,10})-(\d{1,5})", name[:-len(suffix)])
+    if not match:
+        return None
+    port = int(match.group(2))
+    return (int(match.group(1)), port) if 0 < port <= 65535 else None
+
+
+def enter_url(request, node_pk: int, port: int, user, path: str) -> str:
+    """Where the site sends `user` to open `path` of the node's port: its origin, with a token."""
+    token = signing.dumps({"u": user.pk, "n": int(node_pk), "p": int(port)}, salt=TOKEN_SALT)
+    site_host = request.get_host()
+    site_port = site_host.rsplit(":", 1)[1] if ":" in site_host.rsplit("]", 1)[-1] else ""
+    origin = f"{request.scheme}://{port_host(node_pk, port)}" + (f":{site_port}" if site_port else "")
+    return f"{origin}{ENTER_PATH}?token={quote(token)}&next={quote(path, safe='')}"
+
+
+def _claims(value: str, salt: str, max_age: int, node_pk: int, port: int) -> int | None:
+    """The user pk in a signed token or cookie, if it is valid and names this node and port."""
+    try:
+        data = signing.loads(value, salt=salt, max_age=max_age)
+    except (signing.BadSignature, ValueError, TypeError):
+        return None
+    if not isinstance(data, dict) or data.get("n") != node_pk or data.get("p") != port:
+        return None
+    user = data.get("u")
+    return user if isinstance(user, int) else None
 
 
 def _header(scope, name: bytes) -> bytes:
@@ -122,86 +154,33 @@ def _header(scope, name: bytes) -> bytes:
     return b""
 
 
-def _referer_redirect(scope) -> str | None:
-    referer = _header(scope, b"referer").decode("latin-1")
-    if not referer:
-        return None
-    parts = urlsplit(referer)
-    host = _header(scope, b"host").decode("latin-1")
-    if parts.netloc and host and parts.netloc != host:
-        return None
-    match = REFERER_RE.match(parts.path)
-    if not match:
-        return None
-    path = scope.get("raw_path") or scope["path"].encode()
-    target = f"/nodes/{match.group(1)}/ports/{match.group(2)}" + path.decode("latin-1")
-    if scope.get("query_string"):
-        target += "?" + scope["query_string"].decode("latin-1")
-    return target
+def _cookie(scope, name: str) -> str:
+    jar = SimpleCookie()
+    for key, value in scope.get("headers", ()):
+        if key.lower() == b"cookie":
+            with contextlib.suppress(Exception):
+                jar.load(value.decode("latin-1"))
+    return jar[name].value if name in jar else ""
 
 
-async def _respond(send, status: int, body: bytes, headers=()):
+async def _respond(send, status: int, body: bytes, headers=(), html=False):
     headers = list(headers)
     if body:
-        headers.append((b"content-type", b"text/plain; charset=utf-8"))
-    headers.append((b"content-length", str(len(body)).encode()))
+        kind = b"text/html; charset=utf-8" if html else b"text/plain; charset=utf-8"
+        headers.append((b"content-type", kind))
+    headers += [(b"content-length", str(len(body)).encode()),
+                (b"cache-control", b"no-store")]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
-class PortProxy:
-    """ASGI app for /nodes/<pk>/ports/<port>/...; needs scope["user"] (AuthMiddlewareStack)."""
-
-    async def __call__(self, scope, receive, send):
-        match = PATH_RE.match(scope["path"])
-        node_pk, port = int(match.group(1)), int(match.group(2))
-        user = scope.get("user")
-        node = await _visible_node(user, node_pk)
-        if scope["type"] == "websocket":
-            return await self.websocket(scope, receive, send, node, port)
-        if not _host_allowed(scope):
-            return await _respond(send, 400, b"Bad Host header.\n")
-        if node is None:
-            return await _respond(send, 403, b"This lab machine is not yours.\n")
-        if not (0 < port <= 65535):
-            return await _respond(send, 404, b"No such port.\n")
-        if match.group(3) is None:  # /nodes/1/ports/80 -> /nodes/1/ports/80/ (relative links)
-            location = scope["path"] + "/"
-            if scope.get("query_string"):
-                location += "?" + scope["query_string"].decode("latin-1")
-            return await _respond(send, 301, b"", [(b"location", location.encode("latin-1"))])
-        address = await _address(node)
-        if not address:
-            return await _respond(send, 503, b"This lab machine is not running. "
-                                             b"Start it from the lesson page.\n")
-        await HttpForward(scope, receive, send, node, address, port).run()
-
-    async def websocket(self, scope, receive, send, node, port):
-        first = await receive()
-        if first["type"] != "websocket.connect":
-            return
-        address = await _address(node) if node is not None else ""
-        if node is None or not address or not (0 < port <= 65535):
-            await send({"type": "websocket.accept"})
-            await send({"type": "websocket.close",
-                        "code": CLOSE_FORBIDDEN if node is None else CLOSE_UPSTREAM_FAILED})
-            return
-        await WebsocketForward(scope, receive, send, address, port).run()
-
-
-def _host_allowed(scope) -> bool:
-    from django.http.request import split_domain_port, validate_host
-    domain, _ = split_domain_port(_header(scope, b"host").decode("latin-1"))
-    allowed = list(settings.ALLOWED_HOSTS)
-    if settings.DEBUG and not allowed:
-        allowed = [".localhost", "127.0.0.1", "[::1]"]
-    return bool(domain) and validate_host(domain, allowed)
-
-
 @database_sync_to_async
-def _visible_node(user, pk):
+def _visible_node(user_pk, node_pk):
+    from django.contrib.auth import get_user_model
+
     from .models import LabNode
-    return LabNode.visible(user, pk)
+    user = get_user_model().objects.filter(pk=user_pk, is_active=True).first()
+    return LabNode.visible(user, node_pk) if user is not None else None
 
 
 async def _address(node) -> str:
@@ -218,31 +197,91 @@ async def _address(node) -> str:
     return found.address
 
 
-def _prefix(scope) -> str:
-    match = PATH_RE.match(scope["path"])
-    return f"/nodes/{match.group(1)}/ports/{match.group(2)}"
+# ---- the ASGI app -------------------------------------------------------------
+
+def by_host(port_app, site_app):
+    """An ASGI app that sends requests for a port origin to `port_app`, the rest to `site_app`."""
+    async def app(scope, receive, send):
+        if scope["type"] in ("http", "websocket") and parse_port_host(
+                _header(scope, b"host").decode("latin-1")):
+            return await port_app(scope, receive, send)
+        return await site_app(scope, receive, send)
+    return app
 
 
-def _upstream_target(scope) -> str:
-    """The path (and query) to ask the app for: the request's, without our prefix."""
-    prefix = _prefix(scope)
-    raw = (scope.get("raw_path") or b"").decode("latin-1")
-    if raw.startswith(prefix + "/"):
-        path = raw[len(prefix):]
-    else:
-        from urllib.parse import quote
-        path = quote(scope["path"][len(prefix):], safe="/%:@!$&'()*+,;=~")
+class PortOrigin:
+    """ASGI app for every request to n<pk>-<port>.<LAB_PORTS_DOMAIN>."""
+
+    async def __call__(self, scope, receive, send):
+        node_pk, port = parse_port_host(_header(scope, b"host").decode("latin-1"))
+        if scope["type"] == "http" and scope["path"] == ENTER_PATH:
+            return await self.enter(scope, send, node_pk, port)
+        user_pk = _claims(_cookie(scope, COOKIE_NAME), COOKIE_SALT,
+                          settings.LAB_PORTS_COOKIE_HOURS * 3600, node_pk, port)
+        node = await _visible_node(user_pk, node_pk) if user_pk is not None else None
+        if scope["type"] == "websocket":
+            return await self.websocket(scope, receive, send, node, port)
+        if node is None:
+            return await _respond(send, 403, DENIED_PAGE, html=True)
+        address = await _address(node)
+        if not address:
+            return await _respond(send, 503, b"This lab machine is not running. "
+                                             b"Start it from the lesson page.\n")
+        await HttpForward(scope, receive, send, node, address, port).run()
+
+    async def enter(self, scope, send, node_pk, port):
+        """Trade the site's short-lived token for this origin's cookie."""
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        user_pk = _claims((query.get("token") or [""])[0], TOKEN_SALT, TOKEN_SECONDS,
+                          node_pk, port)
+        if user_pk is None or await _visible_node(user_pk, node_pk) is None:
+            return await _respond(send, 403, DENIED_PAGE, html=True)
+        target = (query.get("next") or ["/"])[0]
+        if not target.startswith("/") or target.startswith("//") or "\\" in target:
+            target = "/"
+        value = signing.dumps({"u": user_pk, "n": node_pk, "p": port}, salt=COOKIE_SALT)
+        cookie = (f"{COOKIE_NAME}={value}; Path=/; HttpOnly; SameSite=Lax; "
+                  f"Max-Age={settings.LAB_PORTS_COOKIE_HOURS * 3600}")
+        if scope.get("scheme") == "https":
+            cookie += "; Secure"
+        await _respond(send, 302, b"", [(b"location", target.encode("latin-1")),
+                                        (b"set-cookie", cookie.encode("latin-1")),
+                                        (b"referrer-policy", b"no-referrer")])
+
+    async def websocket(self, scope, receive, send, node, port):
+        first = await receive()
+        if first["type"] != "websocket.connect":
+            return
+        # A page of another origin may not use this origin's cookie to talk to the app.
+        origin = _header(scope, b"origin").decode("latin-1")
+        host = _header(scope, b"host").decode("latin-1")
+        foreign = bool(origin) and origin.split("://", 1)[-1].lower() != host.lower()
+        address = await _address(node) if node is not None and not foreign else ""
+        if node is None or foreign or not address:
+            # Accept first: a close before the handshake reaches the page only as 1006.
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.close",
+                        "code": CLOSE_FORBIDDEN if node is None or foreign
+                        else CLOSE_UPSTREAM_FAILED})
+            return
+        await WebsocketForward(scope, receive, send, address, port).run()
+
+
+def _target(scope) -> str:
+    """The path and query to ask the app for: the request's own."""
+    path = (scope.get("raw_path") or b"").decode("latin-1") or \
+        quote(scope["path"], safe="/%:@!$&'()*+,;=~")
     if scope.get("query_string"):
         path += "?" + scope["query_string"].decode("latin-1")
     return path or "/"
 
 
-def _forward_headers(scope, host_and_port: str) -> list:
-    """Request headers for the app: hop-by-hop and the site's cookies removed."""
+def _forward_headers(scope) -> list:
+    """Request headers for the app: hop-by-hop headers and the lab's own cookie removed."""
     connection_named = {t.strip().lower().encode() for t in
                         _header(scope, b"connection").decode("latin-1").split(",") if t.strip()}
-    drop = HOP_BY_HOP | connection_named | {b"content-length", b"expect", b"host"}
-    ours = {settings.SESSION_COOKIE_NAME, settings.CSRF_COOKIE_NAME}
+    drop = HOP_BY_HOP | connection_named | {b"expect"}
+    ours = {COOKIE_NAME, settings.SESSION_COOKIE_NAME, settings.CSRF_COOKIE_NAME}
     headers = []
     for key, value in scope.get("headers", ()):
         key = key.lower()
@@ -255,18 +294,21 @@ def _forward_headers(scope, host_and_port: str) -> list:
                 continue
             value = ";".join(kept).strip().encode("latin-1")
         headers.append((key, value))
-    host = _header(scope, b"host") or host_and_port.encode()
     client = scope.get("client") or ("", 0)
-    headers += [(b"host", host),
-                (b"x-forwarded-for", str(client[0]).encode()),
-                (b"x-forwarded-host", host),
-                (b"x-forwarded-proto", b"https" if scope.get("scheme") in ("https", "wss") else b"http"),
-                (b"x-forwarded-prefix", _prefix(scope).encode())]
+    headers += [(b"x-forwarded-for", str(client[0]).encode()),
+                (b"x-forwarded-host", _header(scope, b"host")),
+                (b"x-forwarded-proto", b"https" if scope.get("scheme") in ("https", "wss") else b"http")]
     return headers
 
 
-class UpstreamError(Exception):
-    pass
+def _app_cookie(value: bytes) -> bytes | None:
+    """A Set-Cookie of the app, kept to its own host; None for a cookie named like the lab's."""
+    text = value.decode("latin-1")
+    parts = text.split(";")
+    if parts[0].split("=", 1)[0].strip() == COOKIE_NAME:
+        return None
+    kept = [parts[0]] + [p for p in parts[1:] if p.split("=", 1)[0].strip().lower() != "domain"]
+    return ";".join(kept).encode("latin-1")
 
 
 # Visiting a published app can be a lesson step: check (at most this often per node).
@@ -286,29 +328,50 @@ async def _check_after_visit(node) -> None:
         log.exception("could not check after a visit to node %s", node.pk)
 
 
+# One httpx client per event loop (Daphne has one; tests start a loop per test).
+_clients: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _client():
+    import httpx
+
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None:
+        # trust_env=False: a proxy set for the site's own traffic must not carry
+        # requests meant for a node.
+        client = httpx.AsyncClient(
+            trust_env=False, follow_redirects=False,
+            timeout=httpx.Timeout(RESPONSE_TIMEOUT, connect=CONNECT_TIMEOUT),
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=20,
+                                keepalive_expiry=5.0))
+        # The app sees the browser's headers, not httpx's defaults (Accept-Encoding,
+        # User-Agent and the like).
+        client.headers.clear()
+        _clients[loop] = client
+    return client
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BrowserLeft(Exception):
+    pass
+
+
 class HttpForward:
     def __init__(self, scope, receive, send, node, address: str, port: int):
         self.scope, self.receive, self.send = scope, receive, send
         self.node, self.address, self.port = node, address, port
-        self.prefix = _prefix(scope)
         self.started = False
+        self.body_done = asyncio.Event()
 
     async def run(self):
-        body = await self._request_body()
-        if body is False:  # the browser went away
-            return
-        if body is None:
-            return await _respond(self.send, 413, b"Request body too large for the lab proxy.\n")
-        try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.address, self.port, limit=MAX_HEADER_BYTES),
-                CONNECT_TIMEOUT)
-        except (OSError, asyncio.TimeoutError) as exc:
-            message = (f"Nothing answers on port {self.port} of {self.node.name} "
-                       f"({type(exc).__name__}). Is a container publishing it?\n")
-            return await _respond(self.send, 502, message.encode())
+        import httpx
+
+        relay = asyncio.create_task(self._relay())
         watcher = asyncio.create_task(self._wait_disconnect())
-        relay = asyncio.create_task(self._relay(reader, writer, body))
         try:
             await asyncio.wait({watcher, relay}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -317,146 +380,91 @@ class HttpForward:
             for task in (watcher, relay):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
         if self.started:
             await _check_after_visit(self.node)
-        if relay.done() and not relay.cancelled() and relay.exception() is not None:
-            exc = relay.exception()
-            log.info("proxying to %s:%s failed: %s", self.address, self.port, exc)
-            if not self.started:
-                status = 504 if isinstance(exc, asyncio.TimeoutError) else 502
-                await _respond(self.send, status, f"The app on port {self.port} did not answer "
-                                                  f"properly ({type(exc).__name__}).\n".encode())
-            else:
-                with contextlib.suppress(Exception):
-                    await self.send({"type": "http.response.body", "body": b""})
+        exc = relay.exception() if relay.done() and not relay.cancelled() else None
+        if exc is None or isinstance(exc, BrowserLeft):
+            return
+        log.info("proxying to %s:%s failed: %r", self.address, self.port, exc)
+        if self.started:  # the headers went out: end the body where it broke
+            with contextlib.suppress(Exception):
+                await self.send({"type": "http.response.body", "body": b""})
+        elif isinstance(exc, BodyTooLarge):
+            await _respond(self.send, 413, b"Request body too large for the lab proxy.\n")
+        elif isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+            await _respond(self.send, 502, (
+                f"Nothing answers on port {self.port} of {self.node.name} "
+                f"({type(exc).__name__}). Is a container publishing it?\n").encode())
+        else:
+            status = 504 if isinstance(exc, httpx.TimeoutException) else 502
+            await _respond(self.send, status, f"The app on port {self.port} did not answer "
+                                              f"properly ({type(exc).__name__}).\n".encode())
 
-    async def _request_body(self):
-        """The whole request body; None if too large, False if the browser left."""
-        chunks, size = [], 0
-        while True:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                return False
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > MAX_REQUEST_BODY:
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body"):
-                return b"".join(chunks)
+    async def _body(self):
+        """The browser's request body, streamed to the app as it comes."""
+        size = 0
+        try:
+            while True:
+                message = await self.receive()
+                if message["type"] == "http.disconnect":
+                    raise BrowserLeft()
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > MAX_REQUEST_BODY:
+                    raise BodyTooLarge()
+                if chunk:
+                    yield chunk
+                if not message.get("more_body"):
+                    return
+        finally:
+            self.body_done.set()
 
     async def _wait_disconnect(self):
+        await self.body_done.wait()  # until then, _body is the one reading
         while True:
             message = await self.receive()
             if message["type"] == "http.disconnect":
                 return
 
-    async def _relay(self, reader, writer, body: bytes):
+    async def _relay(self):
+        import httpx
+
+        headers = _forward_headers(self.scope)
         method = self.scope["method"].upper()
-        lines = [f"{method} {_upstream_target(self.scope)} HTTP/1.1".encode("latin-1")]
-        for key, value in _forward_headers(self.scope, f"{self.address}:{self.port}"):
-            lines.append(key + b": " + value)
-        lines.append(b"connection: close")
-        if body or method in ("POST", "PUT", "PATCH"):
-            lines.append(b"content-length: " + str(len(body)).encode())
-        writer.write(b"\r\n".join(lines) + b"\r\n\r\n" + body)
-        await writer.drain()
-
-        while True:  # skip interim 1xx responses
-            status, headers = await asyncio.wait_for(self._read_head(reader), RESPONSE_TIMEOUT)
-            if not 100 <= status < 200 or status == 101:
-                break
-        names = {k for k, _ in headers}
-        chunked = b"chunked" in b",".join(v.lower() for k, v in headers if k == b"transfer-encoding")
-        connection_named = {t.strip().lower() for k, v in headers if k == b"connection"
-                            for t in v.split(b",") if t.strip()}
-        out = []
-        for key, value in headers:
-            if key in HOP_BY_HOP or key in connection_named:
-                continue
-            if key == b"content-length" and chunked:
-                continue
-            if key == b"location":
-                value = self._location(value)
-            out.append((key, value))
-        await self.send({"type": "http.response.start", "status": status, "headers": out})
-        self.started = True
-        if method == "HEAD" or status in (204, 304) or status < 200:
-            await self.send({"type": "http.response.body", "body": b""})
-            return
-        if chunked:
-            await self._chunked(reader)
-        elif b"content-length" in names:
-            length = int(next(v for k, v in headers if k == b"content-length").strip() or 0)
-            await self._exactly(reader, length)
+        length = _header(self.scope, b"content-length")
+        has_body = bool(length.strip(b"0")) or bool(_header(self.scope, b"transfer-encoding"))
+        if has_body:
+            content = self._body()
         else:
-            while True:
-                data = await reader.read(READ_SIZE)
-                if not data:
-                    break
-                await self.send({"type": "http.response.body", "body": data, "more_body": True})
-        await self.send({"type": "http.response.body", "body": b""})
-
-    async def _read_head(self, reader) -> tuple:
+            self.body_done.set()
+            content = None
+            headers = [(k, v) for k, v in headers if k != b"content-length"]
+        url = httpx.URL(scheme="http", host=self.address, port=self.port,
+                        raw_path=_target(self.scope).encode("latin-1"))
+        client = _client()
+        request = client.build_request(method, url, headers=headers, content=content)
+        response = await client.send(request, stream=True)
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.IncompleteReadError as exc:
-            raise UpstreamError("the app closed the connection without an answer") from exc
-        except asyncio.LimitOverrunError as exc:
-            raise UpstreamError("response headers too large") from exc
-        lines = head[:-4].split(b"\r\n")
-        parts = lines[0].split(b" ", 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
-            raise UpstreamError(f"not an HTTP response: {lines[0][:80]!r}")
-        headers = []
-        for line in lines[1:]:
-            key, sep, value = line.partition(b":")
-            if sep:
-                headers.append((key.strip().lower(), value.strip()))
-        return int(parts[1]), headers
-
-    async def _exactly(self, reader, length: int):
-        left = length
-        while left > 0:
-            data = await reader.read(min(READ_SIZE, left))
-            if not data:
-                raise UpstreamError("the app closed the connection mid-body")
-            left -= len(data)
-            await self.send({"type": "http.response.body", "body": data, "more_body": True})
-
-    async def _chunked(self, reader):
-        while True:
-            line = await reader.readuntil(b"\r\n")
-            size = int(line.split(b";", 1)[0].strip() or b"0", 16)
-            if size == 0:
-                while (await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers
-                    pass
-                return
-            await self._exactly(reader, size)
-            await reader.readexactly(2)
-
-    def _location(self, value: bytes) -> bytes:
-        """Point a redirect at the app back under our prefix."""
-        text = value.decode("latin-1")
-        if text.startswith("/") and not text.startswith("//"):
-            return (self.prefix + text).encode("latin-1") if not text.startswith(self.prefix + "/") else value
-        parts = urlsplit(text)
-        host = _header(self.scope, b"host").decode("latin-1")
-        ours = {f"{self.address}:{self.port}", host}
-        if self.port == 80:
-            ours.add(self.address)
-        if parts.scheme in ("http", "https") and parts.netloc in ours:
-            path = parts.path or "/"
-            if parts.netloc == host and path.startswith(self.prefix + "/"):
-                return value
-            new = self.prefix + path + (("?" + parts.query) if parts.query else "")
-            if parts.fragment:
-                new += "#" + parts.fragment
-            return new.encode("latin-1")
-        return value
+            connection_named = {t.strip().lower().encode() for t in
+                                response.headers.get("connection", "").split(",") if t.strip()}
+            out = []
+            for key, value in response.headers.raw:
+                key = key.lower()
+                if key in HOP_BY_HOP or key in connection_named:
+                    continue
+                if key == b"set-cookie":
+                    value = _app_cookie(value)
+                    if value is None:
+                        continue
+                out.append((key, value))
+            await self.send({"type": "http.response.start", "status": response.status_code,
+                             "headers": out})
+            self.started = True
+            async for data in response.aiter_raw():
+                await self.send({"type": "http.response.body", "body": data, "more_body": True})
+            await self.send({"type": "http.response.body", "body": b""})
+        finally:
+            await response.aclose()
 
 
 class WebsocketForward:
@@ -469,16 +477,17 @@ class WebsocketForward:
     async def run(self):
         from websockets.asyncio.client import connect
 
-        uri = f"ws://{self.address}:{self.port}{_upstream_target(self.scope)}"
+        uri = f"ws://{self.address}:{self.port}{_target(self.scope)}"
         headers = [(k.decode("latin-1"), v.decode("latin-1"))
-                   for k, v in _forward_headers(self.scope, f"{self.address}:{self.port}")
+                   for k, v in _forward_headers(self.scope)
                    if k not in (b"host", b"origin", b"user-agent")]
         origin = _header(self.scope, b"origin").decode("latin-1") or None
         protocols = self.scope.get("subprotocols") or None
         try:
             upstream = await connect(uri, additional_headers=headers, origin=origin,
                                      subprotocols=protocols, open_timeout=CONNECT_TIMEOUT,
-                                     max_size=None, compression=None, user_agent_header=None)
+                                     max_size=None, compression=None, user_agent_header=None,
+                                     proxy=None)
         except Exception as exc:
             log.info("websocket to %s failed: %s", uri, exc)
             await self.send({"type": "websocket.accept"})
@@ -526,4 +535,3 @@ class WebsocketForward:
                     await self.send({"type": "websocket.send", "text": data})
         except ConnectionClosed:
             pass
-

@@ -6,6 +6,7 @@ built-in runtime driver. Every helper fails loudly on a value it cannot parse.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -222,6 +223,18 @@ LAB_POOL_SIZE = envint("LAB_POOL_SIZE", "2")
 
 # The runtime library reads LAB_DRIVER itself; keep the value here so the site
 # can show it and tests can see which driver is meant.
+# Published ports of a node open on an origin of their own,
+# n<node>-<port>.<LAB_PORTS_DOMAIN>, so a learner's app never runs with the
+# site's origin. Browsers send every *.localhost name to the loopback address,
+# so the default needs no DNS; with a real domain, point a wildcard record
+# (*.ports.example.org) at the site and set LAB_PORTS_DOMAIN=ports.example.org.
+LAB_PORTS_DOMAIN = env("LAB_PORTS_DOMAIN", "localhost").strip(".").lower()
+if not re.fullmatch(r"[a-z0-9.-]+", LAB_PORTS_DOMAIN):
+    raise ImproperlyConfigured("LAB_PORTS_DOMAIN must be a DNS name, for example ports.example.org")
+# How long a port origin's cookie lets its holder in (the owner and instructors
+# are checked again on every request).
+LAB_PORTS_COOKIE_HOURS = envint("LAB_PORTS_COOKIE_HOURS", "12")
+
 LAB_DRIVER = env("LAB_DRIVER", "builtin")
 # Runtime session names are this prefix plus the LabSession id. Two sites (say
 # the lab and a test run) sharing one machine's runtime need different prefixes.

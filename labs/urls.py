@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import path, re_path
 
 from . import classroom_views as cv
 from . import views
@@ -14,6 +14,8 @@ urlpatterns = [
     path("lessons/<slug:slug>/steps/<int:number>/answer", views.answer, name="step-answer"),
     path("lessons/<slug:slug>/extend", views.extend, name="lesson-extend"),
     path("lessons/<slug:slug>/hand", views.hand, name="lesson-hand"),
+    re_path(r"^nodes/(?P<pk>\d+)/ports/(?P<port>\d+)(?P<rest>/.*)?$", views.open_port,
+            name="node-port"),
     path("dashboard/", views.dashboard, name="dashboard"),
     path("join/", views.join, name="join"),
     path("join/<str:code>/", views.join, name="join-code"),

@@ -8,15 +8,16 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
 from django.conf import settings
 from django.db import transaction
-from django.http import JsonResponse
+from django.http import HttpResponseForbidden, HttpResponseNotFound, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from runtime import LabRuntimeError, get_driver
 
-from . import tasks
-from .models import (ClassMessage, Classroom, LabSession, LessonActivity, Lesson, Membership,
+from . import portproxy, tasks
+from .models import (ClassMessage, Classroom, LabNode, LabSession, LessonActivity, Lesson,
+                     Membership,
                      Profile, Step, StepProgress, is_guest, learner_group, lesson_progress)
 from . import live
 
@@ -256,3 +257,21 @@ def answer(request, slug, number):
     body = {"ok": True, "correct": right}
     body.update(progress.event())
     return JsonResponse(body)
+
+
+@login_required
+def open_port(request, pk, port, rest=None):
+    """The lesson page's link to a published port: off to the port's own origin.
+
+    Only the node's owner and their instructors get a token for it (see
+    labs.portproxy); the port origin turns the token into its own cookie.
+    """
+    port = int(port)
+    if not 0 < port <= 65535:
+        return HttpResponseNotFound("No such port.\n", content_type="text/plain")
+    if LabNode.visible(request.user, int(pk)) is None:
+        return HttpResponseForbidden("This lab machine is not yours.\n", content_type="text/plain")
+    path = rest or "/"
+    if request.META.get("QUERY_STRING"):
+        path += "?" + request.META["QUERY_STRING"]
+    return redirect(portproxy.enter_url(request, int(pk), port, request.user, path))

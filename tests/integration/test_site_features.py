@@ -2,13 +2,16 @@
 
 The learner starts first-containers, runs `docker run -d -p 8080:80 nginx` in
 the terminal websocket; the page's socket announces the port link (after the
-command's checks), and GETting that link through the site shows nginx's
-welcome page. Another learner gets 403 on the link and 4403 on its websocket.
+command's checks), and following that link ends on the port's own origin with
+nginx's welcome page. Another learner gets 403 on the link and on the origin,
+and 4403 on its websocket.
 """
 from __future__ import annotations
 
 import asyncio
 import urllib.error
+import urllib.parse
+import urllib.request
 
 import pytest
 import websockets
@@ -17,7 +20,7 @@ from tests.integration.test_lesson_flow import SLUG, event_after_command, starte
 from labs.labclient import Learner, next_event
 
 
-def test_published_nginx_opens_through_the_site_for_its_owner_only(live_site):
+def test_published_nginx_opens_on_its_own_origin_for_its_owner_only(live_site):
     ada, eve = Learner(live_site.url), Learner(live_site.url)
     ada.signup("ada-ports")
     eve.signup("eve-ports")
@@ -32,8 +35,12 @@ def test_published_nginx_opens_through_the_site_for_its_owner_only(live_site):
     url = port["url"]
     assert url == f"/nodes/{node}/ports/8080/"
 
+    site = urllib.parse.urlsplit(live_site.url)
+    origin = f"http://n{node}-8080.localhost:{site.port}"
     with ada.get(url) as response:
         assert response.status == 200
+        # The site's link ends on the port's own origin, at its root.
+        assert response.geturl() == origin + "/"
         assert "Welcome to nginx" in response.read().decode()
     # The page lists the link too, for a reload.
     assert url in ada.get(f"/lessons/{SLUG}/").read().decode()
@@ -41,9 +48,25 @@ def test_published_nginx_opens_through_the_site_for_its_owner_only(live_site):
     with pytest.raises(urllib.error.HTTPError) as denied:
         eve.get(url)
     assert denied.value.code == 403
+    # Eve typing the port origin's address herself gets nowhere either.
+    with pytest.raises(urllib.error.HTTPError) as denied:
+        eve.http.open(origin + "/", timeout=30)
+    assert denied.value.code == 403
+    assert "Open it again from the lesson page" in denied.value.read().decode()
+
+    # Ada's port cookie (which her browser keeps from scripts: HttpOnly) replayed
+    # at another port of her node, or another node's origin: 403 all the same.
+    (cookie,) = [c for c in ada.jar if c.name == "lab_port"]
+    assert cookie.domain == f"n{node}-8080.localhost" and cookie.has_nonstandard_attr("HttpOnly")
+    for elsewhere in (f"http://n{node}-8081.localhost:{site.port}/",
+                      f"http://n{node + 1}-8080.localhost:{site.port}/"):
+        replay = urllib.request.Request(elsewhere, headers={"Cookie": f"lab_port={cookie.value}"})
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            eve.http.open(replay, timeout=30)
+        assert denied.value.code == 403, elsewhere
 
     async def eve_websocket():
-        async with eve.connect(f"/nodes/{node}/ports/8080/") as ws:
+        async with eve.connect_port_origin(origin, "/") as ws:
             with pytest.raises(websockets.ConnectionClosed) as closed:
                 await asyncio.wait_for(ws.recv(), 10)
             return closed.value.rcvd.code

@@ -1,7 +1,9 @@
-"""Ada opens what her node publishes through the site; Bob and strangers get 403 / 4403.
+"""Ada opens what her node publishes on its own origin; Bob and strangers get 403 / 4403.
 
 The "app in the node" is a small HTTP and websocket server on 127.0.0.1, and the
-fake node's address points there.
+fake node's address points there. The way in is the real one: the site's link
+(/nodes/N/ports/P/) redirects to the port origin with a token, the port origin
+trades it for its cookie.
 """
 import asyncio
 import dataclasses
@@ -14,7 +16,9 @@ from runtime import ExecResult
 
 from labs import tasks
 from labs.asgi import application
-from labs.portproxy import parse_ports
+from labs import portproxy
+from labs.portproxy import parse_ports, parse_port_host
+from urllib.parse import urlsplit
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -43,6 +47,9 @@ class App:
         elif target == "/chunked":
             writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nKeep-Alive: 5\r\n"
                          b"Content-Type: text/plain\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+        elif target == "/cookie":
+            writer.write(b"HTTP/1.1 200 OK\r\nSet-Cookie: theme=dark; Domain=localhost; Path=/\r\n"
+                         b"Set-Cookie: lab_port=forged; Path=/\r\nContent-Length: 0\r\n\r\n")
         elif target == "/big":
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(BIG) + BIG)
         else:
@@ -88,101 +95,200 @@ def header(response, name):
     return dict((k.lower(), v) for k, v in response["headers"]).get(name)
 
 
-async def test_owner_gets_the_app_through_the_site(app_in_node, ada, ws_headers):
+def headers_all(response, name):
+    return [v for k, v in response["headers"] if k.lower() == name]
+
+
+async def site_link(user, ws_headers, node_pk, port, path="/"):
+    """What the site answers to `user` opening the lesson page's port link."""
+    headers = await database_sync_to_async(cookie_headers)(ws_headers, user)
+    return await get(f"/nodes/{node_pk}/ports/{port}{path}", headers)
+
+
+async def enter(user, ws_headers, node_pk, port, path="/"):
+    """Follow the port link as a browser would: -> (port origin headers, where it lands)."""
+    response = await site_link(user, ws_headers, node_pk, port, path)
+    assert response["status"] == 302, response
+    url = urlsplit(header(response, b"location").decode())
+    assert url.netloc == f"n{node_pk}-{port}.localhost" and url.path == "/.lab/enter"
+    host = [(b"host", url.netloc.encode())]
+    entered = await get(f"{url.path}?{url.query}", host)
+    assert entered["status"] == 302, entered
+    (cookie,) = headers_all(entered, b"set-cookie")
+    return host + [(b"cookie", cookie.split(b";")[0])], header(entered, b"location").decode()
+
+
+def port_origin(node_pk, port, cookie=b""):
+    headers = [(b"host", f"n{node_pk}-{port}.localhost".encode())]
+    return headers + ([(b"cookie", cookie)] if cookie else [])
+
+
+async def test_owner_gets_the_app_on_its_own_origin(app_in_node, ada, ws_headers):
     node, port, app, _ = app_in_node
-    headers = await database_sync_to_async(cookie_headers)(ws_headers, ada)
-    response = await get(f"/nodes/{node.pk}/ports/{port}/index.html?a=1", headers)
+    headers, landing = await enter(ada, ws_headers, node.pk, port, "/index.html?a=1")
+    assert landing == "/index.html?a=1"
+    response = await get(landing, headers)
     assert response["status"] == 200
     assert b"Welcome to nginx!" in response["body"]
     assert header(response, b"x-app") == b"yes"
     (request,) = app.requests
+    # Served at the origin's root: the app sees its own paths, and its own Host.
     assert request["target"] == "/index.html?a=1"
-    # The lab's own session cookie never reaches the learner's app.
+    assert request["headers"]["host"] == f"n{node.pk}-{port}.localhost"
+    # Neither the lab's port cookie nor anything of the site reaches the learner's app.
     assert "cookie" not in request["headers"]
-    assert request["headers"]["x-forwarded-prefix"] == f"/nodes/{node.pk}/ports/{port}"
-    assert request["headers"]["connection"] == "close"
+    assert "x-forwarded-prefix" not in request["headers"]
+
+
+async def test_the_port_cookie_is_host_only_httponly_and_lax(app_in_node, ada, ws_headers):
+    node, port, _, _ = app_in_node
+    response = await site_link(ada, ws_headers, node.pk, port)
+    url = urlsplit(header(response, b"location").decode())
+    entered = await get(f"{url.path}?{url.query}", port_origin(node.pk, port))
+    (cookie,) = headers_all(entered, b"set-cookie")
+    attributes = [a.strip().lower() for a in cookie.decode().split(";")[1:]]
+    assert "httponly" in attributes and "samesite=lax" in attributes and "path=/" in attributes
+    assert not any(a.startswith("domain") for a in attributes)
+    assert header(entered, b"location") == b"/"
+
+
+async def test_the_site_is_never_served_on_a_port_origin(app_in_node, ada, ws_headers):
+    node, port, app, _ = app_in_node
+    headers, _ = await enter(ada, ws_headers, node.pk, port)
+    # /dashboard/ on the port origin is the app's /dashboard/, not the site's page.
+    response = await get("/dashboard/", headers)
+    assert b"Welcome to nginx!" in response["body"]
+    assert app.requests[-1]["target"] == "/dashboard/"
 
 
 async def test_post_body_and_head(app_in_node, ada, ws_headers):
     node, port, app, _ = app_in_node
-    headers = await database_sync_to_async(cookie_headers)(ws_headers, ada)
-    await get(f"/nodes/{node.pk}/ports/{port}/form", headers, method="POST", body=b"name=ada")
+    headers, _ = await enter(ada, ws_headers, node.pk, port)
+    await get("/form", headers + [(b"content-length", b"8")], method="POST", body=b"name=ada")
     assert app.requests[-1]["body"] == b"name=ada"
-    response = await get(f"/nodes/{node.pk}/ports/{port}/", headers, method="HEAD")
+    response = await get("/", headers, method="HEAD")
     assert response["status"] == 200 and response["body"] == b""
 
 
 async def test_chunked_and_large_bodies_are_streamed_and_hop_by_hop_headers_dropped(
         app_in_node, ada, ws_headers):
     node, port, _, _ = app_in_node
-    headers = await database_sync_to_async(cookie_headers)(ws_headers, ada)
-    response = await get(f"/nodes/{node.pk}/ports/{port}/chunked", headers)
+    headers, _ = await enter(ada, ws_headers, node.pk, port)
+    response = await get("/chunked", headers)
     assert response["body"] == b"hello world"
     assert header(response, b"transfer-encoding") is None
     assert header(response, b"keep-alive") is None
-    response = await get(f"/nodes/{node.pk}/ports/{port}/big", headers)
+    response = await get("/big", headers)
     assert response["body"] == BIG
 
 
-async def test_redirects_of_the_app_stay_under_the_prefix(app_in_node, ada, ws_headers):
+async def test_redirects_of_the_app_pass_unchanged(app_in_node, ada, ws_headers):
     node, port, _, _ = app_in_node
-    headers = await database_sync_to_async(cookie_headers)(ws_headers, ada)
-    response = await get(f"/nodes/{node.pk}/ports/{port}/redirect", headers)
+    headers, _ = await enter(ada, ws_headers, node.pk, port)
+    response = await get("/redirect", headers)
     assert response["status"] == 302
-    assert header(response, b"location") == f"/nodes/{node.pk}/ports/{port}/login?next=1".encode()
+    assert header(response, b"location") == b"/login?next=1"
 
 
-async def test_absolute_links_of_a_proxied_page_are_sent_back_under_its_prefix(app_in_node, ada,
-                                                                               ws_headers):
+async def test_the_app_cannot_set_cookies_for_other_hosts_or_the_lab(app_in_node, ada, ws_headers):
     node, port, _, _ = app_in_node
-    headers = await database_sync_to_async(cookie_headers)(ws_headers, ada)
-    referer = f"http://localhost/nodes/{node.pk}/ports/{port}/".encode()
-    response = await get("/linux.png", headers + [(b"referer", referer)])
-    assert response["status"] == 307
-    assert header(response, b"location") == f"/nodes/{node.pk}/ports/{port}/linux.png".encode()
-    # Without such a Referer, the site's own pages are untouched.
-    response = await get("/linux.png", headers + [(b"referer", b"http://localhost/lessons/x/")])
-    assert response["status"] == 404
-
-
-async def test_bare_prefix_gets_a_trailing_slash(app_in_node, ada, ws_headers):
-    node, port, _, _ = app_in_node
-    headers = await database_sync_to_async(cookie_headers)(ws_headers, ada)
-    response = await get(f"/nodes/{node.pk}/ports/{port}", headers)
-    assert response["status"] == 301
-    assert header(response, b"location") == f"/nodes/{node.pk}/ports/{port}/".encode()
+    headers, _ = await enter(ada, ws_headers, node.pk, port)
+    response = await get("/cookie", headers)
+    assert headers_all(response, b"set-cookie") == [b"theme=dark; Path=/"]
 
 
 @pytest.mark.parametrize("who", ["bob", "anonymous"])
-async def test_others_get_403(who, app_in_node, bob, ws_headers):
+async def test_others_get_no_way_in(who, app_in_node, bob, ws_headers):
     node, port, app, _ = app_in_node
-    user = bob if who == "bob" else None
-    headers = await database_sync_to_async(cookie_headers)(ws_headers, user)
-    response = await get(f"/nodes/{node.pk}/ports/{port}/", headers)
+    response = await site_link(bob if who == "bob" else None, ws_headers, node.pk, port)
+    if who == "bob":
+        assert response["status"] == 403
+    else:  # the site asks a stranger to log in first
+        assert response["status"] == 302
+        assert header(response, b"location").startswith(b"/accounts/login/")
+    response = await get("/", port_origin(node.pk, port))
     assert response["status"] == 403
+    assert b"Open it again from the lesson page" in response["body"]
     assert app.requests == []
+
+
+async def test_the_sites_own_cookie_opens_no_port_origin(app_in_node, ada, ws_headers):
+    node, port, app, _ = app_in_node
+    site_cookie = dict(await database_sync_to_async(cookie_headers)(ws_headers, ada))[b"cookie"]
+    assert (await get("/", port_origin(node.pk, port, site_cookie)))["status"] == 403
+    assert app.requests == []
+
+
+async def test_a_port_cookie_replayed_for_another_port_or_node_is_403(app_in_node, ada, bob,
+                                                                      ws_headers):
+    node, port, app, _ = app_in_node
+    headers, _ = await enter(ada, ws_headers, node.pk, port)
+    cookie = dict(headers)[b"cookie"]
+    assert (await get("/", port_origin(node.pk, port + 1, cookie)))["status"] == 403
+    assert (await get("/", port_origin(node.pk + 1000, port, cookie)))["status"] == 403
+    assert app.requests == []
+    # A cookie of the right shape but not signed by the site: 403 as well.
+    forged = cookie.split(b"=", 1)[0] + b"=" + b'{"u":1,"n":%d,"p":%d}' % (node.pk, port)
+    assert (await get("/", port_origin(node.pk, port, forged)))["status"] == 403
+
+
+async def test_a_token_that_expired_or_names_another_node_is_403(app_in_node, ada, ws_headers,
+                                                                  monkeypatch):
+    node, port, app, _ = app_in_node
+    response = await site_link(ada, ws_headers, node.pk, port)
+    url = urlsplit(header(response, b"location").decode())
+    # The same token at another node's origin.
+    elsewhere = await get(f"{url.path}?{url.query}", port_origin(node.pk + 1000, port))
+    assert elsewhere["status"] == 403 and not headers_all(elsewhere, b"set-cookie")
+    monkeypatch.setattr(portproxy, "TOKEN_SECONDS", -1)
+    expired = await get(f"{url.path}?{url.query}", port_origin(node.pk, port))
+    assert expired["status"] == 403 and not headers_all(expired, b"set-cookie")
+    assert b"expired" in expired["body"]
+
+
+async def test_entry_only_redirects_within_the_port_origin(app_in_node, ada, ws_headers):
+    node, port, _, _ = app_in_node
+    response = await site_link(ada, ws_headers, node.pk, port)
+    url = urlsplit(header(response, b"location").decode())
+    token = url.query.split("&")[0]
+    entered = await get(f"{url.path}?{token}&next=//evil.example/", port_origin(node.pk, port))
+    assert header(entered, b"location") == b"/"
+
+
+def test_port_hosts():
+    assert parse_port_host("n5-80.localhost:8000") == (5, 80)
+    assert parse_port_host("N5-8080.LOCALHOST") == (5, 8080)
+    for host in ("localhost", "localhost:8000", "n5-80.localhost.evil.example", "n5-0.localhost",
+                 "n5-70000.localhost", "xn5-80.localhost", "a.n5-80.localhost", "[::1]:8000",
+                 "n5-80localhost", ""):
+        assert parse_port_host(host) is None, host
 
 
 async def test_nothing_listening_is_a_502_that_says_so(app_in_node, ada, ws_headers):
     node, _, _, _ = app_in_node
-    headers = await database_sync_to_async(cookie_headers)(ws_headers, ada)
-    response = await get(f"/nodes/{node.pk}/ports/1/", headers)
+    headers, _ = await enter(ada, ws_headers, node.pk, 1)
+    response = await get("/", headers)
     assert response["status"] == 502
     assert b"Nothing answers on port 1 of node1" in response["body"]
 
 
 async def test_stopped_node_is_503(app_in_node, ada, ws_headers, fake_driver):
     node, port, _, _ = app_in_node
+    headers, _ = await enter(ada, ws_headers, node.pk, port)
     fake_driver.nodes.clear()
-    headers = await database_sync_to_async(cookie_headers)(ws_headers, ada)
-    assert (await get(f"/nodes/{node.pk}/ports/{port}/", headers))["status"] == 503
+    assert (await get("/", headers))["status"] == 503
+
+
+async def websocket_to(node_pk, port, headers, origin=None):
+    origin = origin or b"http://" + dict(headers)[b"host"]
+    comm = WebsocketCommunicator(application, "/socket", headers=headers + [(b"origin", origin)])
+    return comm
 
 
 async def test_owner_websocket_is_relayed(app_in_node, ada, ws_headers):
     node, _, _, ws_port = app_in_node
-    headers = await database_sync_to_async(ws_headers)(ada)
-    comm = WebsocketCommunicator(application, f"/nodes/{node.pk}/ports/{ws_port}/socket",
-                                 headers=headers)
+    headers, _ = await enter(ada, ws_headers, node.pk, ws_port)
+    comm = await websocket_to(node.pk, ws_port, headers)
     connected, _ = await comm.connect(timeout=5)
     assert connected
     await comm.send_to(text_data="hi")
@@ -192,13 +298,15 @@ async def test_owner_websocket_is_relayed(app_in_node, ada, ws_headers):
     await comm.disconnect()
 
 
-@pytest.mark.parametrize("who", ["bob", "anonymous"])
-async def test_others_websocket_is_closed_with_4403(who, app_in_node, bob, ws_headers):
+async def test_websockets_without_the_cookie_or_from_another_origin_get_4403(app_in_node, ada,
+                                                                            ws_headers):
     node, _, _, ws_port = app_in_node
-    user = bob if who == "bob" else None
-    headers = await database_sync_to_async(ws_headers)(user)
-    comm = WebsocketCommunicator(application, f"/nodes/{node.pk}/ports/{ws_port}/socket",
-                                 headers=headers)
+    comm = await websocket_to(node.pk, ws_port, port_origin(node.pk, ws_port))
+    await comm.connect()
+    assert await comm.receive_output(timeout=3) == {"type": "websocket.close", "code": 4403}
+    # With Ada's cookie, but opened by a page of the site (or any other origin).
+    headers, _ = await enter(ada, ws_headers, node.pk, ws_port)
+    comm = await websocket_to(node.pk, ws_port, headers, origin=b"http://localhost")
     await comm.connect()
     assert await comm.receive_output(timeout=3) == {"type": "websocket.close", "code": 4403}
 
@@ -250,11 +358,11 @@ def ada_in_class(classroom, other_classroom):
 
 async def test_adas_instructor_opens_her_port_link(app_in_node, ada_in_class, iris, ws_headers):
     node, port, app, ws_port = app_in_node
-    headers = await database_sync_to_async(cookie_headers)(ws_headers, iris)
-    response = await get(f"/nodes/{node.pk}/ports/{port}/", headers)
+    headers, landing = await enter(iris, ws_headers, node.pk, port)
+    response = await get(landing, headers)
     assert response["status"] == 200 and b"Welcome to nginx!" in response["body"]
-    comm = WebsocketCommunicator(application, f"/nodes/{node.pk}/ports/{ws_port}/socket",
-                                 headers=await database_sync_to_async(ws_headers)(iris))
+    headers, _ = await enter(iris, ws_headers, node.pk, ws_port)
+    comm = await websocket_to(node.pk, ws_port, headers)
     assert (await comm.connect())[0]
     await comm.send_to(text_data="hi")
     assert await comm.receive_from(timeout=3) == "echo:hi"
@@ -262,14 +370,14 @@ async def test_adas_instructor_opens_her_port_link(app_in_node, ada_in_class, ir
 
 
 @pytest.mark.parametrize("who", ["ivan", "otto", "bob"])
-async def test_other_instructors_and_classmates_get_403_and_4403(who, request, app_in_node, ada_in_class,
-                                                                 ws_headers):
+async def test_other_instructors_and_classmates_get_403(who, request, app_in_node, ada_in_class,
+                                                        ws_headers):
     node, port, app, ws_port = app_in_node
     user = request.getfixturevalue(who)
-    headers = await database_sync_to_async(cookie_headers)(ws_headers, user)
-    assert (await get(f"/nodes/{node.pk}/ports/{port}/", headers))["status"] == 403
+    assert (await site_link(user, ws_headers, node.pk, port))["status"] == 403
+    # A token made for them (as if the site had been fooled) still gets nothing.
+    token = portproxy.signing.dumps({"u": user.pk, "n": node.pk, "p": port},
+                                    salt=portproxy.TOKEN_SALT)
+    entered = await get(f"/.lab/enter?token={token}", port_origin(node.pk, port))
+    assert entered["status"] == 403
     assert app.requests == []
-    comm = WebsocketCommunicator(application, f"/nodes/{node.pk}/ports/{ws_port}/socket",
-                                 headers=await database_sync_to_async(ws_headers)(user))
-    await comm.connect()
-    assert await comm.receive_output(timeout=3) == {"type": "websocket.close", "code": 4403}
