@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from . import firewall, hostexec, idmap, images, netplan, seccomp
+from . import disks, firewall, hostexec, idmap, images, netplan, seccomp
 from .model import Driver, ExecResult, LabFull, LabRuntimeError, Node, NodeNotFound, NodeSpec
 from .paths import file_lock, nodes_dir, sessions_dir
 from .pty_terminal import PtyTerminal
@@ -501,31 +501,14 @@ class BuiltinDriver(Driver):
             run(["mount", "--bind", "-o", "ro", str(image), str(directory / "lower")])
 
     def _make_disk(self, node: Node, directory: Path) -> None:
-        """The node's own file system for its writable layer and Docker's data.
-
-        A sparse image file with ext4, loop-mounted: its size (LAB_NODE_DISK)
-        caps what the node can write, inodes included, and a full disk stays
-        the node's problem. The node keeps the mount in its own namespace;
-        the kernel frees the loop device when the node ends.
-        """
-        image, fs = directory / "disk.img", directory / "fs"
-        with open(image, "wb") as f:
-            f.truncate(node_limits()["disk"])
-        run(["mkfs.ext4", "-q", "-F", "-m", "0", "-E",
-             "lazy_itable_init=1,lazy_journal_init=1", str(image)])
-        fs.mkdir(exist_ok=True)
-        run(["mount", "-o", "loop,nosuid,nodev", str(image), str(fs)])
-        for sub in ("upper/etc/docker", "work", "docker", "root"):
-            (fs / sub).mkdir(parents=True, exist_ok=True)
+        """The node's own file system for its writable layer and Docker's data
+        (runtime/disks.py). The node keeps the mount in its own namespace; the
+        kernel frees the loop device when the node ends."""
+        disks.make(directory, node_limits()["disk"], ("upper/etc/docker", "work", "docker", "root"))
 
     @staticmethod
     def _release_host_mounts(directory: Path) -> None:
-        # os.path.ismount cannot see a bind mount from the same file system.
-        wanted = {str(directory / "lower"), str(directory / "fs")}
-        with open("/proc/self/mountinfo") as f:
-            mounted = [line.split()[4] for line in f if line.split()[4] in wanted]
-        for path in mounted:
-            run(["umount", "-l", path], check=False)
+        disks.release([directory / "lower", directory / "fs"])
 
     def _make_netns(self, node: Node, net, holder: int) -> None:
         host_if, node_if = netplan.veth_names(node.id)

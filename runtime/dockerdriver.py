@@ -1,7 +1,7 @@
 """The docker driver: nodes as Docker-in-Docker containers on a host Docker engine.
 
 The Play with Docker design, for operators who already run Docker. A node is
-a privileged container of the same Debian root filesystem the built-in
+a container of the same Debian root filesystem the built-in
 driver uses (imported once into the host engine as `lab-node:<hash>`), with
 tini as PID 1 running the node's own dockerd; Docker's data lives in a
 volume per node. Each session gets a user-defined bridge network
@@ -12,15 +12,24 @@ picks the engine (passed to the CLI as DOCKER_HOST).
 State lives in the engine itself, as labels on the containers, volumes and
 networks (lab.node, lab.session, lab.name), so any process finds the nodes.
 
-Security: the container is --privileged, like Play with Docker's. Root in a
-node is root on the host, with every capability and device; an escape from
-a node is an escape to the host. Use it only for learners you trust, or on a
-host you can throw away; the built-in driver is the one for strangers.
+Security: not --privileged (Play with Docker's way), but the set a node's
+dockerd needs: Docker's default capabilities plus CAP_SYS_ADMIN and
+CAP_NET_ADMIN, a seccomp profile built from the built-in driver's deny list
+(seccomp_profile), a cgroup namespace of its own, no host devices. With an
+engine on this host, each node also gets its own loop-mounted disk for
+Docker's data and /root, and session bridges named labbrd<hash> fall under
+the built-in driver's firewall (runtime/firewall.py: the registry is the only
+host service, no link-local addresses, egress per LAB_EGRESS). What it cannot
+match: there is no user namespace, and CAP_SYS_ADMIN outside one is host
+root for a determined learner (a fresh procfs mount reaches host-wide kernel
+settings). The README's table says so row by row; the built-in driver is the
+one for strangers.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -34,9 +43,9 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from . import hostexec, images, netplan
+from . import disks, firewall, hostexec, images, netplan, seccomp
 from .model import Driver, ExecResult, LabRuntimeError, Node, NodeNotFound, NodeSpec
-from .paths import file_lock
+from .paths import base_dir, file_lock
 from .pty_terminal import PtyTerminal
 
 log = logging.getLogger(__name__)
@@ -51,6 +60,25 @@ ID_RE = re.compile(r"^[0-9a-f]{12}$")
 CLI_TIMEOUT = 120.0
 
 
+# Beyond Docker's default set: mounts and namespaces for the node's own runc
+# (SYS_ADMIN), bridges and iptables in the node's network namespace (NET_ADMIN).
+NODE_CAPS = ("SYS_ADMIN", "NET_ADMIN")
+# Runs before lab-init in every docker-driver node (placed with the node's files).
+INIT_PATH = "/usr/local/sbin/lab-docker-init"
+INIT_SCRIPT = """#!/bin/sh
+# Docker mounts the cgroup file systems of a container that is not privileged
+# read-only; the node's own engine must make cgroups for its containers. In
+# the node's cgroup namespace these are the node's own cgroups: what it makes
+# stays under the node's limits.
+for d in /sys/fs/cgroup /sys/fs/cgroup/*; do
+    if [ -d "$d" ] && [ ! -L "$d" ] && mountpoint -q "$d"; then
+        mount -o remount,bind,rw "$d" || echo "lab-docker-init: $d stays read-only" >&2
+    fi
+done
+exec /usr/local/sbin/lab-init
+"""
+
+
 def container_name(node_id: str) -> str:
     return f"lab-{node_id}"
 
@@ -61,6 +89,44 @@ def volume_name(node_id: str) -> str:
 
 def network_name(session: str) -> str:
     return f"lab-{session}"
+
+
+def bridge_name(session: str) -> str:
+    """The session network's bridge on the host: labbrd + 9 hex digits (15 characters
+    at most), so the built-in driver's firewall (labbr+) covers it."""
+    return "labbrd" + hashlib.sha1(session.encode()).hexdigest()[:9]
+
+
+def seccomp_profile() -> dict:
+    """Docker's seccomp profile format: everything but the built-in driver's deny list.
+
+    Keyrings are not namespaced: without a user namespace a node's root would
+    share the host root's. keyctl and friends answer ENOSYS, which runc takes
+    as "no keyrings here" and goes on.
+    """
+    return {"defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64"],
+            "syscalls": [{"names": sorted(seccomp.DENIED), "action": "SCMP_ACT_ERRNO",
+                          "errnoRet": 1},
+                         {"names": ["add_key", "keyctl", "request_key"],
+                          "action": "SCMP_ACT_ERRNO", "errnoRet": 38}]}
+
+
+def seccomp_profile_path() -> Path:
+    """The profile as a file (the docker CLI reads it and sends its content)."""
+    path = base_dir() / "docker-node-seccomp.json"
+    text = json.dumps(seccomp_profile(), indent=1) + "\n"
+    if not path.exists() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return path
+
+
+def disk_dir(node_id: str) -> Path:
+    """A node's own disk, when the engine runs on this host (disks.make)."""
+    return base_dir() / "dockernodes" / node_id
 
 
 def image_tag(image_dir: Path) -> str:
@@ -75,24 +141,39 @@ def import_changes() -> list:
             'CMD ["/usr/local/sbin/lab-init"]']
 
 
-def run_argv(spec: NodeSpec, node_id: str, image: str, limits: dict) -> list:
-    """`docker create` arguments for a node (pure: unit tests may compare them)."""
-    return ["create", "--privileged", "--name", container_name(node_id),
+def run_argv(spec: NodeSpec, node_id: str, image: str, limits: dict, seccomp_file: str,
+             apparmor: bool = False, root_dir: Optional[str] = None) -> list:
+    """`docker create` arguments for a node (pure: unit tests compare them).
+
+    `apparmor`: the engine's host enforces AppArmor, whose docker-default
+    profile forbids every mount; `root_dir`: a host directory for /root (on
+    the node's own disk).
+    """
+    security = [a for cap in NODE_CAPS for a in ("--cap-add", cap)]
+    security += ["--security-opt", f"seccomp={seccomp_file}", "--cgroupns", "private",
+                 # The node's engine routes for its containers; /proc/sys is read-only.
+                 "--sysctl", "net.ipv4.ip_forward=1"]
+    if apparmor:
+        security += ["--security-opt", "apparmor=unconfined"]
+    mounts = ["-v", f"{volume_name(node_id)}:/var/lib/docker"]
+    if root_dir:
+        mounts += ["--mount", f"type=bind,source={root_dir},target=/root"]
+    return ["create", *security, "--name", container_name(node_id),
             "--hostname", spec.name, "--network", network_name(spec.session),
             "--network-alias", spec.name,
             "--label", f"{LABEL}={node_id}", "--label", f"lab.session={spec.session}",
             "--label", f"lab.name={spec.name}",
-            "--label", f"lab.created={time.time():.3f}",
-            "-v", f"{volume_name(node_id)}:/var/lib/docker",
+            "--label", f"lab.created={time.time():.3f}", *mounts,
             "--memory", str(limits["memory"]), "--memory-swap", str(limits["memory"]),
             "--pids-limit", str(limits["pids"]), "--cpus", str(limits["cpus"]),
-            "--stop-timeout", "2", image]
+            "--stop-timeout", "2", image, INIT_PATH]
 
 
 def node_files_tar(spec: NodeSpec, daemon_json: dict) -> bytes:
     """A tar stream of the files a node gets before it starts (for `docker cp -`)."""
     buf = io.BytesIO()
-    entries = [("/etc/docker/daemon.json", json.dumps(daemon_json, indent=1), 0o644)]
+    entries = [("/etc/docker/daemon.json", json.dumps(daemon_json, indent=1), 0o644),
+               (INIT_PATH, INIT_SCRIPT, 0o755)]
     for path, content, *mode in spec.files:
         if not str(path).startswith("/") or ".." in Path(path).parts:
             raise LabRuntimeError(f"file path {path!r} must be absolute, without '..'",
@@ -127,6 +208,20 @@ class DockerDriver(Driver):
     def __init__(self, host: Optional[str] = None):
         # None: $LAB_DOCKER_HOST, else the CLI's own default (DOCKER_HOST or /var/run/docker.sock).
         self.host = host or os.environ.get("LAB_DOCKER_HOST") or None
+        self._apparmor: Optional[bool] = None
+
+    def local(self) -> bool:
+        """Whether the engine runs on this host (a unix socket), so that the
+        node's disk and the firewall can be made here."""
+        where = self.host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        return where.startswith("unix://") and os.geteuid() == 0
+
+    def apparmor(self) -> bool:
+        if self._apparmor is None:
+            proc = self.docker("info", "--format", "{{json .SecurityOptions}}", check=False,
+                               timeout=15)
+            self._apparmor = b"apparmor" in proc.stdout
+        return self._apparmor
 
     # ---- the CLI ----------------------------------------------------------------
     def _env(self) -> dict:
@@ -282,6 +377,7 @@ class DockerDriver(Driver):
         proc = self.docker("network", "inspect", name, check=False)
         if proc.returncode != 0:
             self.docker("network", "create", "--driver", "bridge",
+                        "-o", f"com.docker.network.bridge.name={bridge_name(session)}",
                         "--label", f"lab.session={session}", name)
             proc = self.docker("network", "inspect", name)
         return json.loads(proc.stdout)[0]
@@ -326,9 +422,20 @@ class DockerDriver(Driver):
                 registry = f"{gateway}:{netplan.registry_port()}"
                 daemon = {"registry-mirrors": [f"http://{registry}"],
                           "insecure-registries": [registry], "storage-driver": "overlay2"}
+                root_dir = None
+                volume_opts = []
+                if self.local():
+                    progress({"progress": 20, "message": "making the node's disk"})
+                    firewall.apply()
+                    fs = self._make_disk(node_id)
+                    root_dir = str(fs / "root")
+                    volume_opts = ["--opt", "type=none", "--opt", "o=bind",
+                                   "--opt", f"device={fs / 'docker'}"]
                 self.docker("volume", "create", "--label", f"{LABEL}={node_id}",
-                            "--label", f"lab.session={spec.session}", volume_name(node_id))
-                self.docker(*run_argv(spec, node_id, tag, _limits()))
+                            "--label", f"lab.session={spec.session}", *volume_opts,
+                            volume_name(node_id))
+                self.docker(*run_argv(spec, node_id, tag, _limits(), str(seccomp_profile_path()),
+                                      self.apparmor(), root_dir))
             progress({"progress": 25, "message": "placing the node's files"})
             self.docker("cp", "-", f"{name}:/", input=node_files_tar(spec, daemon))
             progress({"progress": 35, "message": "starting the node"})
@@ -349,6 +456,24 @@ class DockerDriver(Driver):
         progress({"progress": 100, "message": "ready"})
         log.info("node %s (%s/%s) ready in %.2fs", node_id, spec.session, spec.name, seconds)
         return node
+
+    def _make_disk(self, node_id: str) -> Path:
+        """The node's own disk (LAB_NODE_DISK) for Docker's data and /root."""
+        directory = disk_dir(node_id)
+        directory.mkdir(parents=True, exist_ok=True)
+        fs = disks.make(directory, _limits()["disk"], ("docker", "root"))
+        home = images.current_image() / "root"
+        if home.is_dir():  # the image's own /root (.bashrc, .profile) comes along
+            subprocess.run(["cp", "-a", f"{home}/.", str(fs / "root")], check=False)
+        (fs / "root").chmod(0o700)
+        return fs
+
+    @staticmethod
+    def _remove_disk(node_id: str) -> None:
+        directory = disk_dir(node_id)
+        if directory.exists():
+            disks.release([directory / "fs"])
+            shutil.rmtree(directory, ignore_errors=True)
 
     def _wait_for_engine(self, node_id: str) -> None:
         """Until the node's engine answers /info, as `docker info` would.
@@ -425,6 +550,7 @@ class DockerDriver(Driver):
         if proc.returncode and b"No such volume" not in proc.stderr:
             raise LabRuntimeError(f"could not remove node {node_id}'s volume: "
                                   f"{proc.stderr.decode(errors='replace').strip()}")
+        self._remove_disk(node_id)
         if session:
             with self._lock():
                 self._remove_network_if_empty(session)

@@ -14,7 +14,9 @@ pool ADDRESS_POOL) this module applies itself at start and removes at stop,
 in chains of its own named LAB-HOSTDOCKER, built by pure functions:
 
 - filter, jumped to first from FORWARD for traffic from or to the pool:
-  switched traffic within one network is accepted, traffic routed between
+  traffic of the lab's bridges (labbr+, which the docker driver's session
+  bridges labbrd<hash> match) returns to the lab's own LAB-FORWARD; for any
+  other network of the pool, switched traffic within one network is accepted, traffic routed between
   two networks of the pool (two sessions) is dropped, traffic towards the
   built-in driver's bridges is left to its LAB-FORWARD, the pool's egress and
   its return traffic are accepted (so a FORWARD policy of DROP set by another
@@ -144,13 +146,15 @@ def _running_pid() -> int | None:
 def filter_rules(pool: str = POOL) -> list:
     """LAB-HOSTDOCKER (filter): packets routed from or to the pool."""
     return [
+        # The lab's bridges (the built-in driver's, and the docker driver's
+        # labbrd<hash>): LAB-FORWARD decides, with the lab's egress rules.
+        ["-i", BRIDGES, "-j", "RETURN"],
+        ["-o", BRIDGES, "-j", "RETURN"],
         # Switched within one network's bridge (seen here when the host has
         # br_netfilter loaded): the nodes of a session talk freely.
         ["-m", "physdev", "--physdev-is-bridged", "-j", "ACCEPT"],
         # Routed between two networks of the pool: sessions are isolated.
         ["-s", pool, "-d", pool, "-j", "DROP"],
-        # To a built-in driver's node: its LAB-FORWARD decides (and drops).
-        ["-o", BRIDGES, "-j", "RETURN"],
         ["-d", pool, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"],
         ["-s", pool, "-j", "ACCEPT"],
     ]

@@ -15,9 +15,10 @@ def test_the_engine_leaves_the_firewall_to_us():
 
 def test_filter_rules():
     assert hostdocker.filter_rules(POOL) == [
+        ["-i", "labbr+", "-j", "RETURN"],
+        ["-o", "labbr+", "-j", "RETURN"],
         ["-m", "physdev", "--physdev-is-bridged", "-j", "ACCEPT"],
         ["-s", POOL, "-d", POOL, "-j", "DROP"],
-        ["-o", "labbr+", "-j", "RETURN"],
         ["-d", POOL, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"],
         ["-s", POOL, "-j", "ACCEPT"],
     ]
@@ -36,9 +37,10 @@ def test_restore_text():
     assert hostdocker.restore_text("10.9.0.0/16") == "\n".join([
         "*filter",
         ":LAB-HOSTDOCKER - [0:0]",
+        "-A LAB-HOSTDOCKER -i labbr+ -j RETURN",
+        "-A LAB-HOSTDOCKER -o labbr+ -j RETURN",
         "-A LAB-HOSTDOCKER -m physdev --physdev-is-bridged -j ACCEPT",
         "-A LAB-HOSTDOCKER -s 10.9.0.0/16 -d 10.9.0.0/16 -j DROP",
-        "-A LAB-HOSTDOCKER -o labbr+ -j RETURN",
         "-A LAB-HOSTDOCKER -d 10.9.0.0/16 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
         "-A LAB-HOSTDOCKER -s 10.9.0.0/16 -j ACCEPT",
         "-I FORWARD 1 -s 10.9.0.0/16 -j LAB-HOSTDOCKER",
