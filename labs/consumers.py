@@ -17,7 +17,6 @@ import logging
 import time
 from urllib.parse import parse_qs
 
-from asgiref.sync import sync_to_async
 from autobahn.exception import Disconnected
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -30,23 +29,17 @@ from .hints import hint_for
 from .live import classroom_group, term_group, watch_group
 from .models import (Classroom, LabNode, LabSession, Lesson, StepProgress, learner_group,
                      user_group)
-from . import groups, tasks
+from . import checks, groups, tasks
 
 log = logging.getLogger(__name__)
 
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_NODE_GONE = 4410
-# A command's end checks at once; more commands ending within this window
-# (a pasted block) add one more check run at its end, not one each.
-CHECK_WINDOW_SECONDS = 0.2
 # Enter pressed where no command-end mark follows (a shell inside a container,
 # `docker exec -it`): check once the output has been quiet this long.
 QUIET_SECONDS = 1.0
 QUIET_GIVE_UP_SECONDS = 300
-# Engine events come in bursts (create, start, connect, die, destroy): check
-# once this long after the first of a burst.
-EVENT_DEBOUNCE_SECONDS = 1.0
 # `docker events` runs for at most this long, then is started again (with
 # --since, so nothing is missed): a watcher whose page went away without a
 # clean close leaves nothing behind for longer than this.
@@ -67,17 +60,6 @@ EVENT_ACTIONS = ("create", "start", "die", "destroy", "stop", "rename", "pause",
                  "import", "load", "connect", "disconnect")
 # Containers a check script starts carry this label; their events are ignored.
 CHECK_LABEL = "lab.check"
-
-# session id -> time.monotonic() of the last check run this process enqueued.
-_last_enqueued: dict = {}
-
-
-async def enqueue_checks(session_id: int) -> None:
-    _last_enqueued[session_id] = time.monotonic()
-    # .delay talks to the broker (and runs the task inline when eager): keep
-    # it off the event loop.
-    await sync_to_async(tasks.run_checks.delay)(session_id)
-
 
 def events_argv() -> list:
     argv = ["docker", "events", "--format", "{{json .}}"]
@@ -118,8 +100,6 @@ class EngineWatcher:
         self.session_id = session_id
         self.refs = 0
         self.task = None
-        self.timer = None
-        self.first_event = None
         self.pid = None
         self.changes = 0  # events that counted (for tests and logs)
 
@@ -138,8 +118,6 @@ class EngineWatcher:
             return
         if self.active.get(self.runtime_id) is self:
             del self.active[self.runtime_id]
-        if self.timer is not None:
-            self.timer.cancel()
         if self.task is not None:
             self.task.cancel()
 
@@ -209,39 +187,19 @@ class EngineWatcher:
                 self._poke()
 
     def _poke(self):
-        if self.first_event is None:
-            self.first_event = time.monotonic()
-        if self.timer is None:
-            self.timer = asyncio.get_running_loop().call_later(EVENT_DEBOUNCE_SECONDS, self._fire)
+        # Engine events come in bursts (create, start, connect, die, destroy):
+        # the scheduler makes that one run now and one at the window's end, and
+        # skips events a run queued since (the command's own end) already saw.
+        seen = time.monotonic()
 
-    def _fire(self):
-        self.timer = None
-        first, self.first_event = self.first_event, None
-        # A check enqueued after these events (say by the command-end mark of
-        # the command that caused them) already saw them.
-        if first is not None and _last_enqueued.get(self.session_id, -1) >= first:
-            return
-        task = asyncio.ensure_future(self._enqueue())
+        async def ask():
+            try:
+                await checks.arequest(self.session_id, since=seen)
+            except Exception:
+                log.exception("could not queue checks for session %s", self.session_id)
+        task = asyncio.ensure_future(ask())
         _background.add(task)
         task.add_done_callback(_background.discard)
-
-    async def _enqueue(self):
-        try:
-            await enqueue_checks(self.session_id)
-        except Exception:
-            log.exception("could not enqueue checks for session %s", self.session_id)
-
-
-async def capture_pane(runtime_id: str, *options: str) -> str:
-    """What the node's terminal (its tmux session "main") shows, by
-    `tmux capture-pane -p` with `options`; "" if it cannot be had."""
-    try:
-        result = await get_driver().exec(runtime_id, [
-            "tmux", "capture-pane", "-p", *options, "-t", "main"], timeout=5)
-    except LabRuntimeError as exc:
-        log.info("no capture of the terminal of %s: %s", runtime_id, exc.reason)
-        return ""
-    return result.output if result.ok else ""
 
 
 def client_message(text_data) -> dict:
@@ -335,7 +293,7 @@ class LessonConsumer(AsyncWebsocketConsumer):
                 await self.send_json({"type": "error",
                                       "message": "Start the lab first, then check."})
                 return
-            await enqueue_checks(session.pk)
+            await checks.arequest(session.pk)
 
     async def _control(self, message):
         """The learner answers a take-control request, or takes control back.
@@ -400,8 +358,6 @@ class TerminalConsumer(AsyncWebsocketConsumer):
 
     term = None
     pump_task = None
-    check_task = None
-    checks_again = False
     hint_task = None
 
     async def dispatch(self, message):
@@ -492,25 +448,16 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         await self.close()
 
     def _schedule_checks(self):
-        """Check now; a burst of finished commands gets one more run at the end
-        of the window, so the last command is always checked and a pasted
-        block does not queue a run per line."""
-        if self.check_task is not None and not self.check_task.done():
-            self.checks_again = True
-            return
-
-        async def run():
-            while True:
-                self.checks_again = False
-                try:
-                    await enqueue_checks(self.session_id)
-                except Exception:
-                    log.exception("could not enqueue checks for session %s", self.session_id)
-                await asyncio.sleep(CHECK_WINDOW_SECONDS)
-                if not self.checks_again:
-                    return
-
-        self.check_task = asyncio.create_task(run())
+        """A command ended: ask for a check run (labs/checks.py batches a burst,
+        say a pasted block, into one run now and one at the window's end)."""
+        async def ask():
+            try:
+                await checks.arequest(self.session_id)
+            except Exception:
+                log.exception("could not queue checks for session %s", self.session_id)
+        task = asyncio.ensure_future(ask())
+        _background.add(task)
+        task.add_done_callback(_background.discard)
 
     def _check_when_quiet(self, entered: float):
         """After Enter, check once output goes quiet unless a command-end mark
@@ -569,7 +516,8 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             # The earlier output, as plain text. tmux in the node keeps it; the
             # browser never got it, because tmux sends the screen, not every
             # line (a long output arrives as its last screenful).
-            text = await capture_pane(self.node.runtime_id, "-J", "-S", f"-{HISTORY_LINES}")
+            text = await get_driver().capture_terminal(self.node.runtime_id,
+                                                       history=HISTORY_LINES)
             await self.send(text_data=json.dumps({"type": "history", "text": text}))
 
     def _saw_input(self):
@@ -722,7 +670,7 @@ class WatchConsumer(AsyncWebsocketConsumer):
             await self.send(text_data=json.dumps({"type": "error",
                                                   "message": "This machine is not running."}))
             return
-        screen = await capture_pane(self.node.runtime_id, "-e")
+        screen = await get_driver().capture_terminal(self.node.runtime_id, styles=True)
         if screen:
             screen = screen.rstrip("\n").replace("\n", "\r\n")
             await self.send(bytes_data=b"\x1b[H\x1b[2J" + screen.encode())

@@ -23,8 +23,7 @@ Access, in three hops:
    app, and the app cannot set a cookie for any other host.
 
 Upstream HTTP goes through httpx (streamed both ways, keep-alive per node
-address); websockets are relayed with the `websockets` client. Parsing of
-`docker container ls` port columns lives here too (`parse_ports`).
+address); websockets are relayed with the `websockets` client.
 """
 from __future__ import annotations
 
@@ -40,6 +39,8 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.core import signing
 
+from . import checks
+
 log = logging.getLogger(__name__)
 
 HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization",
@@ -48,7 +49,6 @@ HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-autho
 MAX_REQUEST_BODY = 10 * 1024 * 1024
 CONNECT_TIMEOUT = 5.0
 RESPONSE_TIMEOUT = 60.0
-MAX_RANGE = 20
 CLOSE_FORBIDDEN = 4403
 CLOSE_UPSTREAM_FAILED = 1011
 
@@ -61,47 +61,6 @@ COOKIE_SALT = "labs.portproxy.cookie"
 DENIED_PAGE = (b"<!doctype html><meta charset=utf-8><title>Not allowed</title>"
                b"<h1>403: not allowed</h1><p>This link has expired, or it is for a lab "
                b"machine that is not yours. Open it again from the lesson page.</p>\n")
-
-
-# ---- ports in `docker container ls` output ---------------------------------
-
-def parse_ports(text: str) -> list:
-    """Published TCP ports from `docker container ls --format '{{.Names}}\\t{{.Ports}}'`.
-
-    "web1\\t0.0.0.0:8080->80/tcp, :::8080->80/tcp" -> [{"port": 8080, "target": 80,
-    "container": "web1"}]. Unpublished ports ("80/tcp") and UDP are left out;
-    one entry per host port, sorted.
-    """
-    found: dict = {}
-    for line in text.splitlines():
-        name, _, column = line.partition("\t")
-        if not column:
-            name, column = "", name
-        for entry in column.split(","):
-            entry = entry.strip()
-            if "->" not in entry or not entry.endswith("/tcp"):
-                continue
-            left, right = entry.split("->", 1)
-            host = left.rsplit(":", 1)[-1]
-            target = right[:-len("/tcp")]
-            hosts, targets = _port_range(host), _port_range(target)
-            if not hosts:
-                continue
-            if len(targets) != len(hosts):
-                targets = [targets[0] if targets else None] * len(hosts)
-            for h, t in zip(hosts, targets):
-                found.setdefault(h, {"port": h, "target": t, "container": name.strip()})
-    return [found[p] for p in sorted(found)]
-
-
-def _port_range(text: str) -> list:
-    first, _, last = text.partition("-")
-    if not first.isdigit() or (last and not last.isdigit()):
-        return []
-    start, end = int(first), int(last or first)
-    if not (0 < start <= end <= 65535) or end - start >= MAX_RANGE:
-        return [start] if 0 < start <= 65535 else []
-    return list(range(start, end + 1))
 
 
 # ---- the port origin's name, tokens and cookies ------------------------------
@@ -311,23 +270,6 @@ def _app_cookie(value: bytes) -> bytes | None:
     return ";".join(kept).encode("latin-1")
 
 
-# Visiting a published app can be a lesson step: check (at most this often per node).
-VISIT_CHECK_SECONDS = 2.0
-_last_visit_check: dict = {}
-
-
-async def _check_after_visit(node) -> None:
-    from . import tasks
-    now = asyncio.get_running_loop().time()
-    if now - _last_visit_check.get(node.pk, -VISIT_CHECK_SECONDS) < VISIT_CHECK_SECONDS:
-        return
-    _last_visit_check[node.pk] = now
-    try:
-        await database_sync_to_async(tasks.run_checks.delay)(node.session_id)
-    except Exception:
-        log.exception("could not check after a visit to node %s", node.pk)
-
-
 # One httpx client per event loop (Daphne has one; tests start a loop per test).
 _clients: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
@@ -380,8 +322,11 @@ class HttpForward:
             for task in (watcher, relay):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-        if self.started:
-            await _check_after_visit(self.node)
+        if self.started:  # visiting a published app can be a lesson step
+            try:
+                await checks.arequest(self.node.session_id)
+            except Exception:
+                log.exception("could not check after a visit to node %s", self.node.pk)
         exc = relay.exception() if relay.done() and not relay.cancelled() else None
         if exc is None or isinstance(exc, BrowserLeft):
             return

@@ -14,10 +14,9 @@ from celery.exceptions import SoftTimeLimitExceeded
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from runtime import LabFull, LabRuntimeError, NodeSpec, get_driver
+from runtime import LabFull, LabRuntimeError, NodeSpec, checkbatch, get_driver, ports
 
 from .models import LabNode, LabSession, StepProgress
-from .portproxy import parse_ports
 
 log = logging.getLogger(__name__)
 
@@ -112,11 +111,12 @@ def stop_session(session_id: int) -> None:
 
 @shared_task(soft_time_limit=CHECK_TIMEOUT * 6, time_limit=CHECK_TIMEOUT * 6 + 30)
 def run_checks(session_id: int) -> dict | None:
-    """Run every step's check in the step's node; record and push what changed.
+    """Run every open step's check in the step's node; record and push what changed.
 
-    Quiz steps are answered on the page, not checked here. Afterwards the
-    published ports of every node are refreshed (and pushed when they changed).
-    Returns {step number: state} of the checked steps (handy for tests and the shell).
+    One exec per node (runtime/checkbatch.py) runs all of that node's open
+    checks and lists its published ports; the nodes of a session are asked at
+    once. Quiz steps are answered on the page, not checked here. Returns
+    {step number: state} of the checked steps (handy for tests and the shell).
     """
     session = _session(session_id)
     if session is None or session.state != LabSession.READY:
@@ -130,57 +130,63 @@ def run_checks(session_id: int) -> dict | None:
     # first steps, a check run costs only the steps still open.
     done = set(StepProgress.objects.filter(user=session.user, step__lesson=session.lesson,
                                            state=StepProgress.DONE).values_list("step_id", flat=True))
+    open_steps = []
     for step in session.lesson.steps.order_by("number"):
         if not step.has_check:
             continue
         if step.pk in done:
             results[step.number] = StepProgress.DONE
-            continue
+        else:
+            open_steps.append(step)
+    batches = {name: checkbatch.Batch(
+        {**{str(s.number): ["/bin/sh", "-c", s.check_script] for s in open_steps
+            if s.node == name}, "ports": ports.ARGV}, timeout=CHECK_TIMEOUT)
+        for name in nodes}
+    answers = _run(_run_batches(driver, nodes, batches))
+    for step in open_steps:
         node = nodes.get(step.node)
         if node is None:
             state, message = None, f"could not check (this lab has no node {step.node})"
         else:
-            state, message = _check(driver, node, step)
+            state, message = _verdict(answers[step.node], str(step.number))
         progress, changed = StepProgress.record(session.user, step, state, message)
         results[step.number] = progress.state
         if changed:
             push(session.group_name, progress.event())
-    for node in nodes.values():
-        refresh_ports(driver, node, session.group_name)
+    for name, node in nodes.items():
+        listing = answers[name]
+        if isinstance(listing, dict) and listing["ports"].ok:
+            if node.set_ports(ports.parse_ports(listing["ports"].output)):
+                push(session.group_name, node.ports_event())
     return results
 
 
-def _check(driver, node, step) -> tuple:
-    """(state, message) of one step's check in its node."""
-    try:
-        result = _run(driver.exec(node.runtime_id, ["/bin/sh", "-c", step.check_script],
-                                  timeout=CHECK_TIMEOUT))
-    except LabRuntimeError as exc:
-        log.warning("check of step %s in %s failed to run: %s", step.number,
-                    node.runtime_id, exc.reason)
-        return None, f"could not check ({exc.reason})"
+async def _run_batches(driver, nodes: dict, batches: dict) -> dict:
+    """{node name: {key: ExecResult}}, or the LabRuntimeError that stopped its exec."""
+    async def one(name):
+        batch = batches[name]
+        try:
+            result = await driver.exec(nodes[name].runtime_id, checkbatch.ARGV,
+                                       input=batch.program().encode(),
+                                       timeout=batch.exec_timeout())
+        except LabRuntimeError as exc:
+            log.warning("checks in %s failed to run: %s", nodes[name].runtime_id, exc.reason)
+            return name, exc
+        return name, batch.results(result)
+    return dict(await asyncio.gather(*(one(name) for name in batches)))
+
+
+def _verdict(answer, key: str) -> tuple:
+    """(state, message) of one step's check from its node's batch."""
+    if isinstance(answer, LabRuntimeError):
+        return None, f"could not check ({answer.reason})"
+    result = answer[key]
     if result.timed_out:
         return None, "could not check (timed out)"
     if result.exit_code == 0:
         return StepProgress.DONE, ""
     return (StepProgress.PENDING,
             result.output.strip()[-2000:] or f"not done yet (check exited {result.exit_code})")
-
-
-PORTS_ARGV = ["docker", "container", "ls", "--format", "{{.Names}}\t{{.Ports}}"]
-
-
-def refresh_ports(driver, node, group: str) -> None:
-    """Read the node's published ports; store and push them when they changed."""
-    try:
-        result = _run(driver.exec(node.runtime_id, PORTS_ARGV, timeout=10))
-    except LabRuntimeError as exc:
-        log.info("could not list ports of %s: %s", node.runtime_id, exc.reason)
-        return
-    if not result.ok:
-        return
-    if node.set_ports(parse_ports(result.output)):
-        push(group, node.ports_event())
 
 
 def _run(coro):
@@ -277,7 +283,8 @@ def maintain_pool() -> dict:
 
 @shared_task(soft_time_limit=240, time_limit=270)
 def end_sessions() -> list:
-    """Run by beat: end sessions past their length or idle for too long, freeing their nodes.
+    """Run by beat: end sessions past their length or idle for too long; their
+    nodes are stopped by one stop_session task each (nodes queue).
 
     Progress lives in StepProgress rows and is never touched; the learner's
     page is told why the session ended. Nodes whose session row is gone are
@@ -289,7 +296,9 @@ def end_sessions() -> list:
     for session, reason in LabSession.over_limits():
         LabSession.objects.filter(pk=session.pk).update(ended_because=reason, controller=None)
         log.info("ending session %s (%s): %s", session.runtime_name, session.user, reason)
-        stop_session(session.pk)
+        # One stop per session, on the nodes queue: a long list of ends never
+        # holds up the checks (nor one slow stop the rest).
+        stop_session.delay(session.pk)
         ended.append((session.pk, reason))
     return ended
 

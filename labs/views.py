@@ -15,7 +15,7 @@ from django.views.decorators.http import require_POST
 
 from runtime import LabRuntimeError, get_driver
 
-from . import portproxy, tasks
+from . import checks, portproxy, tasks
 from .models import (ClassMessage, Classroom, LabNode, LabSession, LessonActivity, Lesson,
                      Membership,
                      Profile, Step, StepProgress, is_guest, learner_group, lesson_progress)
@@ -124,7 +124,7 @@ def check(request, slug):
     if session is None or session.state != LabSession.READY:
         return JsonResponse({"ok": False, "error": "Start the lab first, then check."}, status=409)
     session_id = session.pk
-    transaction.on_commit(lambda: tasks.run_checks.delay(session_id))
+    transaction.on_commit(lambda: checks.request(session_id))
     return JsonResponse({"ok": True})
 
 

@@ -11,6 +11,7 @@ import itertools
 import time
 from typing import Callable, Optional
 
+from . import checkbatch
 from .model import Driver, ExecResult, LabRuntimeError, Node, NodeNotFound, NodeSpec, Terminal
 
 
@@ -69,14 +70,30 @@ class FakeDriver(Driver):
         return None if node_id in self.nodes else "gone"
 
     async def exec(self, node_id, argv, timeout=30.0, input=None, on_output=None) -> ExecResult:
-        self.calls.append(("exec", node_id, list(argv)))
+        batch = list(argv) == checkbatch.ARGV and input
+        if not batch:
+            self.calls.append(("exec", node_id, list(argv)))
         node = self.nodes.get(node_id)
         if node is None:
             raise NodeNotFound(node_id)
-        result = self.responder(node, list(argv)) if self.responder else ExecResult(0, "")
+        if batch:
+            result = self._batch(node, input.decode())
+        else:
+            result = self.responder(node, list(argv)) if self.responder else ExecResult(0, "")
         if on_output and result.output:
             on_output(result.output.encode())
         return result
+
+    def _batch(self, node, program: str) -> ExecResult:
+        """A checkbatch program, answered command by command by the responder (each
+        command is also recorded in `calls`, as if it had been an exec of its own)."""
+        nonce, commands = checkbatch.parse_program(program)
+        parts = []
+        for key, argv in commands.items():
+            self.calls.append(("exec", node.id, list(argv)))
+            result = self.responder(node, list(argv)) if self.responder else ExecResult(0, "")
+            parts.append(checkbatch.frame(nonce, key, result))
+        return ExecResult(0, "".join(parts))
 
     async def open_terminal(self, node_id, cols=80, rows=24, name="main") -> Terminal:
         if node_id not in self.nodes:

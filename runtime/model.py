@@ -9,7 +9,7 @@ import abc
 import dataclasses
 import re
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Callable, Optional
+from typing import Callable, Optional
 
 # Session and node names end up in hostnames, interface names and paths, so
 # they are restricted to a conservative alphabet.
@@ -173,16 +173,29 @@ class Driver(abc.ABC):
                 return node
         raise NodeNotFound(node_id)
 
+    async def capture_terminal(self, node_id: str, name: str = "main", history: int = 0,
+                               styles: bool = False) -> str:
+        """What the node's terminal `name` shows now, as text: its screen, after
+        `history` earlier lines when asked (lines that wrapped joined again), with
+        the ANSI styles when `styles`. "" when it cannot be had.
+
+        Terminals of both drivers are tmux sessions in the node (open_terminal),
+        so this asks that tmux.
+        """
+        options = (["-e"] if styles else []) + (["-J", "-S", f"-{int(history)}"] if history else [])
+        try:
+            result = await self.exec(node_id, ["tmux", "capture-pane", "-p", *options, "-t", name],
+                                     timeout=5)
+        except LabRuntimeError:
+            return ""
+        return result.output if result.ok else ""
+
     async def stop_session(self, session: str) -> list:
         """Stop every node of a session; returns their ids."""
         ids = [n.id for n in self.list_nodes() if n.session == session]
         for node_id in ids:
             await self.stop(node_id)
         return ids
-
-    async def progress(self, node_id: str) -> AsyncIterator[dict]:
-        """Progress events of a start; drivers without detail report just the end."""
-        yield {"progress": 100, "message": "ready"}
 
     def fill_pool(self, size: int) -> list:
         """Start ready nodes until `size` wait for a learner; ids of new ones.
@@ -192,6 +205,3 @@ class Driver(abc.ABC):
     def reap_dead(self) -> list:
         """Remove nodes whose processes died; ids of the removed ones."""
         return []
-
-    def get_state(self) -> dict:
-        return {"nodes": [n.to_json() for n in self.list_nodes()]}

@@ -13,3 +13,12 @@ async def node1_terminal(session, headers, query: str = ""):
                                  headers=headers)
     assert (await term.connect())[0]
     return term
+
+
+async def until(condition, seconds=3):
+    """Wait until `condition()` holds; fail the test after `seconds`."""
+    import asyncio
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)

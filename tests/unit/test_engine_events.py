@@ -10,7 +10,7 @@ from runtime import ExecResult
 
 from labs import consumers
 from labs.asgi import application
-from tests.unit.sockets import node1_terminal
+from tests.unit.sockets import node1_terminal, until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -31,13 +31,6 @@ def engine(events, checks=ExecResult(0, "")):
             return checks
         return ExecResult(0, "")
     return respond
-
-
-async def until(condition, seconds=3):
-    deadline = asyncio.get_running_loop().time() + seconds
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 def blocking_stream(fake_driver, events):

@@ -17,7 +17,8 @@ from runtime import ExecResult
 from labs import tasks
 from labs.asgi import application
 from labs import portproxy
-from labs.portproxy import parse_ports, parse_port_host
+from labs.portproxy import parse_port_host
+from runtime.ports import parse_ports
 from urllib.parse import urlsplit
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -7,11 +7,11 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from labs import consumers
+from labs import checks, tasks
 from labs.asgi import application
 from labs.models import LabSession
 from runtime import ExecResult
-from tests.unit.sockets import node1_terminal
+from tests.unit.sockets import node1_terminal, until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -98,28 +98,29 @@ async def test_foreign_origin_is_rejected(ready_session, ada, ws_headers):
 
 async def test_a_command_end_checks_at_once_and_a_burst_adds_one_run(
         ready_session, ada, ws_headers, fake_driver, monkeypatch):
-    runs = []
-
-    async def enqueue(session_id):
-        runs.append(session_id)
-    monkeypatch.setattr(consumers, "enqueue_checks", enqueue)
-    # A long window: a check that waited for it would not have run yet below.
-    monkeypatch.setattr(consumers, "CHECK_WINDOW_SECONDS", 1.0)
+    runs = []  # (session, countdown) of each queued run_checks
+    monkeypatch.setattr(tasks.run_checks, "delay", lambda pk: runs.append((pk, 0)))
+    monkeypatch.setattr(tasks.run_checks, "apply_async",
+                        lambda args, countdown: runs.append((args[0], countdown)))
+    # A long window: a check that waited for it would not have been queued yet below.
+    monkeypatch.setattr(checks, "WINDOW", 1.0)
+    monkeypatch.setattr(checks, "_runs", {})
 
     comm = await owners_terminal(ready_session, ada, ws_headers)
     mark = b"\x1b]6973;cmd-end;0\x07$ "
     await comm.send_to(bytes_data=b"one\r\n" + mark)
     await comm.receive_from(timeout=2)
-    await asyncio.sleep(0.2)
-    assert runs == [ready_session.pk]  # checked at once, not after the window
+    await until(lambda: runs)
+    assert runs == [(ready_session.pk, 0)]  # checked at once, not after the window
 
     for line in (b"two", b"three", b"four"):  # a pasted block, within the window
         await comm.send_to(bytes_data=line + b"\r\n" + mark)
         await comm.receive_from(timeout=2)
+    await until(lambda: len(runs) == 2)
     await asyncio.sleep(0.2)
-    assert len(runs) == 1
-    await asyncio.sleep(1.2)
-    assert runs == [ready_session.pk] * 2  # one more run for the burst, at its end
+    # One more run for the whole burst, at the window's end.
+    (_, countdown), = runs[1:]
+    assert len(runs) == 2 and 0 < countdown <= 1.0
     await comm.disconnect()
 
 
