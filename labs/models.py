@@ -592,11 +592,6 @@ class Profile(models.Model):
         return f"{self.user} ({'guest' if self.guest else 'account'})"
 
     @classmethod
-    def for_user(cls, user) -> "Profile":
-        profile, _ = cls.objects.get_or_create(user=user)
-        return profile
-
-    @classmethod
     def make_guest(cls):
         """A new user flagged guest, with no usable password."""
         import secrets
@@ -708,10 +703,6 @@ class Classroom(models.Model):
 
     def __str__(self):
         return f"{self.name} ({self.code})"
-
-    @property
-    def group_name(self) -> str:
-        return f"classroom-{self.pk}"
 
     def is_open(self, when=None) -> bool:
         """Learners can join from a while before the start until the end."""

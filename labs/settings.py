@@ -190,6 +190,7 @@ CELERY_TASK_ROUTES = {
     "labs.tasks.start_queued": {"queue": "nodes"},
     "labs.tasks.maintain_pool": {"queue": "nodes"},
     "labs.tasks.reap_nodes": {"queue": "nodes"},
+    "labs.tasks.reset_session": {"queue": "nodes"},
 }
 CELERY_BEAT_SCHEDULE = {
     "reap-nodes": {"task": "labs.tasks.reap_nodes",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -17,7 +16,7 @@ import subprocess
 from pathlib import Path
 
 from .model import LabRuntimeError
-from .paths import images_dir, nodes_dir
+from .paths import images_dir
 
 log = logging.getLogger(__name__)
 
@@ -112,18 +111,3 @@ def build_node_image(force: bool = False) -> Path:
     log.info("node image ready: %s", target)
     return target
 
-
-def remove_stale_images() -> list:
-    """Delete images of older recipes that no node uses any more."""
-    keep = {image_path().name}
-    for state in nodes_dir().glob("*/node.json"):
-        try:
-            keep.add(Path(json.loads(state.read_text())["extra"]["image"]).name)
-        except (OSError, ValueError, KeyError):
-            continue
-    removed = []
-    for path in images_dir().glob("node-*"):
-        if path.name not in keep:
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path.name)
-    return removed

@@ -59,6 +59,22 @@ def test_beat_ends_expired_and_idle_sessions_and_keeps_progress(ready_session, a
     assert StepProgress.objects.get(user=ada, step__number=1).state == StepProgress.DONE
 
 
+def test_beat_leaves_each_stop_to_a_task_on_the_nodes_queue(ready_session, fake_driver,
+                                                           monkeypatch):
+    from labs.celery import app
+    queued = []
+    monkeypatch.setattr(tasks.stop_session, "delay", lambda pk: queued.append(pk))
+    LabSession.objects.filter(pk=ready_session.pk).update(expires=timezone.now() - MINUTE)
+    assert tasks.end_sessions() == [(ready_session.pk, "expired")]
+    assert queued == [ready_session.pk]
+    assert fake_driver.nodes  # end_sessions itself stopped nothing
+    # Every task that starts or stops nodes goes to the nodes queue; checks do not.
+    for name in ("start_session", "stop_session", "reset_session", "start_queued",
+                 "maintain_pool", "reap_nodes"):
+        assert app.amqp.router.route({}, f"labs.tasks.{name}")["queue"].name == "nodes", name
+    assert app.amqp.router.route({}, "labs.tasks.run_checks")["queue"].name == "celery"
+
+
 def test_idle_for_too_long_ends_the_session(ready_session, fake_driver):
     LabSession.objects.filter(pk=ready_session.pk).update(last_input=timezone.now() - 31 * MINUTE)
     assert tasks.end_sessions() == [(ready_session.pk, "idle")]
