@@ -5,6 +5,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 
 from . import get_driver, images
@@ -49,30 +50,14 @@ def main(argv=None) -> int:
     fill.add_argument("size", type=int)
     sub.add_parser("reap", help="remove nodes whose processes died")
 
-    bench = sub.add_parser("bench", help="measure the runtime and the site; print a report",
-                           description="Runtime figures (per driver, side by side), then the "
-                           "site's figures from `python -m labs.benchsite` run as a subprocess, "
-                           "and a table of target vs measured. A report: nothing is asserted.")
-    bench.add_argument("--nodes", type=int, default=10, help="nodes to start for the runtime "
-                       "figures (cold starts, idle memory, warm-pool starts)")
-    bench.add_argument("--drivers", default="builtin,docker",
-                       help="drivers measured side by side (comma-separated)")
-    bench.add_argument("--no-site", action="store_true", help="runtime figures only")
-    bench.add_argument("--site-drivers", default="builtin",
-                       help="drivers the site figures run with (comma-separated)")
-    bench.add_argument("--learners", type=int, default=50, help="learners in the load run")
-    bench.add_argument("--pool", type=int, default=0,
-                       help="warm pool nodes started before the load run (0: cold starts)")
-    bench.add_argument("--terminals", type=int, default=100, help="terminals typing at once")
-    bench.add_argument("--keys", type=int, default=30, help="keystrokes per terminal")
-    bench.add_argument("--flood-mb", type=int, default=50, help="flood file size (MiB)")
-    bench.add_argument("--restarts", type=int, default=0,
-                       help="lesson pages held open while Redis restarts (0: skip)")
-    bench.add_argument("--capacity", type=int, default=0,
-                       help="add idle nodes up to this many with the site up (0: skip)")
-    bench.add_argument("--capacity-seconds", type=float, default=900,
-                       help="time budget of the capacity stage")
-
+    # `python -m runtime bench ...` is `python -m bench ...` (bench/): the library
+    # itself knows nothing of the benchmarks or the site.
+    sub.add_parser("bench", help="same as `python -m bench` (measure; print a report)",
+                   add_help=False)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "bench" in argv and argv.index("bench") == next(
+            (i for i, a in enumerate(argv) if not a.startswith("-")), -1):
+        os.execv(sys.executable, [sys.executable, "-m", "bench", *argv[argv.index("bench") + 1:]])
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
@@ -95,21 +80,6 @@ async def _dispatch(args) -> int:
     if args.group == "registry" and args.cmd == "serve":
         from . import registry
         registry.serve()  # replaces this process
-    if args.group == "bench":
-        from . import bench
-        drivers = [d for d in args.drivers.split(",") if d]
-        if args.driver:
-            drivers = [args.driver]
-        site_drivers = [] if args.no_site else [d for d in args.site_drivers.split(",") if d]
-        site_args = ["--learners", str(args.learners), "--pool", str(args.pool),
-                     "--terminals", str(args.terminals), "--keys", str(args.keys),
-                     "--flood-mb", str(args.flood_mb), "--capacity", str(args.capacity),
-                     "--capacity-seconds", str(args.capacity_seconds),
-                     "--restarts", str(args.restarts)]
-        # The bench runs its own event loops (and a real site in a subprocess).
-        print(await asyncio.to_thread(bench.report, drivers, args.nodes, site_drivers,
-                                      site_args))
-        return 0
     driver = get_driver(args.driver)
     if args.group == "pool":
         for node_id in await asyncio.to_thread(driver.fill_pool, args.size):

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Optional
 
 from . import disks, firewall, hostexec, images, netplan, seccomp
+from .limits import node_limits
 from .model import Driver, ExecResult, LabRuntimeError, Node, NodeNotFound, NodeSpec
 from .paths import base_dir, file_lock
 from .pty_terminal import PtyTerminal
@@ -198,8 +199,7 @@ def node_files_tar(spec: NodeSpec, daemon_json: dict) -> bytes:
 
 
 def _limits() -> dict:
-    from .builtin import node_limits  # one set of settings for both drivers
-    return node_limits()
+    return node_limits()  # one set of settings for both drivers
 
 
 class DockerDriver(Driver):

@@ -28,7 +28,7 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture(scope="session")
 def _site_session():
-    from labs.livesite import live_site
+    from tests.support.livesite import live_site
     with live_site() as site:
         yield site
 

@@ -1,7 +1,7 @@
 """The driver contract, run against every driver: `builtin` and `docker`.
 
 The docker driver runs against a private host Docker engine
-(runtime/hostdocker.py) that this module starts and stops again, so the
+(tests/support/hostdocker.py) that this module starts and stops again, so the
 suite needs no engine of the operator's and leaves none running.
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ def _lab_rules() -> list:
 
 
 def _hostdocker_rules() -> list:
-    """The private engine's chains (runtime/hostdocker.py) and the jumps to them."""
+    """The private engine's chains (tests/support/hostdocker.py) and the jumps to them."""
     return [f"{table}: {line}" for table in ("filter", "nat") for line in _rules(table)
             if "LAB-HOSTDOCKER" in line]
 
@@ -91,7 +91,7 @@ def host_engine():
     Before it starts, the chains another Docker engine would have are planted
     (when absent): the private engine must not change any DOCKER* rule.
     """
-    from runtime import hostdocker
+    from tests.support import hostdocker
     was_running = hostdocker._running_pid() is not None and hostdocker.answers()
     planted = _plant_foreign_rules()
     try:

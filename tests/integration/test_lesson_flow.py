@@ -12,7 +12,7 @@ import urllib.error
 import pytest
 import websockets
 
-from labs.labclient import Learner, next_event
+from tests.support.labclient import Learner, next_event
 
 SLUG = "first-containers"
 

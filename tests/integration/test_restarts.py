@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 
-from labs.labclient import Learner, next_event
+from tests.support.labclient import Learner, next_event
 
 from .test_lesson_flow import SLUG, event_after_command, started_node
 

@@ -17,7 +17,7 @@ import pytest
 import websockets
 
 from tests.integration.test_lesson_flow import SLUG, event_after_command, started_node
-from labs.labclient import Learner, next_event
+from tests.support.labclient import Learner, next_event
 
 
 def test_published_nginx_opens_on_its_own_origin_for_its_owner_only(live_site):

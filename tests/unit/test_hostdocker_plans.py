@@ -1,7 +1,7 @@
 """The private host engine's pure plans: its command line and its firewall rules."""
 from __future__ import annotations
 
-from runtime import hostdocker
+from tests.support import hostdocker
 
 POOL = "10.214.0.0/16"
 

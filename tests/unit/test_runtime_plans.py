@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from runtime import firewall, netplan
-from runtime.builtin import ALLOWED_DEVICES, _size, cgroup_limit_writes, node_limits
+from runtime.builtin import ALLOWED_DEVICES, cgroup_limit_writes
+from runtime.limits import node_limits, size as _size
 from runtime.model import LabRuntimeError
 
 

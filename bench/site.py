@@ -1,9 +1,9 @@
-"""`python -m labs.benchsite`: figures of the whole site, measured through its websockets.
+"""`python -m bench.site`: figures of the whole site, measured through its websockets.
 
-A report, never a test: it starts the real site (labs.livesite: redis-server,
+A report, never a test: it starts the real site (tests/support/livesite.py: redis-server,
 Daphne, a Celery worker, the lab registry, the runtime driver) on free
 loopback ports with a throwaway database, drives it as learners would
-(labs.labclient: HTTP sign-up and start, terminal and lesson websockets), and
+(tests/support/labclient.py: HTTP sign-up and start, terminal and lesson websockets), and
 prints medians and tails. It never imports Django: it talks to the site's
 processes, and the nodes it starts for the capacity stage go through the
 runtime library. Every node and process it starts is removed at the end, also
@@ -49,11 +49,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from runtime import NodeSpec, get_driver
-from runtime.bench import drain_pool, grow_pool, percentile
-from runtime.builtin import mem_available
+from bench.runtime import drain_pool, grow_pool, percentile
+from runtime.limits import mem_available
 
-from .labclient import Learner, next_event
-from .livesite import live_site
+from tests.support.labclient import Learner, next_event
+from tests.support.livesite import live_site
 
 log = logging.getLogger("benchsite")
 
@@ -780,7 +780,7 @@ async def stages(site, args, r: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m labs.benchsite", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m bench.site", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--driver", default=os.environ.get("LAB_DRIVER", "builtin"))
     parser.add_argument("--workers", type=int, default=int(os.environ.get("LAB_WORKERS", "4")),

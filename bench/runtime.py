@@ -1,9 +1,9 @@
-"""`python -m runtime bench`: figures of the runtime and of the site, measured here and now.
+"""`python -m bench`: figures of the runtime and of the site, measured here and now.
 
 A report, not a test: machines are noisy, so it prints medians and tails and
 asserts nothing. The runtime figures come from this process (node start cold
 and from the warm pool, stop, idle memory) for each driver asked for, side by
-side; the site figures come from `python -m labs.benchsite` run as a
+side; the site figures come from `python -m bench.site` run as a
 subprocess from the project root (the runtime never imports Django or labs).
 The report ends with a table of target, measured value and PASS/MISS.
 
@@ -26,8 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import get_driver, images
-from .model import Driver, LabRuntimeError, NodeSpec
+from runtime import get_driver, images
+from runtime.model import Driver, LabRuntimeError, NodeSpec
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +56,8 @@ def _pss_of(pids) -> int:
 
 def node_pss_bytes(node_id: str) -> int:
     """Proportional set size of every process of a built-in node (nested containers too)."""
-    from .builtin import _cgroup_procs, node_cgroup_dirs
-    pids = set()
-    for path in node_cgroup_dirs(node_id):
-        if path.exists():
-            pids.update(_cgroup_procs(path))
-    return _pss_of(pids)
+    from runtime.builtin import node_pids
+    return _pss_of(node_pids(node_id))
 
 
 def tree_pss_bytes(root_pid: int) -> int:
@@ -143,7 +139,7 @@ async def drain_pool(driver: Driver, started: list) -> None:
     """Remove the nodes of `started` still waiting in the pool (nobody claimed them)."""
     if not started:
         return
-    from .builtin import POOL_SESSION
+    from runtime.builtin import POOL_SESSION
     waiting = {n.id for n in driver.list_nodes() if n.session == POOL_SESSION}
     for node_id in started:
         if node_id in waiting:
@@ -211,8 +207,8 @@ def table(rows: list) -> str:
 @contextlib.contextmanager
 def docker_engine():
     """The host engine of the docker driver: LAB_DOCKER_HOST or the CLI's own if one
-    answers, else the private test engine (runtime.hostdocker), stopped again after."""
-    from . import hostdocker
+    answers, else the private test engine (tests/support/hostdocker.py), stopped again after."""
+    from tests.support import hostdocker
     if os.environ.get("LAB_DOCKER_HOST"):
         yield os.environ["LAB_DOCKER_HOST"]
         return
@@ -230,10 +226,10 @@ def docker_engine():
 
 
 def site_figures(driver: str, site_args: list) -> tuple:
-    """Run `python -m labs.benchsite` (the real site, driven over HTTP and websockets)."""
+    """Run `python -m bench.site` (the real site, driven over HTTP and websockets)."""
     with tempfile.TemporaryDirectory(prefix="lab-bench-") as tmp:
         out = Path(tmp) / "site.json"
-        argv = [sys.executable, "-m", "labs.benchsite", "--driver", driver,
+        argv = [sys.executable, "-m", "bench.site", "--driver", driver,
                 "--json", str(out), *site_args]
         log.info("site figures: %s", " ".join(argv[1:]))
         proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
@@ -251,7 +247,7 @@ def site_figures(driver: str, site_args: list) -> tuple:
                 proc.wait()
             raise
         if code != 0 or not out.exists():
-            return [f"site ({driver}): labs.benchsite failed (exit {code}); see its log above"], [
+            return [f"site ({driver}): bench.site failed (exit {code}); see its log above"], [
                 _row(f"[{driver}] site figures", "measured", f"failed (exit {code})", False)]
         data = json.loads(out.read_text())
     rows = [{**r, "target": f"[{driver}] {r['target']}"} for r in data["targets"]]
@@ -261,7 +257,7 @@ def site_figures(driver: str, site_args: list) -> tuple:
 def report(drivers: list, count: int = 10, site_drivers: list | None = None,
            site_args: list | None = None) -> str:
     began = time.monotonic()
-    lines = [f"python -m runtime bench: {time.strftime('%Y-%m-%d %H:%M %Z')}, "
+    lines = [f"python -m bench: {time.strftime('%Y-%m-%d %H:%M %Z')}, "
              f"{os.cpu_count()} cores, "
              f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB"]
     rows: list = []

@@ -28,7 +28,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 # Runtime sessions of a test site are named with a prefix of its own, so
 # cleaning up after it never touches a lab (or an earlier, crashed test run)

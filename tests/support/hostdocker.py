@@ -26,7 +26,7 @@ in chains of its own named LAB-HOSTDOCKER, built by pure functions:
 The built-in driver's LAB-INPUT/LAB-FORWARD chains only match labbr+
 interfaces; these rules only match the pool's addresses.
 
-    python -m runtime.hostdocker start|stop|status
+    python -m tests.support.hostdocker start|stop|status
 """
 from __future__ import annotations
 
@@ -40,9 +40,9 @@ import sys
 import time
 from pathlib import Path
 
-from .firewall import BRIDGES
-from .model import LabRuntimeError
-from .paths import base_dir
+from runtime.firewall import BRIDGES
+from runtime.model import LabRuntimeError
+from runtime.paths import base_dir
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ CAP_NAMES = {24: "CAP_SYS_RESOURCE", 21: "CAP_SYS_ADMIN", 16: "CAP_SYS_MODULE",
 # registered as the private engine's default runtime only then, takes the
 # missing ones out of the container's (and each exec's) spec and runs runc.
 RUNC_WRAPPER = """#!/bin/sh
-# Written by runtime/hostdocker.py: drops capabilities this host cannot grant.
+# Written by tests/support/hostdocker.py: drops capabilities this host cannot grant.
 prev=
 for a in "$@"; do
     case "$prev" in --bundle) f="$a/config.json";; --process) f="$a";; *) f=;; esac
@@ -333,7 +333,7 @@ def main(argv=None) -> int:
         elif cmd == "status":
             print("running" if _running_pid() and answers() else "stopped")
         else:
-            print("usage: python -m runtime.hostdocker start|stop [--purge]|status",
+            print("usage: python -m tests.support.hostdocker start|stop [--purge]|status",
                   file=sys.stderr)
             return 2
     except LabRuntimeError as e:

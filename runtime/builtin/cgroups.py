@@ -1,0 +1,94 @@
+"""The cgroups of a node (cgroup v1 hierarchies under dockerlab/): where they
+are, what limits them, which processes they hold."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+
+
+log = logging.getLogger(__name__)
+
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+CGROUP_PARENT = "dockerlab"
+
+
+# Character devices a node may use (its /dev holds just these, and pty slaves).
+ALLOWED_DEVICES = ("c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm",
+                   "c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm")
+
+
+def cgroup_limit_writes(limits: dict) -> list:
+    """(hierarchy, file, value) writes that confine one node, in order."""
+    memory = str(limits["memory"])
+    return [
+        ("memory", "memory.limit_in_bytes", memory),
+        ("memory", "memory.memsw.limit_in_bytes", memory),  # no swap to escape into
+        ("pids", "pids.max", str(limits["pids"])),
+        ("cpu", "cpu.cfs_period_us", "100000"),
+        ("cpu", "cpu.cfs_quota_us", str(int(limits["cpus"] * 100000))),
+        ("devices", "devices.deny", "a"),
+        *[("devices", "devices.allow", rule) for rule in ALLOWED_DEVICES],
+    ]
+
+
+def cgroup_hierarchies() -> list:
+    """[(directory under /sys/fs/cgroup, mount options)] for every mounted hierarchy.
+
+    Read from the host's mount table so it works on v1, v2 and hybrid hosts.
+    """
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fields = left.split()
+            fstype, _source, superopts = right.split()[:3]
+            mountpoint = fields[4]
+            if not mountpoint.startswith(str(CGROUP_ROOT) + "/") and mountpoint != str(CGROUP_ROOT):
+                continue
+            name = os.path.relpath(mountpoint, CGROUP_ROOT)
+            if fstype == "cgroup2":
+                found.append((name if name != "." else "unified", "cgroup2"))
+            elif fstype == "cgroup":
+                opts = [o for o in superopts.split(",") if o not in ("rw", "ro", "relatime")]
+                found.append((name, ",".join(opts)))
+    return found
+
+
+def node_cgroup_dirs(node_id: str) -> list:
+    dirs = []
+    for name, _opts in cgroup_hierarchies():
+        mountpoint = CGROUP_ROOT if name == "unified" and not (CGROUP_ROOT / name).exists() \
+            else CGROUP_ROOT / name
+        dirs.append(mountpoint / CGROUP_PARENT / node_id)
+    return dirs
+
+
+def node_pids(node_id: str) -> set:
+    """Every process of a node, the nested containers' too (its cgroups say)."""
+    pids = set()
+    for path in node_cgroup_dirs(node_id):
+        if path.exists():
+            pids.update(_cgroup_procs(path))
+    return pids
+
+
+def _cgroup_procs(path: Path) -> list:
+    pids = []
+    for procs in path.rglob("cgroup.procs"):
+        with contextlib.suppress(OSError):
+            pids += [int(p) for p in procs.read_text().split()]
+    return pids
+
+
+def _prepare_cpuset(path: Path) -> None:
+    # A v1 cpuset cgroup takes no task until cpus and mems are set; copy the parent's.
+    for part in (path.parent, path):
+        for knob in ("cpuset.cpus", "cpuset.mems"):
+            target = part / knob
+            if target.exists() and not target.read_text().strip():
+                target.write_text((part.parent / knob).read_text())

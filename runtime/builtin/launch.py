@@ -1,0 +1,232 @@
+"""A cold start: uid range, namespaces, disk, network, cgroups, and nodestart.sh
+becoming the node's PID 1."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from .. import disks, idmap, images, netplan, seccomp
+from ..limits import node_limits
+from ..model import LabRuntimeError, Node, NodeSpec
+from .common import (_disable_ipv6, host_lock, MAX_UID_SLOTS, NODE_PATH, NODESTART, _pid_alive,
+                     run, UID_BASE, UID_RANGE, USERNS)
+from .cgroups import cgroup_limit_writes, cgroup_hierarchies, node_cgroup_dirs, _prepare_cpuset
+
+log = logging.getLogger(__name__)
+
+
+class Launcher:
+    """BuiltinDriver's cold start (a mixin)."""
+
+    def _cold_start(self, spec: NodeSpec, progress) -> Node:
+        started = time.monotonic()
+        image = images.current_image()
+        node_id = secrets.token_hex(6)
+        directory = self._node_dir(node_id)
+        progress({"progress": 5, "message": "preparing the node's file system"})
+        try:
+            with host_lock():
+                if any(n.session == spec.session and n.name == spec.name for n in self.list_nodes()):
+                    raise LabRuntimeError(f"session {spec.session} already has a node called "
+                                          f"{spec.name}", permanent=True)
+                self._check_capacity()
+                net = self._ensure_session_net(spec.session)
+                peers = {n.name: n.address for n in self.list_nodes() if n.session == spec.session}
+                taken = set(peers.values())
+                slot = next(s for s in range(1, netplan.MAX_NODES_PER_SESSION + 1)
+                            if net.node_address(s) not in taken)
+                address = net.node_address(slot)
+                (directory / "lower").mkdir(parents=True, exist_ok=True)
+                uid_base = self._free_uid_base() if USERNS else 0
+                node = Node(id=node_id, session=spec.session, name=spec.name, driver=self.name,
+                            address=address, created=time.time(),
+                            extra={"image": str(image), "bridge": net.bridge,
+                                   "gateway": net.gateway, "state": "starting",
+                                   "uid_base": uid_base})
+                self._save(node)
+            progress({"progress": 10, "message": "making the node's disk"})
+            self._make_disk(node, directory)
+            self._write_node_files(directory / "fs", spec, net, address, peers)
+            progress({"progress": 20, "message": "connecting the node to its network"})
+            with self._namespace_holder(node) as holder:
+                self._prepare_ownership(node, image, directory, holder)
+                self._make_netns(node, net, holder)
+                progress({"progress": 35, "message": "starting the node"})
+                keeper, pid = self._launch(node, image, directory, holder)
+            node = Node(**{**node.to_json(), "extra": {**node.extra, "pid": pid, "keeper": keeper,
+                                                      "state": "starting"}})
+            self._save(node)
+            progress({"progress": 50, "message": "waiting for the Docker engine"})
+            self._wait_for_engine(node, pid, keeper)
+            # The node holds its own copies of its disk and image mounts now.
+            self._release_host_mounts(directory)
+            node = Node(**{**node.to_json(), "extra": {**node.extra, "state": "running",
+                           "start_seconds": round(time.monotonic() - started, 3)}})
+            self._save(node)
+            self._refresh_session_hosts(spec.session)
+        except BaseException as e:
+            log.warning("node %s (%s/%s) failed to start: %s", node_id, spec.session, spec.name, e)
+            with contextlib.suppress(Exception):
+                self._stop(node_id)
+            if isinstance(e, LabRuntimeError):
+                raise
+            raise LabRuntimeError(f"the node could not start: {e}") from e
+        progress({"progress": 100, "message": "ready"})
+        log.info("node %s (%s/%s) ready in %.2fs", node_id, spec.session, spec.name,
+                 time.monotonic() - started)
+        return node
+
+    def _free_uid_base(self) -> int:
+        """The first uid range no node uses (caller holds the lock)."""
+        used = {n.extra.get("uid_base") for n in self.list_nodes()}
+        for k in range(MAX_UID_SLOTS):
+            base = UID_BASE + k * UID_RANGE
+            if base not in used:
+                return base
+        raise LabRuntimeError("every node uid range is in use: the lab is full")
+
+    @contextlib.contextmanager
+    def _namespace_holder(self, node: Node):
+        """A placeholder process owning the node's new user and network namespaces.
+
+        The host sets them up (uid map, veth, addresses) before anything runs
+        in them; the node's init then joins them and the holder goes away.
+        """
+        argv = ["unshare", "--net", *(["--user"] if USERNS else []), "--", "sleep", "infinity"]
+        holder = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            ours = os.readlink("/proc/self/ns/net")
+            deadline = time.monotonic() + 5
+            while True:
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{holder.pid}/ns/net") != ours:
+                        break
+                if holder.poll() is not None or time.monotonic() > deadline:
+                    raise LabRuntimeError("could not create the node's namespaces (unshare)")
+                time.sleep(0.001)
+            if USERNS:
+                base = node.extra["uid_base"]
+                for name in ("uid_map", "gid_map"):
+                    Path(f"/proc/{holder.pid}/{name}").write_text(f"0 {base} {UID_RANGE}\n")
+            yield holder.pid
+        finally:
+            holder.kill()
+            holder.wait()
+
+    def _prepare_ownership(self, node: Node, image: Path, directory: Path, holder: int) -> None:
+        """Hand the node's directories to its root and map the image into its range."""
+        if USERNS:
+            base = node.extra["uid_base"]
+            for sub in ("upper", "work", "docker", "root"):
+                for path in [directory / "fs" / sub, *(directory / "fs" / sub).rglob("*")]:
+                    os.lchown(path, base, base)
+            idmap.idmapped_bind(str(image), str(directory / "lower"),
+                                f"/proc/{holder}/ns/user")
+        else:
+            run(["mount", "--bind", "-o", "ro", str(image), str(directory / "lower")])
+
+    def _make_disk(self, node: Node, directory: Path) -> None:
+        """The node's own file system for its writable layer and Docker's data
+        (runtime/disks.py). The node keeps the mount in its own namespace; the
+        kernel frees the loop device when the node ends."""
+        disks.make(directory, node_limits()["disk"], ("upper/etc/docker", "work", "docker", "root"))
+
+    @staticmethod
+    def _release_host_mounts(directory: Path) -> None:
+        disks.release([directory / "lower", directory / "fs"])
+
+    def _make_netns(self, node: Node, net, holder: int) -> None:
+        host_if, node_if = netplan.veth_names(node.id)
+        run(["ip", "link", "add", host_if, "type", "veth", "peer", "name", node_if])
+        run(["ip", "link", "set", node_if, "netns", str(holder)])
+        run(["ip", "link", "set", host_if, "master", net.bridge, "up"])
+        _disable_ipv6(node_if, netns=f"/proc/{holder}/ns/net")
+        batch = (f"link set lo up\nlink set {node_if} name eth0\n"
+                 f"addr add {node.address}/24 dev eth0\nlink set eth0 up\n"
+                 f"route add default via {net.gateway}\n")
+        run(["nsenter", f"--net=/proc/{holder}/ns/net", "ip", "-batch", "-"], input=batch.encode())
+
+    def _launch(self, node: Node, image: Path, directory: Path, holder: int) -> tuple:
+        hierarchies = cgroup_hierarchies()
+        cg_dirs = node_cgroup_dirs(node.id)
+        for path in cg_dirs:
+            path.mkdir(parents=True, exist_ok=True)
+            if path.parent.parent.name == "cpuset" or (path.parent.parent / "cpuset.cpus").exists():
+                _prepare_cpuset(path)
+            if USERNS:
+                # The node's root may make sub-cgroups (its containers) and move
+                # tasks, but not touch the limits set on its own cgroup.
+                base = node.extra["uid_base"]
+                for name in ("", "cgroup.procs", "tasks", "cgroup.subtree_control",
+                             "cgroup.threads"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.chown(path / name, base, base)
+        self._apply_limits(cg_dirs)
+        cg_mounts = " ".join(f"{name}:{opts}" for name, opts in hierarchies)
+        # The launcher joins the node's cgroups first, so the new cgroup namespace
+        # is rooted at them; then it joins the holder's user and network
+        # namespaces and makes the rest. `setsid -f` detaches it from this
+        # process: the node outlives whichever process (site, worker, CLI)
+        # started it, and the host's init reaps it.
+        pidfile = directory / "keeper.pid"
+        script = directory / "nodestart.sh"
+        shutil.copyfile(NODESTART, script)
+        join = ("for c in $LAB_CGROUPS; do echo $$ > \"$c/cgroup.procs\"; done; "
+                "echo $$ > \"$LAB_PIDFILE\"; exec \"$@\"")
+        enter = ["nsenter", f"--net=/proc/{holder}/ns/net"]
+        if USERNS:
+            enter += [f"--user=/proc/{holder}/ns/user", "--setuid=0", "--setgid=0"]
+        argv = ["setsid", "-f", "/bin/sh", "-c", join, "launch", *enter,
+                "unshare", "--mount", "--uts", "--ipc", "--pid", "--cgroup", "--fork",
+                # A copy beside the node's state: the node's root may not be able
+                # to read the project's directory.
+                "/bin/sh", str(script),
+                str(directory / "lower"), str(directory / "fs"), node.name, cg_mounts]
+        with open(directory / "console.log", "ab") as console:
+            subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=console, stderr=console,
+                           close_fds=True, check=True, preexec_fn=seccomp.install,
+                           env={"PATH": os.environ.get("PATH", NODE_PATH),
+                                "LAB_CGROUPS": " ".join(str(p) for p in cg_dirs),
+                                "LAB_PIDFILE": str(pidfile)})
+        deadline = time.monotonic() + 10
+        keeper = None
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError, ValueError):
+                keeper = keeper or int(pidfile.read_text())
+                kids = Path(f"/proc/{keeper}/task/{keeper}/children").read_text().split()
+                if kids:
+                    return keeper, int(kids[0])
+            if keeper and not _pid_alive(keeper):
+                break
+            time.sleep(0.002)
+        raise LabRuntimeError("the node's init did not start: " + self._console_tail(node.id))
+
+    @staticmethod
+    def _apply_limits(cg_dirs: list) -> None:
+        by_hierarchy = {path.parent.parent.name: path for path in cg_dirs}
+        for hierarchy, name, value in cgroup_limit_writes(node_limits()):
+            path = by_hierarchy.get(hierarchy)
+            if path is None or not (path / name).exists():
+                continue  # this host lacks the controller (or swap accounting)
+            try:
+                (path / name).write_text(value)
+            except OSError as e:
+                raise LabRuntimeError(f"could not set {name}={value} on the node's cgroup: {e}")
+
+    def _console_tail(self, node_id: str) -> str:
+        with contextlib.suppress(OSError):
+            text = (self._node_dir(node_id) / "console.log").read_text(errors="replace").strip()
+            return text[-1500:] or "(no output)"
+        return "(no output)"
+
+    def _dockerd_log(self, pid: int, node: Node) -> str:
+        path = Path(f"/proc/{pid}/root/var/log/dockerd.log")
+        with contextlib.suppress(OSError):
+            return "\ndockerd said: " + path.read_text(errors="replace")[-1500:]
+        return ""

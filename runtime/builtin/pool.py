@@ -1,0 +1,143 @@
+"""The warm pool: ready nodes waiting in POOL_SESSION until a learner's start
+claims one (moved into the learner's session, renamed, given its files)."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import secrets
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+from typing import Optional
+
+from .. import netplan, seccomp
+from ..model import LabFull, LabRuntimeError, Node, NodeSpec
+from ..paths import nodes_dir
+from .common import START_TIMEOUT, NODE_ENV, POOL_SESSION, run, host_lock
+
+log = logging.getLogger(__name__)
+
+
+class WarmPool:
+    """BuiltinDriver's warm pool (a mixin)."""
+
+    # ---- warm pool ------------------------------------------------------------
+    def pool_nodes(self) -> list:
+        """Ready pool nodes; dead ones (a host restart) are the reaper's, not the pool's."""
+        return [n for n in self.list_nodes()
+                if n.session == POOL_SESSION and n.extra.get("state") == "running"
+                and self._owns(n, n.extra.get("pid"))]
+
+    def fill_pool(self, size: int) -> list:
+        """Start pool nodes until `size` wait ready; stops early when the lab is full."""
+        started = []
+        while len(self.pool_nodes()) < size:
+            try:
+                node = self._cold_start(NodeSpec(session=POOL_SESSION,
+                                                 name="warm-" + secrets.token_hex(4)),
+                                        lambda event: None)
+            except LabFull as e:
+                log.info("warm pool stays at %d: %s", len(self.pool_nodes()), e.reason)
+                break
+            started.append(node.id)
+        return started
+
+    def _claim(self, spec: NodeSpec, progress) -> Optional[Node]:
+        """Hand a ready pool node to `spec`'s session, or None if the pool is empty."""
+        began = time.monotonic()
+        with host_lock():
+            if any(n.session == spec.session and n.name == spec.name for n in self.list_nodes()):
+                raise LabRuntimeError(f"session {spec.session} already has a node called "
+                                      f"{spec.name}", permanent=True)
+            node = next(iter(self.pool_nodes()), None)
+            if node is None:
+                return None
+            net = self._ensure_session_net(spec.session)
+            peers = {n.name: n.address for n in self.list_nodes() if n.session == spec.session}
+            taken = set(peers.values())
+            slot = next(s for s in range(1, netplan.MAX_NODES_PER_SESSION + 1)
+                        if net.node_address(s) not in taken)
+            node = Node(**{**node.to_json(), "session": spec.session, "name": spec.name,
+                           "address": net.node_address(slot),
+                           "extra": {**node.extra, "bridge": net.bridge, "gateway": net.gateway,
+                                     "state": "claiming"}})
+            self._save(node)
+        try:
+            progress({"progress": 50, "message": "handing you a ready node"})
+            self._reconfigure(node, spec, net, peers)
+            node = Node(**{**node.to_json(), "extra": {**node.extra, "state": "running",
+                           "start_seconds": round(time.monotonic() - began, 3)}})
+            self._save(node)
+            self._refresh_session_hosts(spec.session)
+            with host_lock():
+                self._remove_session_net_if_empty(POOL_SESSION)
+        except BaseException as e:
+            log.warning("claiming pool node %s failed: %s", node.id, e)
+            with contextlib.suppress(Exception):
+                self._stop(node.id)
+            return None  # the caller falls back to a cold start
+        progress({"progress": 100, "message": "ready"})
+        log.info("node %s (%s/%s) claimed from the pool in %.3fs", node.id, spec.session,
+                 spec.name, time.monotonic() - began)
+        return node
+
+    def _reconfigure(self, node: Node, spec: NodeSpec, net, peers: dict) -> None:
+        """Move a running node to another session: network, name, registry, files."""
+        pid = node.extra["pid"]
+        host_if, _ = netplan.veth_names(node.id)
+        run(["ip", "link", "set", host_if, "master", net.bridge])
+        batch = (f"addr flush dev eth0\naddr add {node.address}/24 dev eth0\n"
+                 f"route replace default via {net.gateway}\n")
+        run(["nsenter", "-t", str(pid), "-n", "ip", "-batch", "-"], input=batch.encode())
+        run(["nsenter", "-t", str(pid), "-u", "hostname", spec.name])
+        root = Path(f"/proc/{pid}/root")
+        (root / "etc/hostname").write_text(spec.name + "\n")
+        (root / "etc/hosts").write_text(netplan.hosts_file(spec.name, node.address, peers))
+        if spec.files:
+            self._extract_in_node(node, spec.files)
+
+    def _extract_in_node(self, node: Node, files) -> None:
+        """Place files in a running node, as its root (the host's root may not
+        create files on the node's user-namespaced mounts)."""
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            for path, content, *mode in files:
+                if not str(path).startswith("/") or ".." in Path(path).parts:
+                    raise LabRuntimeError(f"file path {path!r} must be absolute, without '..'",
+                                          permanent=True)
+                data = content.encode() if isinstance(content, str) else content
+                info = tarfile.TarInfo(str(path).lstrip("/"))
+                info.size, info.mode, info.mtime = len(data), mode[0] if mode else 0o644, time.time()
+                tar.addfile(info, io.BytesIO(data))
+        proc = subprocess.run(self._enter_argv(node.extra["pid"], node.id, ["tar", "-x", "-C", "/"]),
+                              input=buffer.getvalue(), capture_output=True, env=dict(NODE_ENV),
+                              preexec_fn=seccomp.install)
+        if proc.returncode:
+            raise LabRuntimeError("could not place the lesson's files in the node: "
+                                  + proc.stderr.decode(errors="replace").strip())
+
+    # ---- reaping ----------------------------------------------------------------
+    def reap_dead(self) -> list:
+        """Remove nodes whose processes died (a crash, a reboot) and half-made ones."""
+        reaped = []
+        for directory in nodes_dir().iterdir():
+            state = directory / "node.json"
+            try:
+                node = Node.from_json(json.loads(state.read_text()))
+            except (OSError, ValueError, TypeError):
+                # Half-made (no state yet): leave it a minute, it may be starting.
+                if time.time() - directory.stat().st_mtime > 60:
+                    self._stop(directory.name)
+                    reaped.append(directory.name)
+                continue
+            pid = node.extra.get("pid")
+            starting = node.extra.get("state") in ("starting", "claiming")
+            if starting and time.time() - node.created < START_TIMEOUT + 30:
+                continue
+            if not pid or not self._owns(node, pid):
+                self._stop(node.id)
+                reaped.append(node.id)
+        return reaped
