@@ -23,6 +23,8 @@ import time
 
 from asgiref.sync import sync_to_async
 
+from . import tasks
+
 log = logging.getLogger(__name__)
 
 WINDOW = 0.2
@@ -60,7 +62,6 @@ def request(session_id: int, since: float | None = None) -> float | None:
                 del _runs[key]
     if countdown is None:
         return None
-    from . import tasks
     if countdown:
         tasks.run_checks.apply_async((session_id,), countdown=countdown)
     else:

@@ -20,7 +20,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from . import live, tasks
+from . import broadcast, tasks
 from .models import ClassMessage, Classroom, LabNode, LabSession, Lesson, Membership, is_instructor
 
 
@@ -126,7 +126,7 @@ def message(request, pk):
     msg = ClassMessage.objects.create(classroom=room, sender=request.user, to_user=learner, text=text)
     event = msg.event()
     targets = [learner.pk] if learner else list(room.learners().values_list("pk", flat=True))
-    transaction.on_commit(lambda: [live.push_user(t, event) for t in targets])
+    transaction.on_commit(lambda: [broadcast.push_user(t, event) for t in targets])
     return JsonResponse({"ok": True, "sent_to": len(targets)})
 
 
@@ -136,8 +136,9 @@ def lower_hand(request, pk, user_id):
     room = _classroom(request, pk)
     learner = _learner(room, user_id)
     Membership.objects.filter(classroom=room, user=learner).update(hand_raised=None)
-    transaction.on_commit(lambda: (live.push_learner_row(room.pk, learner.pk),
-                                   live.push_user(learner.pk, {"type": "hand", "raised": False})))
+    transaction.on_commit(lambda: (broadcast.push_learner_row(room.pk, learner),
+                                   broadcast.push_user(learner.pk, {"type": "hand",
+                                                                    "raised": False})))
     return JsonResponse({"ok": True})
 
 

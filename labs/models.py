@@ -236,10 +236,6 @@ class LabSession(models.Model):
         """The session name the runtime knows this session by."""
         return f"{settings.LAB_SESSION_PREFIX}{self.pk}"
 
-    @property
-    def group_name(self) -> str:
-        return learner_group(self.user_id, self.lesson.slug)
-
     @classmethod
     def current_for(cls, user, lesson):
         """The learner's live (not stopped) session for this lesson, if any."""
@@ -287,22 +283,13 @@ class LabSession(models.Model):
         """1 for the next session to start when the lab has room."""
         return LabSession.objects.filter(state=self.QUEUED, created__lt=self.created).count() + 1
 
-    def mark(self, state: str, error: str = ""):
+    def mark(self, state: str, error: str = "") -> bool:
+        """Set the state; True when the learner's machines changed in a way their
+        classrooms' grids show (ready, failed, stopped): the caller pushes that."""
         changed = state != self.state
         self.state, self.error = state, error
         self.save(update_fields=["state", "error", "updated"])
-        if changed and state != self.STARTING:
-            self.tell_classrooms()
-
-    def tell_classrooms(self):
-        """The learner's machines changed (ready, failed, stopped): refresh their grid rows."""
-        rooms = list(Classroom.objects.filter(memberships__user_id=self.user_id,
-                                              lessons__id=self.lesson_id)
-                     .values_list("pk", flat=True).distinct())
-        if rooms:
-            from .live import push_learner_row
-            user_id = self.user_id
-            transaction.on_commit(lambda: [push_learner_row(pk, user_id) for pk in rooms])
+        return changed and state != self.STARTING
 
     # ---- limits ------------------------------------------------------------
 
@@ -410,10 +397,6 @@ class LabSession(models.Model):
         return event
 
 
-def learner_group(user_id, slug: str) -> str:
-    return f"learner-{user_id}-{slug}"[:99]
-
-
 class LabNode(models.Model):
     STARTING, READY, FAILED, STOPPED = "starting", "ready", "failed", "stopped"
     STATES = [(s, s) for s in (STARTING, READY, FAILED, STOPPED)]
@@ -518,7 +501,8 @@ class StepProgress(models.Model):
 
         `state=None` means the check could not run: the state stays as it is
         and only the message changes. Done stays done (a learner who later
-        removes their containers keeps the step).
+        removes their containers keeps the step). When it changed, the caller
+        refreshes the classrooms' grids (broadcast.grid_rows_changed).
         """
         now = timezone.now()
         progress, _ = cls.objects.get_or_create(user=user, step=step)
@@ -536,19 +520,7 @@ class StepProgress(models.Model):
         changed = (progress.state, progress.message) != before
         if changed:
             LessonActivity.touch(user, step.lesson, now)
-            progress.tell_classrooms()
         return progress, changed
-
-    def tell_classrooms(self):
-        """Push the learner's new grid row to the live grid of each classroom they are in
-        that has this lesson (after the commit, so the grid reads what was recorded)."""
-        rooms = list(Classroom.objects.filter(memberships__user_id=self.user_id,
-                                              lessons__id=self.step.lesson_id).distinct())
-        if not rooms:
-            return
-        from .live import push_learner_row
-        user_id = self.user_id
-        transaction.on_commit(lambda: [push_learner_row(room.pk, user_id) for room in rooms])
 
     @classmethod
     def states_for(cls, user, lesson) -> dict:
@@ -573,11 +545,6 @@ def is_instructor(user) -> bool:
     if user is None or not user.is_authenticated:
         return False
     return user.groups.filter(name=INSTRUCTORS_GROUP).exists()
-
-
-def user_group(user_id) -> str:
-    """Every page of one user listens here (messages, take-control requests)."""
-    return f"user-{user_id}"
 
 
 class Profile(models.Model):

@@ -37,9 +37,13 @@ from urllib.parse import parse_qs, quote
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core import signing
 
+from runtime import LabRuntimeError, get_driver
+
 from . import checks
+from .models import LabNode
 
 log = logging.getLogger(__name__)
 
@@ -135,18 +139,12 @@ async def _respond(send, status: int, body: bytes, headers=(), html=False):
 
 @database_sync_to_async
 def _visible_node(user_pk, node_pk):
-    from django.contrib.auth import get_user_model
-
-    from .models import LabNode
     user = get_user_model().objects.filter(pk=user_pk, is_active=True).first()
     return LabNode.visible(user, node_pk) if user is not None else None
 
 
 async def _address(node) -> str:
     """The node's address on its session network ("" when it is not running)."""
-    from runtime import LabRuntimeError, get_driver
-    from .models import LabNode
-
     if node.state != LabNode.READY or not node.runtime_id:
         return ""
     try:

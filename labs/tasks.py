@@ -16,22 +16,20 @@ from django.conf import settings
 
 from runtime import LabFull, LabRuntimeError, NodeSpec, checkbatch, get_driver, ports
 
-from .models import LabNode, LabSession, StepProgress
+from . import broadcast
+from .models import LabNode, LabSession, Profile, StepProgress
 
 log = logging.getLogger(__name__)
 
 CHECK_TIMEOUT = 20
 
 
-def push(group: str, event: dict) -> None:
-    """Send one lesson event to every socket of the learner's group."""
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    try:
-        async_to_sync(layer.group_send)(group, {"type": "lesson.event", "event": event})
-    except Exception:  # a dead channel layer must not fail the task's real work
-        log.exception("could not push %s event to %s", event.get("type"), group)
+def _mark(session, state: str, error: str = "") -> None:
+    """Set the session's state; tell the learner's page (and, when their machines
+    changed, their classrooms' grids)."""
+    if session.mark(state, error):
+        broadcast.grid_rows_changed(session.user, session.lesson_id)
+    broadcast.push(broadcast.session_group(session), session.event())
 
 
 def _session(session_id):
@@ -47,11 +45,10 @@ def start_session(session_id: int) -> str | None:
     session = _session(session_id)
     if session is None:
         return None
-    group = session.group_name
+    group = broadcast.session_group(session)
     driver = get_driver()
     if session.state == LabSession.QUEUED:
-        session.mark(LabSession.STARTING)  # its turn came: the page shows the start
-        push(group, session.event())
+        _mark(session, LabSession.STARTING)  # its turn came: the page shows the start
     nodes = list(session.nodes.all())
     for node in nodes:
         if node.state == LabNode.READY and node.runtime_id:
@@ -64,8 +61,7 @@ def start_session(session_id: int) -> str | None:
         except LabFull as exc:
             # No room now: wait in the queue (start_queued tries again), never overcommit.
             log.info("lab full; %s queued: %s", session.runtime_name, exc.reason)
-            session.mark(LabSession.QUEUED, exc.reason)
-            push(group, session.event())
+            _mark(session, LabSession.QUEUED, exc.reason)
             return LabSession.QUEUED
         except Exception as exc:
             if isinstance(exc, LabRuntimeError):
@@ -77,13 +73,11 @@ def start_session(session_id: int) -> str | None:
                 reason = f"starting the node failed unexpectedly ({type(exc).__name__}); try again"
             log.warning("starting %s/%s failed: %s", session.runtime_name, node.name, reason)
             node.mark_failed(reason)
-            session.mark(LabSession.FAILED, f"{node.name}: {reason}")
-            push(group, session.event())
+            _mark(session, LabSession.FAILED, f"{node.name}: {reason}")
             return LabSession.FAILED
         node.mark_ready(started.id)
         log.info("started %s/%s as %s", spec.session, spec.name, started.id)
-    session.mark(LabSession.READY)
-    push(group, session.event())
+    _mark(session, LabSession.READY)
     if settings.LAB_POOL_SIZE:
         maintain_pool.delay()  # replace what this start took from the pool
     return LabSession.READY
@@ -105,8 +99,7 @@ def stop_session(session_id: int) -> None:
                 continue
         node.state = LabNode.STOPPED
         node.save(update_fields=["state"])
-    session.mark(LabSession.STOPPED)
-    push(session.group_name, session.event())
+    _mark(session, LabSession.STOPPED)
 
 
 @shared_task(soft_time_limit=CHECK_TIMEOUT * 6, time_limit=CHECK_TIMEOUT * 6 + 30)
@@ -152,12 +145,13 @@ def run_checks(session_id: int) -> dict | None:
         progress, changed = StepProgress.record(session.user, step, state, message)
         results[step.number] = progress.state
         if changed:
-            push(session.group_name, progress.event())
+            broadcast.push(broadcast.session_group(session), progress.event())
+            broadcast.grid_rows_changed(session.user, session.lesson_id)
     for name, node in nodes.items():
         listing = answers[name]
         if isinstance(listing, dict) and listing["ports"].ok:
             if node.set_ports(ports.parse_ports(listing["ports"].output)):
-                push(session.group_name, node.ports_event())
+                broadcast.push(broadcast.session_group(session), node.ports_event())
     return results
 
 
@@ -217,7 +211,7 @@ async def _start_node(driver, spec: NodeSpec, group: str, node_pk: int):
             return
         event = {"type": "progress", "node": node_pk, "name": spec.name,
                  "progress": int(info.get("progress", 0)), "message": str(info.get("message", ""))}
-        coro = layer.group_send(group, {"type": "lesson.event", "event": event})
+        coro = layer.group_send(group, broadcast.lesson_message(event))
         try:
             here = asyncio.get_running_loop()
         except RuntimeError:
@@ -290,8 +284,6 @@ def end_sessions() -> list:
     page is told why the session ended. Nodes whose session row is gone are
     removed by reap_nodes.
     """
-    from .models import LabSession
-
     ended = []
     for session, reason in LabSession.over_limits():
         LabSession.objects.filter(pk=session.pk).update(ended_because=reason, controller=None)
@@ -307,8 +299,6 @@ def end_sessions() -> list:
 def remove_stale_guests() -> int:
     """Run by beat: delete guest users idle for LAB_GUEST_DAYS (0 keeps them all),
     with their progress; see Profile.stale_guests for who counts."""
-    from .models import Profile
-
     days = settings.LAB_GUEST_DAYS
     if days <= 0:
         return 0
@@ -329,7 +319,7 @@ def reset_session(session_id: int) -> str | None:
     LabSession.objects.filter(pk=session.pk).update(ended_because="reset", controller=None)
     stop_session(session.pk)
     fresh, _ = LabSession.ensure_for(session.user, session.lesson)
-    push(fresh.group_name, fresh.event())
+    broadcast.push(broadcast.session_group(fresh), fresh.event())
     return start_session(fresh.pk)
 
 
@@ -345,5 +335,5 @@ def start_queued() -> list:
         started.append(session_id)
     if started:
         for session in LabSession.objects.filter(state=LabSession.QUEUED).select_related("lesson"):
-            push(session.group_name, session.event())
+            broadcast.push(broadcast.session_group(session), session.event())
     return started

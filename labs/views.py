@@ -15,11 +15,10 @@ from django.views.decorators.http import require_POST
 
 from runtime import LabRuntimeError, get_driver
 
-from . import checks, portproxy, tasks
+from . import broadcast, checks, portproxy, tasks
 from .models import (ClassMessage, Classroom, LabNode, LabSession, LessonActivity, Lesson,
                      Membership,
-                     Profile, Step, StepProgress, is_guest, learner_group, lesson_progress)
-from . import live
+                     Profile, Step, StepProgress, is_guest, lesson_progress)
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +194,7 @@ def join(request, code=""):
         if not request.user.is_authenticated:
             return redirect("join-code", code=room.code)  # offers guest, log in or sign up
         room.join(request.user)
-        live.push_learner_row(room.pk, request.user.pk)
+        broadcast.push_learner_row(room.pk, request.user)
         first = room.ordered_lessons()
         return redirect(reverse("lesson", args=[first[0].slug]) if first else reverse("dashboard"))
     return render(request, "labs/join.html", {"room": room if not error else None, "code": code,
@@ -215,7 +214,7 @@ def extend(request, slug):
     if session is None or not session.extend():
         return JsonResponse({"ok": False, "error": "No lab session is running."}, status=409)
     event = session.event()
-    transaction.on_commit(lambda: tasks.push(session.group_name, event))
+    transaction.on_commit(lambda: broadcast.push(broadcast.session_group(session), event))
     return JsonResponse({"ok": True, **event})
 
 
@@ -233,8 +232,8 @@ def hand(request, slug):
     when = timezone.now() if raised else None
     for m in memberships:
         Membership.objects.filter(pk=m.pk).update(hand_raised=when)
-        room_pk, user_pk = m.classroom_id, request.user.pk
-        transaction.on_commit(lambda room_pk=room_pk: live.push_learner_row(room_pk, user_pk))
+        room_pk, user = m.classroom_id, request.user
+        transaction.on_commit(lambda room_pk=room_pk: broadcast.push_learner_row(room_pk, user))
     return JsonResponse({"ok": True, "raised": raised})
 
 
@@ -249,9 +248,10 @@ def answer(request, slug, number):
         return JsonResponse({"ok": False, "error": "This step has no question."}, status=400)
     right, progress, changed = step.answer(request.user, request.POST.get("choice"))
     if changed:
-        group = learner_group(request.user.pk, slug)
+        group = broadcast.learner_group(request.user.pk, slug)
         event = progress.event()
-        transaction.on_commit(lambda: tasks.push(group, event))
+        transaction.on_commit(lambda: broadcast.push(group, event))
+        broadcast.grid_rows_changed(request.user, step.lesson_id)
     if not wants_json:
         return redirect(reverse("lesson", args=[slug]) + f"#step-{step.number}")
     body = {"ok": True, "correct": right}

@@ -1,0 +1,117 @@
+"""Every push from the server to the pages' sockets: the groups, the messages, the sends.
+
+Groups (Channels groups; a socket joins the ones it listens to):
+- learner_group(user, slug): one learner's lesson page of one lesson;
+- user_group(user): every page of one user (messages, take-control prompts, hands);
+- classroom_group(pk): the instructor's live grid of one classroom;
+- watch_group(node pk): instructors watching one node's terminal;
+- term_group(node pk): the learner's terminal socket(s) of one node.
+
+Messages: a lesson page gets {"type": "lesson.event", "event": ...}, a grid
+{"type": "classroom.event", "event": ...} (each consumer has the handler of that
+name). Sends come in two kinds: `push*` from synchronous code (views, tasks)
+and `apush*` from consumers. A dead channel layer never fails the real work.
+
+Models return what changed (StepProgress.record, LabSession.mark); the caller
+pushes it through here: models import nothing of this module.
+"""
+from __future__ import annotations
+
+import logging
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+from .models import Classroom
+
+log = logging.getLogger(__name__)
+
+
+# ---- groups -----------------------------------------------------------------
+
+def learner_group(user_id, slug: str) -> str:
+    return f"learner-{user_id}-{slug}"[:99]
+
+
+def session_group(session) -> str:
+    """The lesson page of a lab session's learner."""
+    return learner_group(session.user_id, session.lesson.slug)
+
+
+def user_group(user_id) -> str:
+    return f"user-{user_id}"
+
+
+def classroom_group(pk) -> str:
+    return f"classroom-{pk}"
+
+
+def watch_group(node_pk) -> str:
+    return f"watch-{node_pk}"
+
+
+def term_group(node_pk) -> str:
+    return f"term-{node_pk}"
+
+
+# ---- messages ---------------------------------------------------------------
+
+def lesson_message(event: dict) -> dict:
+    return {"type": "lesson.event", "event": event}
+
+
+def classroom_message(event: dict) -> dict:
+    return {"type": "classroom.event", "event": event}
+
+
+# ---- sends from synchronous code ----------------------------------------------
+
+def send(group: str, message: dict) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(group, message)
+    except Exception:  # a dead channel layer must not fail the real work
+        log.exception("could not push %s to %s", message.get("type"), group)
+
+
+def push(group: str, event: dict) -> None:
+    """One lesson event to every socket of a lesson page's group."""
+    send(group, lesson_message(event))
+
+
+def push_user(user_id, event: dict) -> None:
+    send(user_group(user_id), lesson_message(event))
+
+
+def push_classroom(pk, event: dict) -> None:
+    send(classroom_group(pk), classroom_message(event))
+
+
+def push_learner_row(classroom_pk, user) -> None:
+    """One learner's current grid row to a classroom's live grid."""
+    room = Classroom.objects.filter(pk=classroom_pk).first()
+    if room is not None and user is not None:
+        push_classroom(classroom_pk, {"type": "learner", "row": room.learner_row(user)})
+
+
+def grid_rows_changed(user, lesson_id) -> None:
+    """The learner's progress or machines in a lesson changed: after the commit
+    (so the grid reads what was recorded), refresh their row in the live grid
+    of every classroom of theirs that has the lesson."""
+    rooms = list(Classroom.objects.filter(memberships__user_id=user.pk, lessons__id=lesson_id)
+                 .values_list("pk", flat=True).distinct())
+    if rooms:
+        transaction.on_commit(lambda: [push_learner_row(pk, user) for pk in rooms])
+
+
+# ---- sends from consumers ---------------------------------------------------------
+
+async def asend(layer, group: str, message: dict) -> None:
+    await layer.group_send(group, message)
+
+
+async def apush(layer, group: str, event: dict) -> None:
+    await layer.group_send(group, lesson_message(event))
