@@ -1,7 +1,8 @@
 """The one place check runs are queued for a lab session.
 
 Four things ask for one: a command ending in the terminal, the node's engine
-events, the Check button (page socket or POST), a visit to a published port.
+events (a burst of them collected first, consumers/engine.py), the Check
+button (page socket or POST), a visit to a published port.
 One rule for all of them, per session:
 
 - an ask with no run in the last WINDOW seconds runs at once;

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from channels.layers import get_channel_layer
@@ -108,7 +108,7 @@ def run_checks(session_id: int) -> dict | None:
 
     One exec per node (runtime/checkbatch.py) runs all of that node's open
     checks and lists its published ports; the nodes of a session are asked at
-    once. Quiz steps are answered on the page, not checked here. Returns
+    once, and each step is recorded and pushed as soon as its check ends. Quiz steps are answered on the page, not checked here. Returns
     {step number: state} of the checked steps (handy for tests and the shell).
     """
     session = _session(session_id)
@@ -135,46 +135,86 @@ def run_checks(session_id: int) -> dict | None:
         {**{str(s.number): ["/bin/sh", "-c", s.check_script] for s in open_steps
             if s.node == name}, "ports": ports.ARGV}, timeout=CHECK_TIMEOUT)
         for name in nodes}
-    answers = _run(_run_batches(driver, nodes, batches))
-    for step in open_steps:
-        node = nodes.get(step.node)
-        if node is None:
-            state, message = None, f"could not check (this lab has no node {step.node})"
-        else:
-            state, message = _verdict(answers[step.node], str(step.number))
+    steps = {(s.node, str(s.number)): s for s in open_steps}
+    group = broadcast.session_group(session)
+    reported: set = set()
+
+    def record(step, state, message):
         progress, changed = StepProgress.record(session.user, step, state, message)
         results[step.number] = progress.state
         if changed:
-            broadcast.push(broadcast.session_group(session), progress.event())
+            broadcast.push(group, progress.event())
             broadcast.grid_rows_changed(session.user, session.lesson_id)
-    for name, node in nodes.items():
-        listing = answers[name]
-        if isinstance(listing, dict) and listing["ports"].ok:
-            if node.set_ports(ports.parse_ports(listing["ports"].output)):
-                broadcast.push(broadcast.session_group(session), node.ports_event())
+
+    def on_result(name: str, key: str, result) -> None:
+        """One command of a node's batch finished: record and push it now, so a
+        step's verdict does not wait for the checks after it."""
+        reported.add((name, key))
+        if key == "ports":
+            if result.ok and nodes[name].set_ports(ports.parse_ports(result.output)):
+                broadcast.push(group, nodes[name].ports_event())
+        else:
+            record(steps[(name, key)], *_verdict(result))
+
+    answers = _run(_run_batches(driver, nodes, batches, on_result))
+    for name, answer in answers.items():  # what did not finish in time, or at all
+        if isinstance(answer, LabRuntimeError):
+            for (node_name, _key), step in steps.items():
+                if node_name == name:
+                    record(step, None, f"could not check ({answer.reason})")
+            continue
+        for key, result in answer.items():
+            if (name, key) not in reported:
+                on_result(name, key, result)
+    for step in open_steps:
+        if step.node not in nodes:
+            record(step, None, f"could not check (this lab has no node {step.node})")
     return results
 
 
-async def _run_batches(driver, nodes: dict, batches: dict) -> dict:
-    """{node name: {key: ExecResult}}, or the LabRuntimeError that stopped its exec."""
+async def _run_batches(driver, nodes: dict, batches: dict, on_result) -> dict:
+    """Run each node's batch (the nodes at once), calling on_result(node name, key,
+    ExecResult) as each command finishes; returns {node name: {key: ExecResult}},
+    or the LabRuntimeError that stopped that node's exec."""
+    record = sync_to_async(on_result)  # it writes the database
+
     async def one(name):
-        batch = batches[name]
+        batch, reader = batches[name], batches[name].reader()
+        loop = asyncio.get_running_loop()
+        finished: asyncio.Queue = asyncio.Queue()
+
+        def on_output(chunk: bytes):
+            loop.call_soon_threadsafe(finished.put_nowait, reader.feed(chunk))
+
+        async def report():
+            while True:
+                done = await finished.get()
+                try:
+                    for key, result in done.items():
+                        await record(name, key, result)
+                except Exception:
+                    log.exception("recording a check result of %s failed", name)
+                finally:
+                    finished.task_done()
+
+        reporter = asyncio.ensure_future(report())
         try:
             result = await driver.exec(nodes[name].runtime_id, checkbatch.ARGV,
                                        input=batch.program().encode(),
-                                       timeout=batch.exec_timeout())
+                                       timeout=batch.exec_timeout(), on_output=on_output)
         except LabRuntimeError as exc:
             log.warning("checks in %s failed to run: %s", nodes[name].runtime_id, exc.reason)
             return name, exc
+        finally:
+            await asyncio.sleep(0)  # the last call_soon_threadsafe
+            await finished.join()
+            reporter.cancel()
         return name, batch.results(result)
     return dict(await asyncio.gather(*(one(name) for name in batches)))
 
 
-def _verdict(answer, key: str) -> tuple:
-    """(state, message) of one step's check from its node's batch."""
-    if isinstance(answer, LabRuntimeError):
-        return None, f"could not check ({answer.reason})"
-    result = answer[key]
+def _verdict(result) -> tuple:
+    """(state, message) of one step from its check's ExecResult."""
     if result.timed_out:
         return None, "could not check (timed out)"
     if result.exit_code == 0:

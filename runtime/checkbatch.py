@@ -18,6 +18,7 @@ command by command).
 """
 from __future__ import annotations
 
+import codecs
 import re
 import secrets
 import shlex
@@ -61,14 +62,12 @@ class Batch:
         """For the one exec: every command's own limit, and a little to spare."""
         return self.timeout * len(self.commands) + 5.0
 
-    def results(self, result: ExecResult) -> dict:
-        """Each command's ExecResult from the batch's output; a command that never
-        finished (the exec timed out or the node went away) is timed_out."""
+    def finished(self, output: str) -> tuple:
+        """({key: ExecResult} of the commands whose frame is complete in `output`,
+        {key: output so far} of the one begun but not ended)."""
         found, begun = {}, {}
-        marks = re.finditer(rf"\n@@{self.nonce} (\S+) (begin|end)(?: (-?\d+))?\n",
-                            "\n" + result.output)
-        text = "\n" + result.output
-        for mark in marks:
+        text = "\n" + output
+        for mark in re.finditer(rf"\n@@{self.nonce} (\S+) (begin|end)(?: (-?\d+))?\n", text):
             key, what = mark.group(1), mark.group(2)
             if key not in self.commands:
                 continue
@@ -78,11 +77,39 @@ class Batch:
                 code = int(mark.group(3))
                 found[key] = ExecResult(code, text[begun[key]:mark.start()],
                                         timed_out=code == TIMED_OUT)
+        partial = {key: text[start:] for key, start in begun.items() if key not in found}
+        return found, partial
+
+    def results(self, result: ExecResult) -> dict:
+        """Each command's ExecResult from the batch's output; a command that never
+        finished (the exec timed out or the node went away) is timed_out."""
+        found, partial = self.finished(result.output)
         for key in self.commands:
             if key not in found:
-                partial = text[begun[key]:] if key in begun else ""
-                found[key] = ExecResult(-1, partial, timed_out=True)
+                found[key] = ExecResult(-1, partial.get(key, ""), timed_out=True)
         return found
+
+    def reader(self) -> "Reader":
+        return Reader(self)
+
+
+class Reader:
+    """A batch's results while its output arrives: `feed` each chunk, get back the
+    commands that have just finished (so a step's verdict need not wait for the
+    checks after it)."""
+
+    def __init__(self, batch: Batch):
+        self.batch = batch
+        self.output = ""
+        self.reported: set = set()
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def feed(self, chunk: bytes) -> dict:
+        self.output += self._decoder.decode(chunk)
+        found, _ = self.batch.finished(self.output)
+        new = {key: result for key, result in found.items() if key not in self.reported}
+        self.reported.update(new)
+        return new
 
 
 def parse_program(program: str) -> tuple:

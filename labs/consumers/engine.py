@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 # --since, so nothing is missed): a watcher whose page went away without a
 # clean close leaves nothing behind for longer than this.
 EVENTS_WINDOW_SECONDS = 120
+# A burst of engine events is collected this long before it asks for a check.
+EVENT_BURST_SECONDS = 1.0
 
 
 EVENT_TYPES = ("container", "image", "network", "volume", "service", "node")
@@ -77,6 +79,8 @@ class EngineWatcher:
         self.refs = 0
         self.task = None
         self.pid = None
+        self.timer = None
+        self.first_event = None
         self.changes = 0  # events that counted (for tests and logs)
 
     @classmethod
@@ -94,6 +98,8 @@ class EngineWatcher:
             return
         if self.active.get(self.runtime_id) is self:
             del self.active[self.runtime_id]
+        if self.timer is not None:
+            self.timer.cancel()
         if self.task is not None:
             self.task.cancel()
 
@@ -163,14 +169,21 @@ class EngineWatcher:
                 self._poke()
 
     def _poke(self):
-        # Engine events come in bursts (create, start, connect, die, destroy):
-        # the scheduler makes that one run now and one at the window's end, and
-        # skips events a run queued since (the command's own end) already saw.
-        seen = time.monotonic()
+        # Engine events come in bursts over a container's life (create, start,
+        # connect, die, destroy): collect a burst, then ask once, saying when it
+        # began, so a run queued since (by the command's own end) covers it.
+        if self.first_event is None:
+            self.first_event = time.monotonic()
+        if self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(EVENT_BURST_SECONDS, self._fire)
+
+    def _fire(self):
+        self.timer = None
+        first, self.first_event = self.first_event, None
 
         async def ask():
             try:
-                await checks.arequest(self.session_id, since=seen)
+                await checks.arequest(self.session_id, since=first)
             except Exception:
                 log.exception("could not queue checks for session %s", self.session_id)
         task = asyncio.ensure_future(ask())
