@@ -18,6 +18,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from . import registry
 from .model import LabRuntimeError
 
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
@@ -25,7 +26,6 @@ CONFIG_V1 = "application/vnd.docker.container.image.v1+json"
 LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 
 # The writer is on loopback: never through a proxy from the environment.
-_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def digest_of(data: bytes) -> str:
@@ -63,7 +63,7 @@ def read_archive(path: str) -> tuple:
 def _request(method: str, url: str, data: bytes | None = None, headers: dict | None = None):
     request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     try:
-        with _opener.open(request, timeout=120) as response:
+        with registry.opener.open(request, timeout=120) as response:
             return response.status, response.headers
     except urllib.error.HTTPError as e:
         if method == "HEAD" and e.code == 404:

@@ -59,5 +59,5 @@ def test_an_image_from_a_node_reaches_other_nodes_through_the_writer(nodes, driv
 def _get(url: str) -> bytes:
     import urllib.request
     request = urllib.request.Request(url, headers={"Accept": registry.MANIFEST_TYPES})
-    with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request) as r:
+    with registry.opener.open(request) as r:
         return r.read()

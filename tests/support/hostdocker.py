@@ -70,51 +70,9 @@ def logfile() -> Path:
     return home() / "dockerd.log"
 
 
-def missing_caps() -> list:
-    """Capabilities this process's bounding set lacks (names as in OCI specs)."""
-    with open("/proc/self/status") as f:
-        bounding = int(next(line for line in f if line.startswith("CapBnd:")).split()[1], 16)
-    last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
-    return [CAP_NAMES.get(bit, f"CAP_{bit}") for bit in range(last + 1)
-            if not bounding & (1 << bit)]
-
-
-CAP_NAMES = {24: "CAP_SYS_RESOURCE", 21: "CAP_SYS_ADMIN", 16: "CAP_SYS_MODULE",
-             17: "CAP_SYS_RAWIO", 22: "CAP_SYS_BOOT", 25: "CAP_SYS_TIME", 38: "CAP_PERFMON",
-             39: "CAP_BPF", 40: "CAP_CHECKPOINT_RESTORE", 33: "CAP_MAC_ADMIN",
-             32: "CAP_MAC_OVERRIDE", 34: "CAP_SYSLOG", 30: "CAP_AUDIT_CONTROL"}
-
-# A --privileged container asks runc for every capability the kernel knows.
-# Where this host's root lacks some (a sandboxed machine: CapBnd without
-# CAP_SYS_RESOURCE), runc fails with "unable to apply caps". This wrapper,
-# registered as the private engine's default runtime only then, takes the
-# missing ones out of the container's (and each exec's) spec and runs runc.
-RUNC_WRAPPER = """#!/bin/sh
-# Written by tests/support/hostdocker.py: drops capabilities this host cannot grant.
-prev=
-for a in "$@"; do
-    case "$prev" in --bundle) f="$a/config.json";; --process) f="$a";; *) f=;; esac
-    if [ -n "$f" ] && [ -f "$f" ]; then
-        sed -i $SEDARGS "$f"
-    fi
-    prev=$a
-done
-exec runc "$@"
-"""
-
-
-def runc_wrapper_text(caps: list) -> str:
-    # Compact JSON (as containerd writes it): "X", in a list, ,"X" at its end, or alone.
-    sed = " ".join(f"-e 's/\"{c}\",//g' -e 's/,\"{c}\"//g' -e 's/\"{c}\"//g'" for c in caps)
-    runc = shutil.which("runc") or "runc"
-    return RUNC_WRAPPER.replace("$SEDARGS", sed).replace("exec runc", f"exec {runc}")
-
-
-def dockerd_argv(wrapper: str | None = None) -> list:
+def dockerd_argv() -> list:
     """The private engine's command line (pure: a unit test may compare it)."""
-    runtime = [f"--add-runtime=lab-runc={wrapper}", "--default-runtime=lab-runc"] \
-        if wrapper else []
-    return ["dockerd", *runtime, f"--host={HOST}", f"--data-root={home() / 'data'}",
+    return ["dockerd", f"--host={HOST}", f"--data-root={home() / 'data'}",
             f"--exec-root={EXEC_ROOT}", f"--pidfile={pidfile()}",
             f"--config-file={home() / 'daemon.json'}", "--bridge=none",
             "--iptables=false", "--ip-forward=false", "--ip-masq=false",
@@ -237,15 +195,8 @@ def start() -> str:
     (home() / "daemon.json").write_text("{}\n")
     Path("/proc/sys/net/ipv4/ip_forward").write_text("1")
     apply_firewall()
-    wrapper = None
-    if missing_caps():
-        wrapper = home() / "lab-runc"
-        wrapper.write_text(runc_wrapper_text(missing_caps()))
-        wrapper.chmod(0o755)
-        log.warning("this host's root lacks %s: the private engine drops them from "
-                    "--privileged containers", ", ".join(missing_caps()))
     with open(logfile(), "ab") as out:
-        proc = subprocess.Popen(dockerd_argv(str(wrapper) if wrapper else None),
+        proc = subprocess.Popen(dockerd_argv(),
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                 start_new_session=True)
     deadline = time.monotonic() + START_TIMEOUT
