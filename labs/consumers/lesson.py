@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 
+from autobahn.exception import Disconnected
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -143,7 +144,12 @@ class LessonConsumer(AsyncWebsocketConsumer):
                 self._unwatch()
 
     async def send_json(self, data):
-        await self.send(text_data=json.dumps(data))
+        try:
+            await self.send(text_data=json.dumps(data))
+        except Disconnected:
+            # The page went away while an event was on its way (a reload, a
+            # closed tab): nothing to deliver, and not an error of the site.
+            log.debug("lesson socket of %s closed mid-send", getattr(self, "user", None))
 
     @database_sync_to_async
     def _session(self):

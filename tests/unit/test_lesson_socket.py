@@ -190,3 +190,24 @@ async def test_progress_reported_from_a_driver_thread_arrives(lesson, ada, ws_he
     assert (first["type"], first["progress"], first["message"]) == ("progress", 40, "unpacking image")
     assert (await next_event(comm))["state"] == "ready"
     await comm.disconnect()
+
+
+async def test_an_event_for_a_page_that_just_closed_is_not_an_error():
+    """Daphne raises Disconnected when a send races the page's close (a reload):
+    the lesson socket drops that event quietly; anything else still raises."""
+    from autobahn.exception import Disconnected
+
+    from labs.consumers import LessonConsumer
+
+    consumer = LessonConsumer()
+
+    async def closed(**kwargs):
+        raise Disconnected("Attempt to send on a closed protocol")
+    consumer.send = closed
+    await consumer.send_json({"type": "step", "step": 1})  # no exception
+
+    async def broken(**kwargs):
+        raise RuntimeError("something else")
+    consumer.send = broken
+    with pytest.raises(RuntimeError):
+        await consumer.send_json({"type": "step", "step": 1})
