@@ -87,3 +87,11 @@ def lab_registry():
         asyncio.run(lessonimages.build_all(BuiltinDriver()))
         assert registry.has_image("library/alpine"), "the lab registry has no alpine stand-in"
         yield
+
+
+@pytest.fixture
+def host_service():
+    """The port of a TCP service on every host address (tests/support/hostnet.py)."""
+    from tests.support.hostnet import host_service
+    with host_service() as port:
+        yield port

@@ -17,6 +17,7 @@ import pytest
 
 from runtime import NodeSpec
 from runtime.model import LabRuntimeError, NodeNotFound
+from tests.support.hostnet import link_local_drops
 
 DRIVERS = ["builtin", "docker"]
 
@@ -398,34 +399,6 @@ def _sh(nodes, node, script, timeout=60):
     return nodes.exec(node, ["sh", "-c", script], timeout=timeout)
 
 
-@pytest.fixture
-def host_service():
-    """A TCP service on every host address, as Redis or Daphne would be if misbound."""
-    import socket
-    import threading
-    server = socket.socket()
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    server.bind(("0.0.0.0", 0))
-    server.listen(8)
-    stop = threading.Event()
-
-    def serve():
-        server.settimeout(0.2)
-        while not stop.is_set():
-            with contextlib.suppress(OSError):
-                conn, _ = server.accept()
-                conn.sendall(b"HOST-SERVICE\n")
-                conn.close()
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield server.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join()
-        server.close()
-
-
 def test_of_the_hosts_services_a_node_reaches_only_the_registry(nodes, host_service):
     node = nodes.start()
     gateway = node.extra["gateway"]
@@ -437,17 +410,12 @@ def test_of_the_hosts_services_a_node_reaches_only_the_registry(nodes, host_serv
 
 
 def test_link_local_addresses_are_dropped_by_the_lab_firewall(nodes):
-    def drops():
-        rules = subprocess.run(["iptables", "-w", "-v", "-x", "-n", "-L", "LAB-FORWARD"],
-                               capture_output=True, text=True).stdout
-        line = next(line for line in rules.splitlines() if "169.254.0.0/16" in line)
-        return int(line.split()[0])
     node = nodes.start()
-    before = drops()
+    before = link_local_drops()
     out = _sh(nodes, node, "curl -sS -m3 http://169.254.169.254/latest/meta-data/; "
                            "echo rc=$?").output
     assert "rc=0" not in out
-    assert drops() > before, "the link-local rule should have dropped the attempt"
+    assert link_local_drops() > before, "the link-local rule should have dropped the attempt"
 
 
 def test_sessions_cannot_reach_each_other(nodes):

@@ -14,7 +14,6 @@ import re
 import secrets
 import socket
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import pytest
 
 from runtime import images
 from runtime.builtin import BuiltinDriver, node_cgroup_dirs
+from tests.support.hostnet import link_local_drops
 
 from .conftest import NodeFactory
 
@@ -195,32 +195,6 @@ def test_other_sessions_are_unreachable_but_the_own_session_is(arena):
     assert factory.exec(arena["a"], ["ping", "-c1", "-W2", peer.address]).exit_code == 0
 
 
-@pytest.fixture
-def host_service():
-    """A TCP service on every host address, as Redis or Daphne would be if misbound."""
-    server = socket.socket()
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    server.bind(("0.0.0.0", 0))
-    server.listen(8)
-    stop = threading.Event()
-
-    def serve():
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-                conn.sendall(b"HOST-SERVICE\n")
-                conn.close()
-            except OSError:
-                continue
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield server.getsockname()[1]
-    stop.set()
-    thread.join()
-    server.close()
-
-
 def test_host_services_are_unreachable_except_the_registry(arena, host_service):
     gateway = arena["a"].extra["gateway"]
     host_ip = subprocess.run(["hostname", "-I"], capture_output=True, text=True).stdout.split()[0]
@@ -237,15 +211,10 @@ def test_host_services_are_unreachable_except_the_registry(arena, host_service):
 
 
 def test_cloud_metadata_address_is_blocked_by_the_firewall(arena):
-    def drops():
-        rules = subprocess.run(["iptables", "-w", "-v", "-x", "-n", "-L", "LAB-FORWARD"],
-                               capture_output=True, text=True).stdout
-        line = next(line for line in rules.splitlines() if "169.254.0.0/16" in line)
-        return int(line.split()[0])
-    before = drops()
+    before = link_local_drops()
     out = sh(arena, "curl -sS -m3 http://169.254.169.254/latest/meta-data/; echo rc=$?").output
     assert "rc=0" not in out
-    assert drops() > before, "the link-local rule should have dropped the attempt"
+    assert link_local_drops() > before, "the link-local rule should have dropped the attempt"
 
 
 def test_node_firewall_changes_stay_in_the_node(arena):

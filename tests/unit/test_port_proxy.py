@@ -280,16 +280,17 @@ async def test_stopped_node_is_503(app_in_node, ada, ws_headers, fake_driver):
     assert (await get("/", headers))["status"] == 503
 
 
-async def websocket_to(node_pk, port, headers, origin=None):
+def websocket_to(headers, origin=None):
+    """A websocket to /socket of the port origin in `headers`, opened by a page of
+    that origin unless `origin` says otherwise."""
     origin = origin or b"http://" + dict(headers)[b"host"]
-    comm = WebsocketCommunicator(application, "/socket", headers=headers + [(b"origin", origin)])
-    return comm
+    return WebsocketCommunicator(application, "/socket", headers=headers + [(b"origin", origin)])
 
 
 async def test_owner_websocket_is_relayed(app_in_node, ada, ws_headers):
     node, _, _, ws_port = app_in_node
     headers, _ = await enter(ada, ws_headers, node.pk, ws_port)
-    comm = await websocket_to(node.pk, ws_port, headers)
+    comm = websocket_to(headers)
     connected, _ = await comm.connect(timeout=5)
     assert connected
     await comm.send_to(text_data="hi")
@@ -302,12 +303,12 @@ async def test_owner_websocket_is_relayed(app_in_node, ada, ws_headers):
 async def test_websockets_without_the_cookie_or_from_another_origin_get_4403(app_in_node, ada,
                                                                             ws_headers):
     node, _, _, ws_port = app_in_node
-    comm = await websocket_to(node.pk, ws_port, port_origin(node.pk, ws_port))
+    comm = websocket_to(port_origin(node.pk, ws_port))
     await comm.connect()
     assert await comm.receive_output(timeout=3) == {"type": "websocket.close", "code": 4403}
     # With Ada's cookie, but opened by a page of the site (or any other origin).
     headers, _ = await enter(ada, ws_headers, node.pk, ws_port)
-    comm = await websocket_to(node.pk, ws_port, headers, origin=b"http://localhost")
+    comm = websocket_to(headers, origin=b"http://localhost")
     await comm.connect()
     assert await comm.receive_output(timeout=3) == {"type": "websocket.close", "code": 4403}
 
@@ -363,7 +364,7 @@ async def test_adas_instructor_opens_her_port_link(app_in_node, ada_in_class, ir
     response = await get(landing, headers)
     assert response["status"] == 200 and b"Welcome to nginx!" in response["body"]
     headers, _ = await enter(iris, ws_headers, node.pk, ws_port)
-    comm = await websocket_to(node.pk, ws_port, headers)
+    comm = websocket_to(headers)
     assert (await comm.connect())[0]
     await comm.send_to(text_data="hi")
     assert await comm.receive_from(timeout=3) == "echo:hi"
