@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 CHECK_TIMEOUT = 20
 
 
-def _mark(session, state: str, error: str = "") -> None:
+def mark_session(session, state: str, error: str = "") -> None:
     """Set the session's state; tell the learner's page (and, when their machines
     changed, their classrooms' grids)."""
     if session.mark(state, error):
@@ -48,7 +48,7 @@ def start_session(session_id: int) -> str | None:
     group = broadcast.session_group(session)
     driver = get_driver()
     if session.state == LabSession.QUEUED:
-        _mark(session, LabSession.STARTING)  # its turn came: the page shows the start
+        mark_session(session, LabSession.STARTING)  # its turn came: the page shows the start
     nodes = list(session.nodes.all())
     for node in nodes:
         if node.state == LabNode.READY and node.runtime_id:
@@ -61,7 +61,7 @@ def start_session(session_id: int) -> str | None:
         except LabFull as exc:
             # No room now: wait in the queue (start_queued tries again), never overcommit.
             log.info("lab full; %s queued: %s", session.runtime_name, exc.reason)
-            _mark(session, LabSession.QUEUED, exc.reason)
+            mark_session(session, LabSession.QUEUED, exc.reason)
             return LabSession.QUEUED
         except Exception as exc:
             if isinstance(exc, LabRuntimeError):
@@ -73,11 +73,11 @@ def start_session(session_id: int) -> str | None:
                 reason = f"starting the node failed unexpectedly ({type(exc).__name__}); try again"
             log.warning("starting %s/%s failed: %s", session.runtime_name, node.name, reason)
             node.mark_failed(reason)
-            _mark(session, LabSession.FAILED, f"{node.name}: {reason}")
+            mark_session(session, LabSession.FAILED, f"{node.name}: {reason}")
             return LabSession.FAILED
         node.mark_ready(started.id)
         log.info("started %s/%s as %s", spec.session, spec.name, started.id)
-    _mark(session, LabSession.READY)
+    mark_session(session, LabSession.READY)
     if settings.LAB_POOL_SIZE:
         maintain_pool.delay()  # replace what this start took from the pool
     return LabSession.READY
@@ -99,7 +99,7 @@ def stop_session(session_id: int) -> None:
                 continue
         node.state = LabNode.STOPPED
         node.save(update_fields=["state"])
-    _mark(session, LabSession.STOPPED)
+    mark_session(session, LabSession.STOPPED)
 
 
 @shared_task(soft_time_limit=CHECK_TIMEOUT * 6, time_limit=CHECK_TIMEOUT * 6 + 30)

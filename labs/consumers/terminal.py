@@ -16,7 +16,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from runtime import LabRuntimeError, get_driver
 from runtime.termmarks import MarkParser
 
-from .. import broadcast, checks, groups
+from .. import broadcast, checks, groups, tasks
 from ..broadcast import learner_group, term_group, watch_group
 from ..hints import hint_for
 from ..models import LabNode, LabSession
@@ -261,6 +261,4 @@ class TerminalConsumer(AsyncWebsocketConsumer):
     def _node_lost(self, reason: str):
         self.node.mark_failed(reason)
         session = LabSession.objects.get(pk=self.session_id)
-        if session.mark(LabSession.FAILED, f"{self.node.name}: {reason}"):
-            broadcast.grid_rows_changed(session.user, session.lesson_id)
-        broadcast.push(broadcast.session_group(session), session.event())
+        tasks.mark_session(session, LabSession.FAILED, f"{self.node.name}: {reason}")
