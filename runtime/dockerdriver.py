@@ -379,6 +379,10 @@ class DockerDriver(Driver):
             self.docker("network", "create", "--driver", "bridge",
                         "-o", f"com.docker.network.bridge.name={bridge_name(session)}",
                         "--label", f"lab.session={session}", name)
+            if self.local():
+                # Its bridge falls under the lab firewall's labbr+ rules: make sure
+                # they are in place, once per new network (as the built-in driver does).
+                firewall.apply()
             proc = self.docker("network", "inspect", name)
         return json.loads(proc.stdout)[0]
 
@@ -426,7 +430,6 @@ class DockerDriver(Driver):
                 volume_opts = []
                 if self.local():
                     progress({"progress": 20, "message": "making the node's disk"})
-                    firewall.apply()
                     fs = self._make_disk(node_id)
                     root_dir = str(fs / "root")
                     volume_opts = ["--opt", "type=none", "--opt", "o=bind",
