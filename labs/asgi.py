@@ -4,7 +4,7 @@ HTTP goes to Django (with /static/ served straight from the static dirs, so
 no collectstatic is needed); websockets go through the origin check and the
 auth middleware to the lab consumers. Requests for a port origin,
 n<node>-<port>.<LAB_PORTS_DOMAIN> (HTTP and websockets), go to the published-port
-proxy (labs.portproxy) instead and never reach the site.
+proxy (labs.sandboxes.portproxy) instead and never reach the site.
 """
 import os
 
@@ -18,7 +18,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from labs.portproxy import PortOrigin, by_host  # noqa: E402
+from labs.sandboxes.portproxy import PortOrigin, by_host  # noqa: E402
 from labs.routing import websocket_urlpatterns  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 

@@ -23,7 +23,8 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
-from .models import Classroom
+from labs.classrooms import reports
+from labs.classrooms.models import Classroom
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ def push_learner_row(classroom_pk, user) -> None:
     """One learner's current grid row to a classroom's live grid."""
     room = Classroom.objects.filter(pk=classroom_pk).first()
     if room is not None and user is not None:
-        push_classroom(classroom_pk, {"type": "learner", "row": room.learner_row(user)})
+        push_classroom(classroom_pk, {"type": "learner", "row": reports.learner_row(room, user)})
 
 
 def grid_rows_changed(user, lesson_id) -> None:

@@ -10,4 +10,5 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "labs.settings")
 
 app = Celery("labs")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["labs"])
+# Every installed app's tasks module (labs.sandboxes.tasks, labs.accounts.tasks).
+app.autodiscover_tasks()

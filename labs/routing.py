@@ -1,10 +1,12 @@
+"""Every websocket of the site (each app keeps its consumers)."""
 from django.urls import path
 
-from . import consumers
+from labs.classrooms.consumers import ClassroomConsumer, WatchConsumer
+from labs.sandboxes.consumers import LessonConsumer, TerminalConsumer
 
 websocket_urlpatterns = [
-    path("ws/lessons/<slug:slug>/", consumers.LessonConsumer.as_asgi()),
-    path("ws/nodes/<int:node>/terminal/", consumers.TerminalConsumer.as_asgi()),
-    path("ws/classrooms/<int:pk>/", consumers.ClassroomConsumer.as_asgi()),
-    path("ws/classrooms/<int:pk>/nodes/<int:node>/watch/", consumers.WatchConsumer.as_asgi()),
+    path("ws/lessons/<slug:slug>/", LessonConsumer.as_asgi()),
+    path("ws/nodes/<int:node>/terminal/", TerminalConsumer.as_asgi()),
+    path("ws/classrooms/<int:pk>/", ClassroomConsumer.as_asgi()),
+    path("ws/classrooms/<int:pk>/nodes/<int:node>/watch/", WatchConsumer.as_asgi()),
 ]

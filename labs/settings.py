@@ -63,7 +63,13 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    # The project package keeps the migrations of the days it was one app
+    # (0001-0004); 0005 hands its models to the apps below, tables unchanged.
     "labs",
+    "labs.accounts",      # sign-up, guests, the instructor role
+    "labs.courses",       # lessons, steps, quizzes, progress
+    "labs.sandboxes",     # lab sessions, nodes, terminals, checks, published ports
+    "labs.classrooms",    # classrooms, the live grid and reports, watching
 ]
 
 MIDDLEWARE = [
@@ -89,7 +95,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "labs.context.roles",
+                "labs.accounts.context.roles",
             ],
         },
     },
@@ -110,7 +116,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Django's own hashers, the default one bounded in how many run at once.
 PASSWORD_HASHERS = [
-    "labs.hashers.BoundedPBKDF2PasswordHasher",
+    "labs.accounts.hashers.BoundedPBKDF2PasswordHasher",
     "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
     "django.contrib.auth.hashers.Argon2PasswordHasher",
     "django.contrib.auth.hashers.BCryptSHA256PasswordHasher",
@@ -185,23 +191,23 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # milliseconds and a learner is waiting on each. Separate queues, served by
 # separate workers (Procfile), so checks never wait behind a class starting.
 CELERY_TASK_ROUTES = {
-    "labs.tasks.start_session": {"queue": "nodes"},
-    "labs.tasks.stop_session": {"queue": "nodes"},
-    "labs.tasks.start_queued": {"queue": "nodes"},
-    "labs.tasks.maintain_pool": {"queue": "nodes"},
-    "labs.tasks.reap_nodes": {"queue": "nodes"},
-    "labs.tasks.reset_session": {"queue": "nodes"},
+    "labs.sandboxes.tasks.start_session": {"queue": "nodes"},
+    "labs.sandboxes.tasks.stop_session": {"queue": "nodes"},
+    "labs.sandboxes.tasks.start_queued": {"queue": "nodes"},
+    "labs.sandboxes.tasks.maintain_pool": {"queue": "nodes"},
+    "labs.sandboxes.tasks.reap_nodes": {"queue": "nodes"},
+    "labs.sandboxes.tasks.reset_session": {"queue": "nodes"},
 }
 CELERY_BEAT_SCHEDULE = {
-    "reap-nodes": {"task": "labs.tasks.reap_nodes",
+    "reap-nodes": {"task": "labs.sandboxes.tasks.reap_nodes",
                    "schedule": float(envint("LAB_REAP_SECONDS", "300"))},
-    "start-queued": {"task": "labs.tasks.start_queued",
+    "start-queued": {"task": "labs.sandboxes.tasks.start_queued",
                      "schedule": float(envint("LAB_QUEUE_SECONDS", "5"))},
-    "maintain-pool": {"task": "labs.tasks.maintain_pool",
+    "maintain-pool": {"task": "labs.sandboxes.tasks.maintain_pool",
                       "schedule": float(envint("LAB_POOL_SECONDS", "15"))},
-    "end-sessions": {"task": "labs.tasks.end_sessions",
+    "end-sessions": {"task": "labs.sandboxes.tasks.end_sessions",
                      "schedule": float(envint("LAB_END_SESSIONS_SECONDS", "60"))},
-    "remove-stale-guests": {"task": "labs.tasks.remove_stale_guests", "schedule": 3600.0},
+    "remove-stale-guests": {"task": "labs.accounts.tasks.remove_stale_guests", "schedule": 3600.0},
 }
 # Guest users idle this many days (and in no classroom) are deleted with
 # their progress (0: keep every guest).
@@ -244,8 +250,8 @@ if not LAB_SESSION_PREFIX.isalpha() or not LAB_SESSION_PREFIX.islower():
     raise ImproperlyConfigured("LAB_SESSION_PREFIX must be lower-case letters")
 os.environ.setdefault("LAB_DRIVER", LAB_DRIVER)
 
-# Where lesson directories live (labs/content/<slug>/lesson.toml).
-LESSONS_DIR = Path(env("LESSONS_DIR", str(BASE_DIR / "labs" / "content")))
+# Where lesson directories live (labs/courses/content/<slug>/lesson.toml).
+LESSONS_DIR = Path(env("LESSONS_DIR", str(BASE_DIR / "labs" / "courses" / "content")))
 
 LOG_LEVEL = env("LOG_LEVEL", "INFO").upper()
 LOGGING = {

@@ -2,7 +2,7 @@
 
 import django.db.models.deletion
 import django.utils.timezone
-import labs.models
+import labs.classrooms.models
 from django.conf import settings
 from django.db import migrations, models
 
@@ -49,7 +49,7 @@ class Migration(migrations.Migration):
                 ('name', models.CharField(max_length=200)),
                 ('starts', models.DateTimeField()),
                 ('ends', models.DateTimeField()),
-                ('code', models.CharField(default=labs.models._join_code, max_length=12, unique=True)),
+                ('code', models.CharField(default=labs.classrooms.models._join_code, max_length=12, unique=True)),
                 ('created', models.DateTimeField(auto_now_add=True)),
                 ('lessons', models.ManyToManyField(related_name='classrooms', to='labs.lesson')),
                 ('owner', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='classrooms_taught', to=settings.AUTH_USER_MODEL)),

@@ -27,7 +27,7 @@ from playwright.sync_api import expect
 
 from tests.browser.accounts import sign_up
 
-CONTENT = Path(__file__).resolve().parents[2] / "labs" / "content"
+CONTENT = Path(__file__).resolve().parents[2] / "labs" / "courses" / "content"
 
 COMMAND_SECONDS = 180    # one command (apt-get in a container, a service converging)
 STEP_SECONDS = 90        # a step's check result after its last command

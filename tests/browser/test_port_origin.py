@@ -77,7 +77,7 @@ def in_thread(coroutine):
 
 
 def node_pk_of(live_site, username: str) -> int:
-    done = live_site.manage("shell", "-c", "from labs.models import LabNode; print(LabNode.objects"
+    done = live_site.manage("shell", "-c", "from labs.sandboxes.models import LabNode; print(LabNode.objects"
                             f".get(session__user__username={username!r}, name='node1').pk)")
     assert done.returncode == 0, done.stderr
     return int(done.stdout.strip().splitlines()[-1])

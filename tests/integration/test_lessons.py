@@ -9,11 +9,11 @@ import time
 
 import pytest
 
-from labs import verify
-from labs.lessons import load_lessons
+from labs.courses import verify
+from labs.courses.lessons import load_lessons
 from tests.integration.conftest import ROOT
 
-LESSONS = load_lessons(ROOT / "labs" / "content")
+LESSONS = load_lessons(ROOT / "labs" / "courses" / "content")
 
 
 @pytest.mark.parametrize("lesson", LESSONS, ids=[lesson.slug for lesson in LESSONS])

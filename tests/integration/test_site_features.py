@@ -75,7 +75,7 @@ def test_published_nginx_opens_on_its_own_origin_for_its_owner_only(live_site):
 
 
 def runtime_id_of(live_site, node_pk: int) -> str:
-    done = live_site.manage("shell", "-c", "from labs.models import LabNode; "
+    done = live_site.manage("shell", "-c", "from labs.sandboxes.models import LabNode; "
                             f"print(LabNode.objects.get(pk={node_pk}).runtime_id)")
     assert done.returncode == 0, done.stderr
     return done.stdout.strip().splitlines()[-1]

@@ -25,7 +25,7 @@ raise_open_file_limit()
 def _port_origin_handler(site: tuple):
     """An HTTP handler that dials the site for *.localhost names, as browsers do.
 
-    Published ports open on n<node>-<port>.localhost (labs.portproxy); browsers
+    Published ports open on n<node>-<port>.localhost (labs.sandboxes.portproxy); browsers
     send every *.localhost name to the loopback address without asking DNS,
     and so does this client: to the site's own address, keeping the Host header.
     """

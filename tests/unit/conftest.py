@@ -13,7 +13,7 @@ from django.conf import settings as django_settings
 import runtime
 from runtime.fakedriver import FakeDriver
 
-# A frozen two-step copy of the first lesson: the real one under labs/content
+# A frozen two-step copy of the first lesson: the real one under labs/courses/content
 # grows as the course is written, and these tests are about the site, not the course.
 CONTENT_DIR = Path(__file__).resolve().parent / "lessons"
 ORIGIN = b"http://localhost"
@@ -46,8 +46,8 @@ def fake_driver(monkeypatch):
 @pytest.fixture
 def lesson(db):
     """The first-containers lesson (tests/unit/lessons copy: two steps), synced."""
-    from labs.lessons import load_lesson
-    from labs.models import Lesson
+    from labs.courses.lessons import load_lesson
+    from labs.courses.models import Lesson
 
     lesson, _ = Lesson.sync_from(load_lesson(CONTENT_DIR / "first-containers"))
     return lesson
@@ -85,8 +85,8 @@ def ws_headers():
 
 def started_session(user, lesson):
     """`user`'s new session of `lesson`, its nodes started (on the fake driver)."""
-    from labs import tasks
-    from labs.models import LabSession
+    from labs.sandboxes import tasks
+    from labs.sandboxes.models import LabSession
 
     session, needs_start = LabSession.ensure_for(user, lesson)
     assert needs_start
@@ -133,7 +133,7 @@ def make_lesson_def(tmp_path, slug="two-nodes", nodes=("node1", "node2"), steps=
 @pytest.fixture
 def two_node_lesson(db, tmp_path):
     """A swarm-like lesson: a quiz, a step on node1, a step on node2, and files for both."""
-    from labs.models import Lesson
+    from labs.courses.models import Lesson
 
     lesson_def = make_lesson_def(tmp_path, steps=[
         {"number": 1, "name": "01-idea", "quiz": ("Which node runs the manager?",
@@ -161,7 +161,7 @@ def two_node_session(two_node_lesson, ada, fake_driver):
 
 def _instructor(django_user_model, name):
     from django.contrib.auth.models import Group
-    from labs.models import INSTRUCTORS_GROUP
+    from labs.accounts.models import INSTRUCTORS_GROUP
 
     user = django_user_model.objects.create_user(name, password="teaching horse battery")
     user.groups.add(Group.objects.get_or_create(name=INSTRUCTORS_GROUP)[0])
@@ -190,7 +190,7 @@ def otto(django_user_model, db):
 def classroom(iris, ada, bob, lesson):
     """Iris's classroom with the lesson; Ada and Bob joined it."""
     from django.utils import timezone
-    from labs.models import Classroom
+    from labs.classrooms.models import Classroom
 
     now = timezone.now()
     room = Classroom.objects.create(owner=iris, name="Morning class", starts=now,
@@ -204,7 +204,7 @@ def classroom(iris, ada, bob, lesson):
 @pytest.fixture
 def other_classroom(ivan, otto, lesson):
     from django.utils import timezone
-    from labs.models import Classroom
+    from labs.classrooms.models import Classroom
 
     now = timezone.now()
     room = Classroom.objects.create(owner=ivan, name="Ivan's class", starts=now,

@@ -43,7 +43,7 @@ def test_password_hashes_run_a_bounded_number_at_once(monkeypatch):
     import time
     from django.contrib.auth import hashers as django_hashers
     from django.contrib.auth.hashers import PBKDF2PasswordHasher, check_password, make_password
-    from labs import hashers
+    from labs.accounts import hashers
 
     stock = make_password("a long pass phrase 42", hasher=PBKDF2PasswordHasher())
     assert check_password("a long pass phrase 42", stock)  # verified by ours, the default
@@ -79,7 +79,7 @@ def test_signup_hashes_the_password_outside_any_transaction(client, monkeypatch)
     """A transaction holds SQLite's write lock (BEGIN IMMEDIATE): hashing in
     one would keep every other write waiting for the whole hash."""
     from django.db import connection
-    from labs.hashers import BoundedPBKDF2PasswordHasher
+    from labs.accounts.hashers import BoundedPBKDF2PasswordHasher
     seen = []
     real = BoundedPBKDF2PasswordHasher.encode
 

@@ -2,7 +2,8 @@
 import pytest
 from django.contrib.auth.models import Group
 
-from labs.models import StepProgress, is_instructor
+from labs.accounts.models import is_instructor
+from labs.courses.models import StepProgress
 
 pytestmark = pytest.mark.django_db
 
@@ -15,10 +16,10 @@ def operator(django_user_model):
 def test_every_admin_page_opens(client, operator, classroom, ada, lesson):
     StepProgress.record(ada, lesson.steps.get(number=1), StepProgress.DONE, "")
     client.force_login(operator)
-    for url in ["/admin/auth/user/", f"/admin/auth/user/{ada.pk}/change/", "/admin/labs/classroom/",
-                f"/admin/labs/classroom/{classroom.pk}/change/", "/admin/labs/lesson/",
-                f"/admin/labs/lesson/{lesson.pk}/change/", "/admin/labs/stepprogress/",
-                "/admin/labs/labsession/", "/admin/labs/lessonactivity/", "/admin/labs/classmessage/"]:
+    for url in ["/admin/auth/user/", f"/admin/auth/user/{ada.pk}/change/", "/admin/classrooms/classroom/",
+                f"/admin/classrooms/classroom/{classroom.pk}/change/", "/admin/courses/lesson/",
+                f"/admin/courses/lesson/{lesson.pk}/change/", "/admin/courses/stepprogress/",
+                "/admin/sandboxes/labsession/", "/admin/courses/lessonactivity/", "/admin/classrooms/classmessage/"]:
         assert client.get(url).status_code == 200, url
 
 
@@ -30,4 +31,13 @@ def test_the_instructor_role_is_granted_by_the_group(operator, otto):
 
 def test_learners_cannot_open_the_admin(client, ada):
     client.force_login(ada)
-    assert client.get("/admin/labs/classroom/").status_code == 302  # to the admin login
+    assert client.get("/admin/classrooms/classroom/").status_code == 302  # to the admin login
+
+
+def test_admin_pages_from_before_the_split_lead_to_their_new_place(client, operator, classroom):
+    client.force_login(operator)
+    response = client.get(f"/admin/labs/classroom/{classroom.pk}/change/?x=1")
+    assert response.status_code == 301
+    assert response["Location"] == f"/admin/classrooms/classroom/{classroom.pk}/change/?x=1"
+    assert client.get("/admin/labs/labsession/")["Location"] == "/admin/sandboxes/labsession/"
+    assert client.get("/admin/labs/nosuchmodel/").status_code == 404

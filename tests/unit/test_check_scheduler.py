@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from labs import checks, tasks
+from labs.sandboxes import checks, tasks
 
 W = checks.WINDOW
 

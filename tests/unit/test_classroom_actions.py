@@ -9,9 +9,11 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import AsyncClient
 
-from labs import tasks
+from labs.sandboxes import tasks
 from labs.asgi import application
-from labs.models import ClassMessage, LabSession, StepProgress
+from labs.classrooms.models import ClassMessage
+from labs.courses.models import StepProgress
+from labs.sandboxes.models import LabSession
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -8,9 +8,10 @@ from channels.testing import WebsocketCommunicator
 from django.utils import timezone
 from runtime import ExecResult
 
-from labs import tasks
 from labs.asgi import application
-from labs.models import LessonActivity, StepProgress
+from labs.classrooms import reports
+from labs.sandboxes import tasks
+from labs.courses.models import LessonActivity, StepProgress
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -80,17 +81,17 @@ async def test_hand_raised_and_lowered(classroom, iris, ada, ws_headers, lesson)
 def test_time_on_the_current_step_runs_from_the_last_step_done(classroom, ada, lesson):
     began = timezone.now() - timezone.timedelta(minutes=30)
     LessonActivity.objects.create(user=ada, lesson=lesson, started=began, last=began)
-    row = classroom.learner_row(ada)
+    row = reports.learner_row(classroom, ada)
     assert row["current"] == {"lesson": "first-containers", "step": 1, "since": began.isoformat()}
     StepProgress.record(ada, lesson.steps.get(number=1), StepProgress.DONE, "")
     done_at = StepProgress.objects.get(user=ada, step__number=1).done_at
-    row = classroom.learner_row(ada)
+    row = reports.learner_row(classroom, ada)
     assert row["current"] == {"lesson": "first-containers", "step": 2, "since": done_at.isoformat()}
-    assert classroom.grid()["stuck_seconds"] == 10 * 60  # LAB_STUCK_MINUTES
+    assert reports.grid(classroom)["stuck_seconds"] == 10 * 60  # LAB_STUCK_MINUTES
 
 
 def test_a_learner_who_never_opened_the_lesson_has_no_current_step(classroom, bob):
-    assert classroom.learner_row(bob)["current"] is None
+    assert reports.learner_row(classroom, bob)["current"] is None
 
 
 def test_funnel_and_median_time_per_step(classroom, ada, bob, lesson):
@@ -99,7 +100,7 @@ def test_funnel_and_median_time_per_step(classroom, ada, bob, lesson):
         LessonActivity.objects.create(user=user, lesson=lesson, started=start, last=start)
         StepProgress.objects.create(user=user, step=lesson.steps.get(number=1), state="done",
                                     done_at=start + timezone.timedelta(minutes=minutes))
-    stats = classroom.stats()
+    stats = reports.stats(classroom)
     assert stats["learners"] == 2
     one, two = stats["steps"]
     assert (one["done"], one["median_seconds"]) == (2, 180.0)
@@ -110,7 +111,7 @@ async def test_a_learners_machine_becoming_ready_shows_in_the_grid(classroom, ir
                                                                    ws_headers, fake_driver):
     comm = await grid_socket(classroom, await database_sync_to_async(ws_headers)(iris))
     await next_event(comm)
-    from labs.models import LabSession
+    from labs.sandboxes.models import LabSession
     session, _ = await database_sync_to_async(LabSession.ensure_for)(ada, lesson)
     await sync_to_async(tasks.start_session)(session.pk)
     row = (await next_event(comm))["row"]
@@ -120,7 +121,7 @@ async def test_a_learners_machine_becoming_ready_shows_in_the_grid(classroom, ir
 
 def test_instructor_command(ada):
     from django.core.management import call_command
-    from labs.models import is_instructor
+    from labs.accounts.models import is_instructor
     call_command("instructor", "ada")
     assert is_instructor(ada)
     call_command("instructor", "ada", "--remove")

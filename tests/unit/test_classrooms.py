@@ -2,7 +2,7 @@
 import pytest
 from django.utils import timezone
 
-from labs.models import Classroom, Membership
+from labs.classrooms.models import Classroom, Membership
 
 pytestmark = pytest.mark.django_db
 

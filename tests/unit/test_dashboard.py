@@ -1,7 +1,7 @@
 """Ada's dashboard shows every lesson with her progress and where to resume; only hers."""
 import pytest
 
-from labs.models import LessonActivity, StepProgress
+from labs.courses.models import LessonActivity, StepProgress
 
 pytestmark = pytest.mark.django_db
 

@@ -8,7 +8,7 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from runtime import ExecResult
 
-from labs import consumers
+from labs.sandboxes import consumers
 from labs.asgi import application
 from tests.unit.sockets import node1_terminal, until
 
@@ -138,7 +138,7 @@ async def test_failed_command_with_a_known_error_gets_a_hint(ready_session, ada,
 
 
 async def test_hint_goes_to_the_first_step_not_done(ready_session, ada, ws_headers, fake_driver):
-    from labs.models import Step, StepProgress
+    from labs.courses.models import Step, StepProgress
     step1 = await database_sync_to_async(Step.objects.get)(lesson_id=ready_session.lesson_id, number=1)
     await database_sync_to_async(StepProgress.record)(ada, step1, StepProgress.DONE, "")
     fake_driver.responder = lambda node, argv: ExecResult(1, "not yet")

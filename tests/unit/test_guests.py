@@ -3,7 +3,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from labs.models import Profile, StepProgress, is_guest
+from labs.accounts.models import Profile, is_guest
+from labs.courses.models import StepProgress
 
 pytestmark = pytest.mark.django_db
 
@@ -55,8 +56,10 @@ def _guest_made(days_ago: int):
 
 
 def test_beat_removes_guests_nobody_will_come_back_to(lesson, classroom, settings):
-    from labs import tasks
-    from labs.models import LabSession, LessonActivity, Membership
+    from labs.accounts import tasks
+    from labs.classrooms.models import Membership
+    from labs.courses.models import LessonActivity
+    from labs.sandboxes.models import LabSession
 
     settings.LAB_GUEST_DAYS = 30
     gone = _guest_made(40)  # tried a lesson once, long ago
@@ -82,7 +85,7 @@ def test_beat_removes_guests_nobody_will_come_back_to(lesson, classroom, setting
 
 
 def test_guest_days_zero_keeps_every_guest(settings):
-    from labs import tasks
+    from labs.accounts import tasks
 
     settings.LAB_GUEST_DAYS = 0
     guest = _guest_made(400)

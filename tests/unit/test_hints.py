@@ -1,7 +1,7 @@
 """Known Docker errors a learner meets get a hint; anything else gets none."""
 import pytest
 
-from labs.hints import hint_for
+from labs.sandboxes.hints import hint_for
 
 CASES = [
     ("docker: Error response from daemon: driver failed programming external connectivity on "

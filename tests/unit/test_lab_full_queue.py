@@ -1,8 +1,8 @@
 """When the lab is full, Start queues the learner with a position instead of failing."""
 from __future__ import annotations
 
-from labs.models import LabSession
-from labs.tasks import start_queued, start_session
+from labs.sandboxes.models import LabSession
+from labs.sandboxes.tasks import start_queued, start_session
 from runtime import LabFull
 
 

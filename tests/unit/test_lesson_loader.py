@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from labs.lessons import FileDef, LessonError, QuizDef, load_lesson, load_lessons
+from labs.courses.lessons import FileDef, LessonError, QuizDef, load_lesson, load_lessons
 
-CONTENT = Path(__file__).resolve().parents[2] / "labs" / "content"
+CONTENT = Path(__file__).resolve().parents[2] / "labs" / "courses" / "content"
 
 GOOD_TOML = '''title = "Tiny"
 summary = "A tiny lesson."

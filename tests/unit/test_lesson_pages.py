@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from labs.models import StepProgress
+from labs.courses.models import StepProgress
 
 
 def test_home_lists_the_lesson(client, lesson):

@@ -7,9 +7,10 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from runtime import ExecResult
 
-from labs import tasks
+from labs.sandboxes import tasks
 from labs.asgi import application
-from labs.models import LabSession, StepProgress
+from labs.courses.models import StepProgress
+from labs.sandboxes.models import LabSession
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -197,7 +198,7 @@ async def test_an_event_for_a_page_that_just_closed_is_not_an_error():
     the lesson socket drops that event quietly; anything else still raises."""
     from autobahn.exception import Disconnected
 
-    from labs.consumers import LessonConsumer
+    from labs.sandboxes.consumers import LessonConsumer
 
     consumer = LessonConsumer()
 

@@ -5,9 +5,10 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from runtime import ExecResult, NodeSpec
 
-from labs import tasks
+from labs.sandboxes import tasks
 from labs.asgi import application
-from labs.models import LabNode, LabSession, LessonFile, StepProgress
+from labs.courses.models import LessonFile, StepProgress
+from labs.sandboxes.models import LabNode, LabSession
 
 
 def test_session_creates_a_labnode_and_a_runtime_node_per_lesson_node(two_node_session, fake_driver):
@@ -30,7 +31,7 @@ def test_lesson_files_are_passed_to_the_nodespec_of_their_node(two_node_session,
 
 
 def test_resync_updates_and_removes_files(two_node_lesson, tmp_path):
-    from labs.models import Lesson
+    from labs.courses.models import Lesson
     from tests.unit.conftest import make_lesson_def
 
     lesson_def = make_lesson_def(tmp_path / "v2", steps=[

@@ -14,10 +14,10 @@ from channels.db import database_sync_to_async
 from channels.testing import HttpCommunicator, WebsocketCommunicator
 from runtime import ExecResult
 
-from labs import tasks
+from labs.sandboxes import tasks
 from labs.asgi import application
-from labs import portproxy
-from labs.portproxy import parse_port_host
+from labs.sandboxes import portproxy
+from labs.sandboxes.portproxy import parse_port_host
 from runtime.ports import parse_ports
 from urllib.parse import urlsplit
 

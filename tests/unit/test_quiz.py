@@ -6,7 +6,7 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from labs.asgi import application
-from labs.models import StepProgress
+from labs.courses.models import StepProgress
 
 ANSWER = "/lessons/two-nodes/steps/1/answer"
 JSON = {"HTTP_ACCEPT": "application/json"}
@@ -78,6 +78,6 @@ async def test_right_answer_is_pushed_to_the_lesson_socket(two_node_lesson, ada,
 
 
 def test_checks_skip_quiz_steps(two_node_session, ada, fake_driver):
-    from labs import tasks
+    from labs.sandboxes import tasks
     results = tasks.run_checks(two_node_session.pk)
     assert sorted(results) == [2, 3]

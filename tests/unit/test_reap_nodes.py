@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import asyncio
 
-from labs.models import LabSession
-from labs.tasks import reap_nodes
+from labs.sandboxes.models import LabSession
+from labs.sandboxes.tasks import reap_nodes
 from runtime import NodeSpec
 
 
@@ -23,7 +23,7 @@ def test_reaper_removes_nodes_of_ended_sessions_only(ada, lesson, fake_driver, s
 
 
 def test_maintain_pool_refills_and_reaps(fake_driver, settings, monkeypatch):
-    from labs.tasks import maintain_pool
+    from labs.sandboxes.tasks import maintain_pool
     calls = []
     monkeypatch.setattr(fake_driver, "reap_dead", lambda: calls.append("reap") or ["dead1"])
     monkeypatch.setattr(fake_driver, "fill_pool", lambda size: calls.append(size) or ["new1"])

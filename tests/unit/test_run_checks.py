@@ -1,8 +1,8 @@
 """Checks run in Ada's node and record what she has done."""
 from runtime import ExecResult
 
-from labs import tasks
-from labs.models import StepProgress
+from labs.sandboxes import tasks
+from labs.courses.models import StepProgress
 
 
 def responder_by_step(results):
@@ -71,7 +71,7 @@ def test_checks_of_a_vanished_session_do_nothing(ready_session, fake_driver):
 
 
 def test_checks_wait_for_a_ready_node(lesson, ada, fake_driver):
-    from labs.models import LabSession
+    from labs.sandboxes.models import LabSession
 
     session, _ = LabSession.ensure_for(ada, lesson)
     assert tasks.run_checks(session.pk) is None

@@ -8,9 +8,10 @@ from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.utils import timezone
 
-from labs import tasks
+from labs.sandboxes import tasks
 from labs.asgi import application
-from labs.models import LabNode, LabSession, StepProgress
+from labs.courses.models import StepProgress
+from labs.sandboxes.models import LabNode, LabSession
 
 pytestmark = pytest.mark.django_db
 
@@ -20,7 +21,7 @@ MINUTE = timezone.timedelta(minutes=1)
 def test_defaults():
     assert (settings.LAB_SESSION_MINUTES, settings.LAB_IDLE_MINUTES) == (120, 30)
     assert settings.LAB_NODES_PER_LEARNER >= 2
-    assert settings.CELERY_BEAT_SCHEDULE["end-sessions"]["task"] == "labs.tasks.end_sessions"
+    assert settings.CELERY_BEAT_SCHEDULE["end-sessions"]["task"] == "labs.sandboxes.tasks.end_sessions"
 
 
 def test_a_new_session_lasts_two_hours(ready_session):
@@ -71,8 +72,8 @@ def test_beat_leaves_each_stop_to_a_task_on_the_nodes_queue(ready_session, fake_
     # Every task that starts or stops nodes goes to the nodes queue; checks do not.
     for name in ("start_session", "stop_session", "reset_session", "start_queued",
                  "maintain_pool", "reap_nodes"):
-        assert app.amqp.router.route({}, f"labs.tasks.{name}")["queue"].name == "nodes", name
-    assert app.amqp.router.route({}, "labs.tasks.run_checks")["queue"].name == "celery"
+        assert app.amqp.router.route({}, f"labs.sandboxes.tasks.{name}")["queue"].name == "nodes", name
+    assert app.amqp.router.route({}, "labs.sandboxes.tasks.run_checks")["queue"].name == "celery"
 
 
 def test_idle_for_too_long_ends_the_session(ready_session, fake_driver):

@@ -2,7 +2,7 @@
 import pytest
 from runtime import NodeSpec
 
-from labs.models import LabNode, LabSession
+from labs.sandboxes.models import LabNode, LabSession
 
 START = "/lessons/first-containers/start"
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from labs.models import Lesson, Step
+from labs.courses.models import Lesson, Step
 
 CONTENT = Path(__file__).resolve().parent / "lessons"  # a frozen two-step copy
 

@@ -7,9 +7,9 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from labs import checks, tasks
+from labs.sandboxes import checks, tasks
 from labs.asgi import application
-from labs.models import LabSession
+from labs.sandboxes.models import LabSession
 from runtime import ExecResult
 from tests.unit.sockets import node1_terminal, until
 

@@ -8,7 +8,7 @@ from channels.testing import WebsocketCommunicator
 from runtime import ExecResult
 
 from labs.asgi import application
-from labs.models import LabSession
+from labs.sandboxes.models import LabSession
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

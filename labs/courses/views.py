@@ -1,0 +1,98 @@
+"""The lesson list, a lesson page, the learner's dashboard and quiz answers."""
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.db import transaction
+from django.http import JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from labs import broadcast
+from labs.accounts.models import is_guest
+from labs.classrooms.models import ClassMessage, Classroom, Membership
+from labs.sandboxes.models import LabSession
+
+from .models import Lesson, LessonActivity, Step, StepProgress, lesson_progress
+
+
+def home(request):
+    lessons = Lesson.objects.all()
+    done = {}
+    if request.user.is_authenticated:
+        for lesson in lessons:
+            states = StepProgress.states_for(request.user, lesson)
+            done[lesson.pk] = sum(1 for p in states.values() if p.state == StepProgress.DONE)
+    rows = [{"lesson": lesson, "steps": lesson.steps.count(), "done": done.get(lesson.pk, 0)}
+            for lesson in lessons]
+    return render(request, "courses/home.html", {"rows": rows})
+
+
+def lesson_page(request, slug):
+    lesson = get_object_or_404(Lesson, slug=slug)
+    progress = StepProgress.states_for(request.user, lesson)
+    classrooms, messages = [], []
+    if request.user.is_authenticated:
+        LessonActivity.touch(request.user, lesson)
+        classrooms = list(Classroom.objects.filter(memberships__user=request.user, lessons=lesson))
+        messages = ClassMessage.recent_for(request.user)
+    steps = []
+    for step in lesson.steps.all():
+        entry = progress.get(step.number)
+        steps.append({"step": step,
+                      "state": entry.state if entry else StepProgress.PENDING,
+                      "message": entry.message if entry else ""})
+    session = None
+    nodes = []
+    if request.user.is_authenticated:
+        session = LabSession.current_for(request.user, lesson)
+    ready = bool(session and session.state == LabSession.READY)
+    if ready:
+        nodes = [n.summary() for n in session.nodes.order_by("name")]
+    resume = next((e["step"].number for e in steps if e["state"] != StepProgress.DONE), None)
+    hand = bool(classrooms) and Membership.objects.filter(
+        user=request.user, classroom__in=classrooms, hand_raised__isnull=False).exists()
+    return render(request, "courses/lesson.html", {
+        "lesson": lesson, "steps": steps, "session": session,
+        "node_names": lesson.nodes,
+        "ready_node": nodes[0]["id"] if nodes else "",
+        "ready_nodes": nodes,
+        "session_event": session.event() if session else None,
+        "resume": resume,
+        "in_classroom": bool(classrooms), "hand_raised": hand,
+        "class_messages": messages,
+        "warn_seconds": settings.LAB_SESSION_WARN_MINUTES * 60,
+    })
+
+
+@login_required
+def dashboard(request):
+    rows = lesson_progress(request.user)
+    memberships = (Membership.objects.filter(user=request.user)
+                   .select_related("classroom", "classroom__owner"))
+    return render(request, "courses/dashboard.html", {
+        "rows": rows, "memberships": memberships, "guest": is_guest(request.user),
+        "messages_for_me": ClassMessage.recent_for(request.user, hours=24)})
+
+
+@require_POST
+def answer(request, slug, number):
+    """A quiz answer: right marks the step done; wrong says why. Judged here only."""
+    step = get_object_or_404(Step, lesson__slug=slug, number=number)
+    wants_json = "application/json" in request.headers.get("Accept", "")
+    if not request.user.is_authenticated:
+        return JsonResponse({"ok": False, "error": "Log in to answer."}, status=403)
+    if not step.is_quiz:
+        return JsonResponse({"ok": False, "error": "This step has no question."}, status=400)
+    right, progress, changed = step.answer(request.user, request.POST.get("choice"))
+    if changed:
+        group = broadcast.learner_group(request.user.pk, slug)
+        event = progress.event()
+        transaction.on_commit(lambda: broadcast.push(group, event))
+        broadcast.grid_rows_changed(request.user, step.lesson_id)
+    if not wants_json:
+        return redirect(reverse("lesson", args=[slug]) + f"#step-{step.number}")
+    body = {"ok": True, "correct": right}
+    body.update(progress.event())
+    return JsonResponse(body)

@@ -1,0 +1,191 @@
+"""EngineWatcher: one `docker events` stream per node while a lesson page is open;
+the changes it sees ask for a check run (labs/checks.py)."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+
+
+from runtime import LabRuntimeError, get_driver
+
+from .. import checks
+from labs.sockets import _background
+
+log = logging.getLogger(__name__)
+
+
+# `docker events` runs for at most this long, then is started again (with
+# --since, so nothing is missed): a watcher whose page went away without a
+# clean close leaves nothing behind for longer than this.
+EVENTS_WINDOW_SECONDS = 120
+# A burst of engine events is collected this long before it asks for a check.
+EVENT_BURST_SECONDS = 1.0
+
+
+EVENT_TYPES = ("container", "image", "network", "volume", "service", "node")
+
+
+# Not exec_*, health_status, attach, resize, kill (die follows), top, ...: checks
+# themselves run `docker exec` and the like, and must not trigger more checks.
+EVENT_ACTIONS = ("create", "start", "die", "destroy", "stop", "rename", "pause", "unpause",
+                 "commit", "update", "remove", "pull", "push", "tag", "untag", "delete",
+                 "import", "load", "connect", "disconnect")
+
+
+# Containers a check script starts carry this label; their events are ignored.
+CHECK_LABEL = "lab.check"
+
+
+def events_argv() -> list:
+    argv = ["docker", "events", "--format", "{{json .}}"]
+    for kind in EVENT_TYPES:
+        argv += ["--filter", f"type={kind}"]
+    for action in EVENT_ACTIONS:
+        argv += ["--filter", f"event={action}"]
+    return argv
+
+
+def counts_as_change(line: str) -> bool:
+    """Whether one `docker events` JSON line should run the checks."""
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return False
+    if not isinstance(event, dict):
+        return False
+    attributes = (event.get("Actor") or {}).get("Attributes") or {}
+    if CHECK_LABEL in attributes:
+        return False
+    action = str(event.get("Action") or event.get("status") or "")
+    return not action.startswith(("exec_", "health_status"))
+
+
+class EngineWatcher:
+    """Follows `docker events` in one node and runs the session's checks on changes.
+
+    Shared: every lesson page open on the node holds a reference; the stream
+    stops when the last one lets go. Costs one blocked `docker events` process
+    in the node while a page is open; nothing runs between events.
+    """
+
+    active: dict = {}  # runtime id -> EngineWatcher
+
+    def __init__(self, runtime_id: str, session_id: int):
+        self.runtime_id = runtime_id
+        self.session_id = session_id
+        self.refs = 0
+        self.task = None
+        self.pid = None
+        self.timer = None
+        self.first_event = None
+        self.changes = 0  # events that counted (for tests and logs)
+
+    @classmethod
+    def acquire(cls, runtime_id: str, session_id: int) -> "EngineWatcher":
+        watcher = cls.active.get(runtime_id)
+        if watcher is None:
+            watcher = cls.active[runtime_id] = cls(runtime_id, session_id)
+            watcher.task = asyncio.create_task(watcher._run())
+        watcher.refs += 1
+        return watcher
+
+    def release(self) -> None:
+        self.refs -= 1
+        if self.refs > 0:
+            return
+        if self.active.get(self.runtime_id) is self:
+            del self.active[self.runtime_id]
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.task is not None:
+            self.task.cancel()
+
+    async def _run(self):
+        driver = get_driver()
+        since = None
+        backoff = 1.0
+        loop = asyncio.get_running_loop()
+        while True:
+            argv = events_argv()
+            if since is not None:
+                argv += ["--since", f"{since:.3f}"]
+            # sh prints its pid first (then becomes docker events), so a
+            # cancelled watcher can stop the stream in the node right away.
+            script = 'echo "lab-watch-pid $$"; exec "$@"'
+            began = time.monotonic()
+            pending = bytearray()
+            self.pid = None
+
+            def on_output(chunk: bytes):
+                loop.call_soon_threadsafe(self._feed, pending, chunk)
+
+            try:
+                await driver.exec(self.runtime_id, ["/bin/sh", "-c", script, "watch", *argv],
+                                  timeout=EVENTS_WINDOW_SECONDS, on_output=on_output)
+            except asyncio.CancelledError:
+                self._kill_stream(driver)
+                raise
+            except LabRuntimeError as exc:
+                if exc.permanent:
+                    log.info("stopped watching %s: %s", self.runtime_id, exc.reason)
+                    return
+                log.warning("watching engine events of %s failed: %s", self.runtime_id, exc.reason)
+            except Exception:
+                log.exception("watching engine events of %s crashed", self.runtime_id)
+            self.pid = None
+            since = time.time()
+            if time.monotonic() - began < 5:
+                # It ended at once (engine restarting, say): wait before the next try.
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 60.0)
+            else:
+                backoff = 1.0
+
+    def _kill_stream(self, driver):
+        if not self.pid:
+            return
+        pid = self.pid
+
+        async def kill():
+            with contextlib.suppress(Exception):
+                await driver.exec(self.runtime_id, ["kill", pid], timeout=5)
+        task = asyncio.ensure_future(kill())
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+
+    def _feed(self, pending: bytearray, chunk: bytes):
+        pending.extend(chunk)
+        while b"\n" in pending:
+            line, _, rest = bytes(pending).partition(b"\n")
+            pending[:] = rest
+            text = line.decode(errors="replace").strip()
+            if text.startswith("lab-watch-pid "):
+                self.pid = text.split()[-1]
+            elif counts_as_change(text):
+                self.changes += 1
+                self._poke()
+
+    def _poke(self):
+        # Engine events come in bursts over a container's life (create, start,
+        # connect, die, destroy): collect a burst, then ask once, saying when it
+        # began, so a run queued since (by the command's own end) covers it.
+        if self.first_event is None:
+            self.first_event = time.monotonic()
+        if self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(EVENT_BURST_SECONDS, self._fire)
+
+    def _fire(self):
+        self.timer = None
+        first, self.first_event = self.first_event, None
+
+        async def ask():
+            try:
+                await checks.arequest(self.session_id, since=first)
+            except Exception:
+                log.exception("could not queue checks for session %s", self.session_id)
+        task = asyncio.ensure_future(ask())
+        _background.add(task)
+        task.add_done_callback(_background.discard)

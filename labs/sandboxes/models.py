@@ -1,0 +1,280 @@
+"""Learners' lab sessions and their nodes: state, limits, published ports.
+
+A session is one learner's machines for one lesson; the runtime makes and
+removes the nodes (tasks.py), these rows say what the site believes of them.
+"""
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.db import models, transaction
+from django.utils import timezone
+
+from labs.courses.models import Lesson, StepProgress
+
+log = logging.getLogger(__name__)
+
+
+class LabSession(models.Model):
+    STARTING, READY, FAILED, STOPPED = "starting", "ready", "failed", "stopped"
+    # The lab was full when this session asked for nodes: it waits its turn.
+    QUEUED = "queued"
+    STATES = [(s, s) for s in (STARTING, READY, FAILED, STOPPED, QUEUED)]
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                             related_name="lab_sessions")
+    lesson = models.ForeignKey(Lesson, on_delete=models.CASCADE, related_name="sessions")
+    state = models.CharField(max_length=10, choices=STATES, default=STARTING)
+    error = models.TextField(blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+    # Session limits (settings LAB_SESSION_MINUTES, LAB_IDLE_MINUTES): beat ends the
+    # session (and frees its nodes) after expires, or after idle minutes without
+    # terminal input. Progress is never touched.
+    expires = models.DateTimeField(null=True, blank=True)
+    last_input = models.DateTimeField(null=True, blank=True)
+    ended_because = models.CharField(max_length=20, blank=True)
+    # The instructor the learner let type in their terminals (take control).
+    controller = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL,
+                                   null=True, blank=True, related_name="+")
+
+    class Meta:
+        db_table = "labs_labsession"
+        ordering = ["-created"]
+
+    def __str__(self):
+        return f"{self.runtime_name} {self.user} {self.lesson.slug} {self.state}"
+
+    @property
+    def runtime_name(self) -> str:
+        """The session name the runtime knows this session by."""
+        return f"{settings.LAB_SESSION_PREFIX}{self.pk}"
+
+    @classmethod
+    def current_for(cls, user, lesson):
+        """The learner's live (not stopped) session for this lesson, if any."""
+        return cls.objects.filter(user=user, lesson=lesson).exclude(state=cls.STOPPED).first()
+
+    # A start younger than this is taken to be still in flight (its task
+    # queued or running); an older one is retried.
+    START_GRACE_SECONDS = 60
+
+    @classmethod
+    def ensure_for(cls, user, lesson) -> tuple:
+        """Reuse the learner's session for the lesson or make one (with its nodes).
+
+        Returns (session, needs_start). needs_start is False when every node
+        is ready, or when a start began less than START_GRACE_SECONDS ago;
+        otherwise the session and its unready nodes are reset to starting.
+        """
+        with transaction.atomic():
+            session = cls.current_for(user, lesson)
+            created = session is None
+            if created:
+                now = timezone.now()
+                session = cls.objects.create(user=user, lesson=lesson, state=cls.STARTING,
+                                             expires=now + cls.length(), last_input=now)
+            for name in lesson.nodes:
+                LabNode.objects.get_or_create(session=session, name=name)
+            nodes = list(session.nodes.all())
+            if created:
+                return session, True
+            if session.state == cls.READY and all(n.state == LabNode.READY for n in nodes):
+                return session, False
+            age = (timezone.now() - session.updated).total_seconds()
+            if session.state == cls.STARTING and age < cls.START_GRACE_SECONDS:
+                return session, False
+            session.mark(cls.STARTING)
+            if session.expires is None or session.expires <= timezone.now():
+                session.renew()
+            for node in nodes:
+                if node.state != LabNode.READY:
+                    node.state, node.error = LabNode.STARTING, ""
+                    node.save(update_fields=["state", "error"])
+            return session, True
+
+    def queue_position(self) -> int:
+        """1 for the next session to start when the lab has room."""
+        return LabSession.objects.filter(state=self.QUEUED, created__lt=self.created).count() + 1
+
+    def mark(self, state: str, error: str = "") -> bool:
+        """Set the state; True when the learner's machines changed in a way their
+        classrooms' grids show (ready, failed, stopped): the caller pushes that."""
+        changed = state != self.state
+        self.state, self.error = state, error
+        self.save(update_fields=["state", "error", "updated"])
+        return changed and state != self.STARTING
+
+    # ---- limits ------------------------------------------------------------
+
+    @staticmethod
+    def length():
+        return timezone.timedelta(minutes=settings.LAB_SESSION_MINUTES)
+
+    @staticmethod
+    def idle_limit():
+        return timezone.timedelta(minutes=settings.LAB_IDLE_MINUTES)
+
+    def renew(self):
+        now = timezone.now()
+        self.expires, self.last_input = now + self.length(), now
+        self.save(update_fields=["expires", "last_input"])
+
+    def extend(self) -> bool:
+        """Push the end back by LAB_EXTEND_MINUTES (counts as activity); False if stopped."""
+        if self.state == self.STOPPED:
+            return False
+        now = timezone.now()
+        base = max(self.expires or now, now)
+        self.expires = base + timezone.timedelta(minutes=settings.LAB_EXTEND_MINUTES)
+        self.last_input = now
+        self.save(update_fields=["expires", "last_input"])
+        return True
+
+    def saw_input(self, throttle_seconds: float = 30) -> bool:
+        """Terminal input arrived: record it (at most once per throttle_seconds)."""
+        now = timezone.now()
+        if self.last_input and (now - self.last_input).total_seconds() < throttle_seconds:
+            return False
+        LabSession.objects.filter(pk=self.pk).update(last_input=now)
+        self.last_input = now
+        return True
+
+    def idle_deadline(self):
+        last = self.last_input or self.updated or self.created
+        return last + self.idle_limit() if last else None
+
+    def end_reason(self, now=None) -> str:
+        """"expired", "idle" or "" (still within its limits)."""
+        now = now or timezone.now()
+        if self.expires and now >= self.expires:
+            return "expired"
+        idle = self.idle_deadline()
+        if idle and now >= idle:
+            return "idle"
+        return ""
+
+    @classmethod
+    def over_limits(cls, now=None) -> list:
+        """Live sessions past their end or idle for too long: [(session, reason)]."""
+        now = now or timezone.now()
+        found = []
+        for session in cls.objects.exclude(state=cls.STOPPED):
+            reason = session.end_reason(now)
+            if reason:
+                found.append((session, reason))
+        return found
+
+    @classmethod
+    def nodes_in_use(cls, user, besides_lesson=None) -> int:
+        """Nodes of the learner's live sessions (other than for `besides_lesson`)."""
+        nodes = LabNode.objects.filter(session__user=user).exclude(session__state=cls.STOPPED)
+        if besides_lesson is not None:
+            nodes = nodes.exclude(session__lesson=besides_lesson)
+        return nodes.count()
+
+    @classmethod
+    def room_for(cls, user, lesson) -> str:
+        """"" if the learner may start the lesson's nodes, else why not."""
+        limit = settings.LAB_NODES_PER_LEARNER
+        used = cls.nodes_in_use(user, besides_lesson=lesson)
+        if used + len(lesson.nodes) <= limit:
+            return ""
+        others = (cls.objects.filter(user=user).exclude(state=cls.STOPPED)
+                  .exclude(lesson=lesson).select_related("lesson"))
+        titles = ", ".join(f"“{s.lesson.title}”" for s in others)
+        return (f"You can have {limit} lab machine{'s' if limit != 1 else ''} at a time and "
+                f"{used} {'are' if used != 1 else 'is'} running ({titles}). "
+                "Stop one of those labs first; your progress is kept.")
+
+    def node1(self):
+        return self.nodes.order_by("name").first()
+
+    def event(self) -> dict:
+        """The JSON the lesson socket sends about this session.
+
+        `node` is node1's id (kept for pages and clients that know one node);
+        `nodes` lists every node with its published ports.
+        """
+        nodes = list(self.nodes.order_by("name"))
+        idle = self.idle_deadline()
+        event = {"type": "session", "state": self.state, "error": self.error,
+                 "node": nodes[0].pk if nodes else None,
+                 "nodes": [n.summary() for n in nodes],
+                 "expires": self.expires.isoformat() if self.expires else None,
+                 "idle_deadline": idle.isoformat() if idle else None,
+                 "idle_seconds": settings.LAB_IDLE_MINUTES * 60,
+                 "ended_because": self.ended_because,
+                 "controller": self.controller.username if self.controller_id else None}
+        if self.state == self.QUEUED:
+            event["position"] = self.queue_position()
+        return event
+
+
+class LabNode(models.Model):
+    STARTING, READY, FAILED, STOPPED = "starting", "ready", "failed", "stopped"
+    STATES = [(s, s) for s in (STARTING, READY, FAILED, STOPPED)]
+
+    session = models.ForeignKey(LabSession, on_delete=models.CASCADE, related_name="nodes")
+    name = models.CharField(max_length=31, default="node1")
+    runtime_id = models.CharField(max_length=100, blank=True)
+    state = models.CharField(max_length=10, choices=STATES, default=STARTING)
+    error = models.TextField(blank=True)
+    # Published TCP ports as last seen in the node:
+    # [{"port": 8080, "target": 80, "container": "web1"}, ...]
+    ports = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        db_table = "labs_labnode"
+        ordering = ["session", "name"]
+        constraints = [models.UniqueConstraint(fields=["session", "name"],
+                                               name="unique_node_name")]
+
+    def __str__(self):
+        return f"{self.session.runtime_name}/{self.name} {self.state}"
+
+    def mark_ready(self, runtime_id: str):
+        self.runtime_id, self.state, self.error = runtime_id, self.READY, ""
+        self.save(update_fields=["runtime_id", "state", "error"])
+
+    def mark_failed(self, reason: str):
+        self.state, self.error = self.FAILED, reason
+        self.save(update_fields=["state", "error"])
+
+    def port_url(self, port: int) -> str:
+        return f"/nodes/{self.pk}/ports/{int(port)}/"
+
+    def summary(self) -> dict:
+        return {"id": self.pk, "name": self.name, "state": self.state,
+                "ports": [dict(p, url=self.port_url(p["port"])) for p in self.ports]}
+
+    def set_ports(self, ports: list) -> bool:
+        """Store the published ports seen in the node; True if they changed."""
+        if ports == self.ports:
+            return False
+        self.ports = ports
+        self.save(update_fields=["ports"])
+        return True
+
+    def ports_event(self) -> dict:
+        return {"type": "ports", "node": self.pk, "name": self.name,
+                "ports": self.summary()["ports"]}
+
+    def first_open_step(self, user):
+        """The first step about this node (not a quiz) the learner has not done, or None."""
+        done = set(StepProgress.objects.filter(user=user, step__lesson_id=self.session.lesson_id,
+                                               state=StepProgress.DONE)
+                   .values_list("step_id", flat=True))
+        for step in self.session.lesson.steps.filter(node=self.name).order_by("number"):
+            if step.pk not in done and not step.is_quiz:
+                return step
+        return None
+
+    @classmethod
+    def owned(cls, user, pk):
+        """The node `pk` if `user` owns it, else None."""
+        if user is None or not user.is_authenticated:
+            return None
+        return (cls.objects.select_related("session", "session__lesson")
+                .filter(pk=pk, session__user=user).first())

@@ -1,0 +1,366 @@
+"""Celery tasks: start and stop a learner's nodes, run step checks.
+
+Tasks take ids and re-fetch; if the row is gone they return. Results reach
+the browser through the channel layer (group_send to the learner's group).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from asgiref.sync import async_to_sync, sync_to_async
+from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from runtime import LabFull, LabRuntimeError, NodeSpec, checkbatch, get_driver, ports
+
+from labs import broadcast
+from labs.courses.models import StepProgress
+
+from .models import LabNode, LabSession
+
+log = logging.getLogger(__name__)
+
+CHECK_TIMEOUT = 20
+
+
+def mark_session(session, state: str, error: str = "") -> None:
+    """Set the session's state; tell the learner's page (and, when their machines
+    changed, their classrooms' grids)."""
+    if session.mark(state, error):
+        broadcast.grid_rows_changed(session.user, session.lesson_id)
+    broadcast.push(broadcast.session_group(session), session.event())
+
+
+def _session(session_id):
+    try:
+        return LabSession.objects.select_related("lesson", "user").get(pk=session_id)
+    except LabSession.DoesNotExist:
+        log.info("session %s is gone; nothing to do", session_id)
+        return None
+
+
+@shared_task(soft_time_limit=150, time_limit=180)
+def start_session(session_id: int) -> str | None:
+    session = _session(session_id)
+    if session is None:
+        return None
+    group = broadcast.session_group(session)
+    driver = get_driver()
+    if session.state == LabSession.QUEUED:
+        mark_session(session, LabSession.STARTING)  # its turn came: the page shows the start
+    nodes = list(session.nodes.all())
+    for node in nodes:
+        if node.state == LabNode.READY and node.runtime_id:
+            continue
+
+        try:
+            spec = NodeSpec(session=session.runtime_name, name=node.name,
+                            files=session.lesson.files_for(node.name))
+            started = _run(_start_node(driver, spec, group, node.pk))
+        except LabFull as exc:
+            # No room now: wait in the queue (start_queued tries again), never overcommit.
+            log.info("lab full; %s queued: %s", session.runtime_name, exc.reason)
+            mark_session(session, LabSession.QUEUED, exc.reason)
+            return LabSession.QUEUED
+        except Exception as exc:
+            if isinstance(exc, LabRuntimeError):
+                reason = exc.reason
+            elif isinstance(exc, SoftTimeLimitExceeded):
+                reason = "starting the node took too long; try again"
+            else:
+                log.exception("starting %s/%s crashed", session.runtime_name, node.name)
+                reason = f"starting the node failed unexpectedly ({type(exc).__name__}); try again"
+            log.warning("starting %s/%s failed: %s", session.runtime_name, node.name, reason)
+            node.mark_failed(reason)
+            mark_session(session, LabSession.FAILED, f"{node.name}: {reason}")
+            return LabSession.FAILED
+        node.mark_ready(started.id)
+        log.info("started %s/%s as %s", spec.session, spec.name, started.id)
+    mark_session(session, LabSession.READY)
+    if settings.LAB_POOL_SIZE:
+        maintain_pool.delay()  # replace what this start took from the pool
+    return LabSession.READY
+
+
+@shared_task(soft_time_limit=60, time_limit=90)
+def stop_session(session_id: int) -> None:
+    session = _session(session_id)
+    if session is None:
+        return
+    driver = get_driver()
+    for node in session.nodes.all():
+        if node.runtime_id:
+            try:
+                _run(driver.stop(node.runtime_id))
+            except LabRuntimeError as exc:
+                log.warning("stopping %s failed: %s", node.runtime_id, exc.reason)
+                node.mark_failed(exc.reason)
+                continue
+        node.state = LabNode.STOPPED
+        node.save(update_fields=["state"])
+    mark_session(session, LabSession.STOPPED)
+
+
+@shared_task(soft_time_limit=CHECK_TIMEOUT * 6, time_limit=CHECK_TIMEOUT * 6 + 30)
+def run_checks(session_id: int) -> dict | None:
+    """Run every open step's check in the step's node; record and push what changed.
+
+    One exec per node (runtime/checkbatch.py) runs all of that node's open
+    checks and lists its published ports; the nodes of a session are asked at
+    once, and each step is recorded and pushed as soon as its check ends. Quiz steps are answered on the page, not checked here. Returns
+    {step number: state} of the checked steps (handy for tests and the shell).
+    """
+    session = _session(session_id)
+    if session is None or session.state != LabSession.READY:
+        return None
+    nodes = {n.name: n for n in session.nodes.all() if n.runtime_id}
+    if not nodes:
+        return None
+    driver = get_driver()
+    results = {}
+    # A step once done stays done, so its check need not run again: after the
+    # first steps, a check run costs only the steps still open.
+    done = set(StepProgress.objects.filter(user=session.user, step__lesson=session.lesson,
+                                           state=StepProgress.DONE).values_list("step_id", flat=True))
+    open_steps = []
+    for step in session.lesson.steps.order_by("number"):
+        if not step.has_check:
+            continue
+        if step.pk in done:
+            results[step.number] = StepProgress.DONE
+        else:
+            open_steps.append(step)
+    batches = {name: checkbatch.Batch(
+        {**{str(s.number): ["/bin/sh", "-c", s.check_script] for s in open_steps
+            if s.node == name}, "ports": ports.ARGV}, timeout=CHECK_TIMEOUT)
+        for name in nodes}
+    steps = {(s.node, str(s.number)): s for s in open_steps}
+    group = broadcast.session_group(session)
+    reported: set = set()
+
+    def record(step, state, message):
+        progress, changed = StepProgress.record(session.user, step, state, message)
+        results[step.number] = progress.state
+        if changed:
+            broadcast.push(group, progress.event())
+            broadcast.grid_rows_changed(session.user, session.lesson_id)
+
+    def on_result(name: str, key: str, result) -> None:
+        """One command of a node's batch finished: record and push it now, so a
+        step's verdict does not wait for the checks after it."""
+        reported.add((name, key))
+        if key == "ports":
+            if result.ok and nodes[name].set_ports(ports.parse_ports(result.output)):
+                broadcast.push(group, nodes[name].ports_event())
+        else:
+            record(steps[(name, key)], *_verdict(result))
+
+    answers = _run(_run_batches(driver, nodes, batches, on_result))
+    for name, answer in answers.items():  # what did not finish in time, or at all
+        if isinstance(answer, LabRuntimeError):
+            for (node_name, _key), step in steps.items():
+                if node_name == name:
+                    record(step, None, f"could not check ({answer.reason})")
+            continue
+        for key, result in answer.items():
+            if (name, key) not in reported:
+                on_result(name, key, result)
+    for step in open_steps:
+        if step.node not in nodes:
+            record(step, None, f"could not check (this lab has no node {step.node})")
+    return results
+
+
+async def _run_batches(driver, nodes: dict, batches: dict, on_result) -> dict:
+    """Run each node's batch (the nodes at once), calling on_result(node name, key,
+    ExecResult) as each command finishes; returns {node name: {key: ExecResult}},
+    or the LabRuntimeError that stopped that node's exec."""
+    record = sync_to_async(on_result)  # it writes the database
+
+    async def one(name):
+        batch, reader = batches[name], batches[name].reader()
+        loop = asyncio.get_running_loop()
+        finished: asyncio.Queue = asyncio.Queue()
+
+        def on_output(chunk: bytes):
+            loop.call_soon_threadsafe(finished.put_nowait, reader.feed(chunk))
+
+        async def report():
+            while True:
+                done = await finished.get()
+                try:
+                    for key, result in done.items():
+                        await record(name, key, result)
+                except Exception:
+                    log.exception("recording a check result of %s failed", name)
+                finally:
+                    finished.task_done()
+
+        reporter = asyncio.ensure_future(report())
+        try:
+            result = await driver.exec(nodes[name].runtime_id, checkbatch.ARGV,
+                                       input=batch.program().encode(),
+                                       timeout=batch.exec_timeout(), on_output=on_output)
+        except LabRuntimeError as exc:
+            log.warning("checks in %s failed to run: %s", nodes[name].runtime_id, exc.reason)
+            return name, exc
+        finally:
+            await asyncio.sleep(0)  # the last call_soon_threadsafe
+            await finished.join()
+            reporter.cancel()
+        return name, batch.results(result)
+    return dict(await asyncio.gather(*(one(name) for name in batches)))
+
+
+def _verdict(result) -> tuple:
+    """(state, message) of one step from its check's ExecResult."""
+    if result.timed_out:
+        return None, "could not check (timed out)"
+    if result.exit_code == 0:
+        return StepProgress.DONE, ""
+    return (StepProgress.PENDING,
+            result.output.strip()[-2000:] or f"not done yet (check exited {result.exit_code})")
+
+
+def _run(coro):
+    """Run a driver coroutine from this synchronous task.
+
+    async_to_sync rather than asyncio.run: under an ASGI server or an eager
+    test it runs on the outer event loop (where the channel layer lives), in
+    a worker it gets a loop of its own.
+    """
+    async def wrapper():
+        return await coro
+    return async_to_sync(wrapper)()
+
+
+async def _start_node(driver, spec: NodeSpec, group: str, node_pk: int):
+    """driver.start with its progress pushed to the learner as it happens.
+
+    on_progress is a plain callback called from inside the driver's coroutine
+    (or, for some drivers, from a helper thread), so it cannot block on the
+    channel layer: it schedules the sends on this loop and we await them at the end.
+    """
+    layer = get_channel_layer()
+    loop = asyncio.get_running_loop()
+    sends: list = []
+
+    def on_progress(info):
+        if layer is None:
+            return
+        event = {"type": "progress", "node": node_pk, "name": spec.name,
+                 "progress": int(info.get("progress", 0)), "message": str(info.get("message", ""))}
+        coro = layer.group_send(group, broadcast.lesson_message(event))
+        try:
+            here = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if here is loop:
+            sends.append(loop.create_task(coro))
+        else:
+            sends.append(asyncio.run_coroutine_threadsafe(coro, loop))
+
+    try:
+        return await driver.start(spec, on_progress=on_progress)
+    finally:
+        waits = [s if isinstance(s, asyncio.Future) else asyncio.wrap_future(s) for s in sends]
+        for result in await asyncio.gather(*waits, return_exceptions=True):
+            if isinstance(result, Exception):
+                log.warning("could not push progress to %s: %s", group, result)
+
+
+@shared_task(soft_time_limit=120, time_limit=150)
+def reap_nodes() -> list:
+    """Remove runtime nodes that no live session of this site owns any more.
+
+    Run by Celery beat. It catches nodes left behind by a crash between
+    starting a node and recording it, or by a session deleted while running.
+    Only sessions named with this site's prefix are touched, so another site
+    sharing the machine keeps its nodes.
+    """
+    prefix = settings.LAB_SESSION_PREFIX
+    live = set(LabSession.objects.filter(state__in=[LabSession.STARTING, LabSession.READY])
+               .values_list("pk", flat=True))
+    driver = get_driver()
+    removed = []
+    for node in driver.list_nodes():
+        number = node.session[len(prefix):]
+        if not node.session.startswith(prefix) or not number.isdigit():
+            continue
+        if int(number) in live:
+            continue
+        try:
+            _run(driver.stop(node.id))
+        except LabRuntimeError as exc:
+            log.warning("could not reap node %s: %s", node.id, exc.reason)
+            continue
+        log.info("reaped node %s of ended session %s", node.id, node.session)
+        removed.append(node.id)
+    return removed
+
+
+@shared_task(soft_time_limit=240, time_limit=300)
+def maintain_pool() -> dict:
+    """Run by beat (and after each start): remove dead nodes, refill the warm pool.
+
+    The runtime stops filling when the lab is at its node limit or memory
+    headroom, so the pool never overcommits the machine.
+    """
+    driver = get_driver()
+    reaped = driver.reap_dead()
+    started = driver.fill_pool(settings.LAB_POOL_SIZE) if settings.LAB_POOL_SIZE else []
+    if reaped or started:
+        log.info("pool: reaped %d dead node(s), started %d", len(reaped), len(started))
+    return {"reaped": reaped, "started": started}
+
+
+@shared_task(soft_time_limit=240, time_limit=270)
+def end_sessions() -> list:
+    """Run by beat: end sessions past their length or idle for too long; their
+    nodes are stopped by one stop_session task each (nodes queue).
+
+    Progress lives in StepProgress rows and is never touched; the learner's
+    page is told why the session ended. Nodes whose session row is gone are
+    removed by reap_nodes.
+    """
+    ended = []
+    for session, reason in LabSession.over_limits():
+        LabSession.objects.filter(pk=session.pk).update(ended_because=reason, controller=None)
+        log.info("ending session %s (%s): %s", session.runtime_name, session.user, reason)
+        # One stop per session, on the nodes queue: a long list of ends never
+        # holds up the checks (nor one slow stop the rest).
+        stop_session.delay(session.pk)
+        ended.append((session.pk, reason))
+    return ended
+
+
+@shared_task(soft_time_limit=240, time_limit=270)
+def reset_session(session_id: int) -> str | None:
+    """An instructor's reset: stop the learner's nodes, then start fresh ones. Progress stays."""
+    session = _session(session_id)
+    if session is None:
+        return None
+    LabSession.objects.filter(pk=session.pk).update(ended_because="reset", controller=None)
+    stop_session(session.pk)
+    fresh, _ = LabSession.ensure_for(session.user, session.lesson)
+    broadcast.push(broadcast.session_group(fresh), fresh.event())
+    return start_session(fresh.pk)
+
+
+@shared_task(soft_time_limit=240, time_limit=300)
+def start_queued() -> list:
+    """Run by beat: start queued sessions, oldest first, while the lab has room;
+    then tell the ones still waiting where they stand."""
+    started = []
+    for session_id in LabSession.objects.filter(state=LabSession.QUEUED).order_by(
+            "created").values_list("pk", flat=True):
+        if start_session(session_id) == LabSession.QUEUED:
+            break  # still full: the rest keep their places
+        started.append(session_id)
+    if started:
+        for session in LabSession.objects.filter(state=LabSession.QUEUED).select_related("lesson"):
+            broadcast.push(broadcast.session_group(session), session.event())
+    return started

@@ -1,0 +1,12 @@
+from django.urls import path, re_path
+
+from . import views
+
+urlpatterns = [
+    path("lessons/<slug:slug>/start", views.start, name="lesson-start"),
+    path("lessons/<slug:slug>/stop", views.stop, name="lesson-stop"),
+    path("lessons/<slug:slug>/check", views.check, name="lesson-check"),
+    path("lessons/<slug:slug>/extend", views.extend, name="lesson-extend"),
+    re_path(r"^nodes/(?P<pk>\d+)/ports/(?P<port>\d+)(?P<rest>/.*)?$", views.open_port,
+            name="node-port"),
+]

@@ -1,0 +1,111 @@
+"""A learner's lab machines from the lesson page: Start, Stop, Check, Extend, and
+the link to a published port."""
+from __future__ import annotations
+
+import logging
+
+from django.contrib.auth.decorators import login_required
+from django.db import transaction
+from django.http import HttpResponseForbidden, HttpResponseNotFound, JsonResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.views.decorators.http import require_POST
+
+from labs import broadcast
+from labs.classrooms.access import visible_node
+from labs.courses.models import Lesson
+from runtime import LabRuntimeError, get_driver
+
+from . import checks, portproxy, tasks
+from .models import LabSession
+
+log = logging.getLogger(__name__)
+
+
+def preflight_problems() -> list:
+    try:
+        return list(get_driver().preflight())
+    except LabRuntimeError as exc:
+        return [exc.reason]
+
+
+@require_POST
+def start(request, slug):
+    lesson = get_object_or_404(Lesson, slug=slug)
+    if not request.user.is_authenticated:
+        return JsonResponse({"ok": False, "error": "Log in to start a lab."}, status=403)
+    room = LabSession.room_for(request.user, lesson)
+    if room:
+        return JsonResponse({"ok": False, "state": "failed", "error": room}, status=409)
+    problems = preflight_problems()
+    if problems:
+        log.warning("not starting a lab for %s: %s", request.user, "; ".join(problems))
+        return JsonResponse({"ok": False, "state": "failed",
+                             "error": "The lab machines cannot start on this server: "
+                                      + " ".join(problems)}, status=503)
+    with transaction.atomic():
+        session, needs_start = LabSession.ensure_for(request.user, lesson)
+        if needs_start:
+            session_id = session.pk
+            transaction.on_commit(lambda: tasks.start_session.delay(session_id))
+    session.refresh_from_db()
+    body = {"ok": True, "session": session.pk, "started": needs_start}
+    body.update(session.event())
+    return JsonResponse(body)
+
+
+@require_POST
+@login_required
+def stop(request, slug):
+    lesson = get_object_or_404(Lesson, slug=slug)
+    session = LabSession.current_for(request.user, lesson)
+    if session is not None:
+        session_id = session.pk
+        transaction.on_commit(lambda: tasks.stop_session.delay(session_id))
+    return JsonResponse({"ok": True})
+
+
+@require_POST
+@login_required
+def check(request, slug):
+    lesson = get_object_or_404(Lesson, slug=slug)
+    session = LabSession.current_for(request.user, lesson)
+    if session is None or session.state != LabSession.READY:
+        return JsonResponse({"ok": False, "error": "Start the lab first, then check."}, status=409)
+    session_id = session.pk
+    transaction.on_commit(lambda: checks.request(session_id))
+    return JsonResponse({"ok": True})
+
+
+def _live_session(request, slug):
+    lesson = get_object_or_404(Lesson, slug=slug)
+    return lesson, LabSession.current_for(request.user, lesson)
+
+
+@require_POST
+@login_required
+def extend(request, slug):
+    """The learner's Extend button: more time for the session."""
+    lesson, session = _live_session(request, slug)
+    if session is None or not session.extend():
+        return JsonResponse({"ok": False, "error": "No lab session is running."}, status=409)
+    event = session.event()
+    transaction.on_commit(lambda: broadcast.push(broadcast.session_group(session), event))
+    return JsonResponse({"ok": True, **event})
+
+
+@login_required
+def open_port(request, pk, port, rest=None):
+    """The lesson page's link to a published port: off to the port's own origin.
+
+    Only the node's owner and their instructors get a token for it (see
+    labs.sandboxes.portproxy); the port origin turns the token into its own cookie.
+    """
+    port = int(port)
+    if not 0 < port <= 65535:
+        return HttpResponseNotFound("No such port.\n", content_type="text/plain")
+    if visible_node(request.user, int(pk)) is None:
+        return HttpResponseForbidden("This lab machine is not yours.\n", content_type="text/plain")
+    path = rest or "/"
+    if request.META.get("QUERY_STRING"):
+        path += "?" + request.META["QUERY_STRING"]
+    return redirect(portproxy.enter_url(request, int(pk), port, request.user, path))
