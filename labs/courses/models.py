@@ -233,24 +233,43 @@ class StepProgress(models.Model):
         and only the message changes. Done stays done (a learner who later
         removes their containers keeps the step). When it changed, the caller
         refreshes the classrooms' grids (broadcast.grid_rows_changed).
+
+        A result that changes nothing writes nothing: with a class checking at
+        once, every write waits its turn for the database, and most check runs
+        only confirm what the row says (run_checks then stamps checked_at on
+        all of those in one write, `mark_checked`).
         """
         now = timezone.now()
-        progress, _ = cls.objects.get_or_create(user=user, step=step)
-        before = (progress.state, progress.message)
-        if state == cls.DONE:
-            if progress.state != cls.DONE:
-                progress.done_at = now
-            progress.state, progress.message = cls.DONE, ""
-        elif state == cls.PENDING and progress.state != cls.DONE:
-            progress.message = message
-        elif state is None:
-            progress.message = message
-        progress.checked_at = now
-        progress.save()
-        changed = (progress.state, progress.message) != before
+        done = state == cls.DONE
+        progress, created = cls.objects.get_or_create(user=user, step=step, defaults={
+            "state": cls.DONE if done else cls.PENDING, "message": "" if done else message,
+            "done_at": now if done else None, "checked_at": now})
+        if created:
+            changed = (progress.state, progress.message) != (cls.PENDING, "")
+        else:
+            before = (progress.state, progress.message)
+            if done:
+                if progress.state != cls.DONE:
+                    progress.done_at = now
+                progress.state, progress.message = cls.DONE, ""
+            elif state == cls.PENDING and progress.state != cls.DONE:
+                progress.message = message
+            elif state is None:
+                progress.message = message
+            changed = (progress.state, progress.message) != before
+            if changed:
+                progress.checked_at = now
+                progress.save(update_fields=["state", "message", "done_at", "checked_at"])
         if changed:
             LessonActivity.touch(user, step.lesson, now)
         return progress, changed
+
+    @classmethod
+    def mark_checked(cls, user, step_ids, when=None) -> None:
+        """Stamp checked_at on steps a check run looked at without changing them."""
+        if step_ids:
+            cls.objects.filter(user=user, step_id__in=list(step_ids)).update(
+                checked_at=when or timezone.now())
 
     @classmethod
     def states_for(cls, user, lesson) -> dict:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from asgiref.sync import async_to_sync, sync_to_async
 from celery import shared_task
@@ -110,9 +111,11 @@ def run_checks(session_id: int) -> dict | None:
 
     One exec per node (runtime/checkbatch.py) runs all of that node's open
     checks and lists its published ports; the nodes of a session are asked at
-    once, and each step is recorded and pushed as soon as its check ends. Quiz steps are answered on the page, not checked here. Returns
-    {step number: state} of the checked steps (handy for tests and the shell).
+    once, and each step is recorded and pushed as soon as its check ends. Quiz
+    steps are answered on the page, not checked here. Returns {step number:
+    state} of the checked steps (handy for tests and the shell).
     """
+    began = time.monotonic()
     session = _session(session_id)
     if session is None or session.state != LabSession.READY:
         return None
@@ -141,12 +144,20 @@ def run_checks(session_id: int) -> dict | None:
     group = broadcast.session_group(session)
     reported: set = set()
 
+    timing = {}
+    unchanged = set()
+
     def record(step, state, message):
+        t0 = time.monotonic()
+        timing.setdefault("first_result", t0 - began)
         progress, changed = StepProgress.record(session.user, step, state, message)
+        timing["record"] = timing.get("record", 0) + time.monotonic() - t0
         results[step.number] = progress.state
         if changed:
             broadcast.push(group, progress.event())
             broadcast.grid_rows_changed(session.user, session.lesson_id)
+        else:
+            unchanged.add(step.pk)
 
     def on_result(name: str, key: str, result) -> None:
         """One command of a node's batch finished: record and push it now, so a
@@ -158,7 +169,11 @@ def run_checks(session_id: int) -> dict | None:
         else:
             record(steps[(name, key)], *_verdict(result))
 
+    timing["prepare"] = time.monotonic() - began
     answers = _run(_run_batches(driver, nodes, batches, on_result))
+    timing["total"] = time.monotonic() - began
+    log.debug("checks of %s: %s", session.runtime_name,
+              ", ".join(f"{k.replace('_', ' ')} {v * 1000:.0f} ms" for k, v in timing.items()))
     for name, answer in answers.items():  # what did not finish in time, or at all
         if isinstance(answer, LabRuntimeError):
             for (node_name, _key), step in steps.items():
@@ -171,6 +186,7 @@ def run_checks(session_id: int) -> dict | None:
     for step in open_steps:
         if step.node not in nodes:
             record(step, None, f"could not check (this lab has no node {step.node})")
+    StepProgress.mark_checked(session.user, unchanged)
     return results
 
 

@@ -94,3 +94,26 @@ def test_check_button_before_start_is_refused(client, lesson, ada, fake_driver):
     assert response.status_code == 409
     assert response.json()["error"] == "Start the lab first, then check."
     assert fake_driver.calls == []
+
+
+def test_a_check_run_that_changes_nothing_writes_once(ready_session, ada, fake_driver):
+    """With a class checking at once every write waits for the database's lock:
+    a run that only confirms what the rows say stamps checked_at in one write."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    fake_driver.responder = responder_by_step({
+        "ancestor=alpine": ExecResult(1, "No alpine container has run hostname yet.\n"),
+        "bash_history": ExecResult(1, "List every container, stopped ones too.\n"),
+    })
+    tasks.run_checks(ready_session.pk)
+    first = {p.step_id: p.checked_at for p in StepProgress.objects.filter(user=ada)}
+    with CaptureQueriesContext(connection) as seen:
+        assert tasks.run_checks(ready_session.pk) == {1: "pending", 2: "pending"}
+    writes = [q["sql"] for q in seen.captured_queries
+              if q["sql"].split()[0] in ("INSERT", "UPDATE", "DELETE")]
+    assert len(writes) == 1 and "checked_at" in writes[0], writes
+    again = {p.step_id: p.checked_at for p in StepProgress.objects.filter(user=ada)}
+    assert all(again[k] > first[k] for k in first)
+    assert StepProgress.objects.get(user=ada, step__number=1).message == \
+        "No alpine container has run hostname yet."
