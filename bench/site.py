@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime
 import json
 import logging
 import os
@@ -684,12 +685,25 @@ def render(r: dict) -> str:
     return "\n".join(lines)
 
 
+def _log_time(text: str) -> float:
+    return datetime.datetime.strptime(text, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
 def worker_task_times(site) -> str:
     """run_checks / start_session durations from the workers' logs (where time goes)."""
     times: dict = {}
     logs = site.log("worker") + site.log("nodes")
-    for m in re.finditer(r"Task labs\.tasks\.(\w+)\[[^\]]+\] succeeded in ([0-9.]+)s", logs):
-        times.setdefault(m.group(1), []).append(float(m.group(2)) * 1000)
+    received = {}
+    stamp = r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*?"
+    task = r"Task labs\.(?:\w+\.)*tasks\.(\w+)\[([^\]]+)\]"
+    for m in re.finditer(stamp + task + " received", logs):
+        received[m.group(3)] = _log_time(m.group(1))
+    for m in re.finditer(stamp + task + r" succeeded in ([0-9.]+)s", logs):
+        name, ran = m.group(2), float(m.group(4))
+        times.setdefault(name, []).append(ran * 1000)
+        if m.group(3) in received:  # from the worker taking it to its start: the backlog
+            waited = _log_time(m.group(1)) - received[m.group(3)] - ran
+            times.setdefault(f"{name} (wait in the worker)", []).append(max(0.0, waited) * 1000)
     for m in re.finditer(r"claimed from the pool in ([0-9.]+)s", logs):
         times.setdefault("(pool claim)", []).append(float(m.group(1)) * 1000)
     parts = [f"{name} {fmt(summary(v), 'ms', 0)}" for name, v in sorted(times.items())]
@@ -809,6 +823,8 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=float, default=300,
                         help="deadline of one learner's start or step (seconds)")
     parser.add_argument("--json", help="also write the figures as JSON here")
+    parser.add_argument("--keep-logs", action="store_true",
+                        help="keep the site's logs also when nothing failed")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                         stream=sys.stderr)
@@ -841,7 +857,7 @@ def main(argv=None) -> int:
         r["site_errors"] = site_errors(site)
         failed = [stage for stage in ("load", "verdict") if r.get(stage, {}).get("failures")]
         failed += [name for name, rnd in r.get("restarts", {}).items() if rnd["failures"]]
-        if failed or r["site_errors"]:
+        if failed or r["site_errors"] or args.keep_logs:
             r["kept_logs"] = keep_logs(site)
         log.info("stopping the site and removing its nodes")
     r["targets"] = targets(r)
