@@ -171,22 +171,49 @@ class Step(models.Model):
     def answer(self, user, choice) -> tuple:
         """Record a learner's answer to this quiz step; returns (right, progress, changed).
 
-        Right marks the step done; wrong leaves it as it is with the explanation
-        as its message. Anything that is not one of the choices counts as wrong.
+        Right marks the step done. Wrong leaves it as it is, with a message that
+        says only that (and which choice was picked): the explanation names the
+        answer, so it comes with a right answer or with reveal(). Anything that
+        is not one of the choices counts as wrong.
         """
-        try:
-            index = int(choice)
-        except (TypeError, ValueError):
-            index = -1
+        index = self.choice_index(choice)
         right = self.is_quiz and index == self.quiz_answer
         if right:
             progress, changed = StepProgress.record(user, self, StepProgress.DONE, "")
         else:
-            message = "Not quite."
-            if self.quiz_explain:
-                message += " " + self.quiz_explain
+            if index is None:
+                message = "Not quite. Pick one of the answers."
+            else:
+                message = f"Not quite. “{self.quiz_choices[index]}” is not the right answer."
             progress, changed = StepProgress.record(user, self, StepProgress.PENDING, message)
         return right, progress, changed
+
+    def choice_index(self, choice) -> int | None:
+        """The 0-based index a submitted choice names, or None if it names no choice."""
+        try:
+            index = int(choice)
+        except (TypeError, ValueError):
+            return None
+        return index if 0 <= index < len(self.quiz_choices) else None
+
+    def solution(self) -> dict:
+        """The right choice and why: for a right answer, or a learner who gives up."""
+        return {"answer": self.quiz_answer, "choice": self.quiz_choices[self.quiz_answer],
+                "explain": self.quiz_explain}
+
+    def reveal(self, user) -> tuple:
+        """A learner gives up on this quiz step; returns (progress, changed).
+
+        Nothing is marked done: the step stays pending, with the right choice and
+        the explanation as its message (so it survives a reload and a teacher's
+        grid shows it). Choosing that answer afterwards marks the step done like
+        any right answer. A step already done stays done.
+        """
+        solution = self.solution()
+        message = f"The answer is “{solution['choice']}”."
+        if solution["explain"]:
+            message += " " + solution["explain"]
+        return StepProgress.record(user, self, StepProgress.PENDING, message)
 
 
 class LessonFile(models.Model):

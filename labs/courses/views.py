@@ -1,4 +1,4 @@
-"""The lesson list, a lesson page, the learner's dashboard and quiz answers."""
+"""The lesson list, a lesson page, the learner's dashboard, quiz answers and reveals."""
 from __future__ import annotations
 
 from django.conf import settings
@@ -76,23 +76,48 @@ def dashboard(request):
         "messages_for_me": ClassMessage.recent_for(request.user, hours=24)})
 
 
-@require_POST
-def answer(request, slug, number):
-    """A quiz answer: right marks the step done; wrong says why. Judged here only."""
+def _quiz_step(request, slug, number):
+    """(step, None) for a quiz step the logged-in learner may answer, else (step, error)."""
     step = get_object_or_404(Step, lesson__slug=slug, number=number)
-    wants_json = "application/json" in request.headers.get("Accept", "")
     if not request.user.is_authenticated:
-        return JsonResponse({"ok": False, "error": "Log in to answer."}, status=403)
+        return step, JsonResponse({"ok": False, "error": "Log in to answer."}, status=403)
     if not step.is_quiz:
-        return JsonResponse({"ok": False, "error": "This step has no question."}, status=400)
-    right, progress, changed = step.answer(request.user, request.POST.get("choice"))
+        return step, JsonResponse({"ok": False, "error": "This step has no question."}, status=400)
+    return step, None
+
+
+def _recorded(request, slug, step, progress, changed, body: dict):
+    """Push what changed to the learner's pages and grids; answer the page."""
     if changed:
         group = broadcast.learner_group(request.user.pk, slug)
         event = progress.event()
         transaction.on_commit(lambda: broadcast.push(group, event))
         broadcast.grid_rows_changed(request.user, step.lesson_id)
-    if not wants_json:
+    if "application/json" not in request.headers.get("Accept", ""):
         return redirect(reverse("lesson", args=[slug]) + f"#step-{step.number}")
-    body = {"ok": True, "correct": right}
-    body.update(progress.event())
-    return JsonResponse(body)
+    return JsonResponse({"ok": True, **body, **progress.event()})
+
+
+@require_POST
+def answer(request, slug, number):
+    """A quiz answer, judged here only: right marks the step done and gives the
+    explanation; wrong says only that it is wrong."""
+    step, error = _quiz_step(request, slug, number)
+    if error:
+        return error
+    right, progress, changed = step.answer(request.user, request.POST.get("choice"))
+    body = {"correct": right}
+    if right:
+        body.update(answer=step.quiz_answer, explain=step.quiz_explain)
+    return _recorded(request, slug, step, progress, changed, body)
+
+
+@require_POST
+def reveal(request, slug, number):
+    """The learner gives up ("Show the answer"): the right choice and the explanation.
+    Marks nothing done: the step stays pending until the learner chooses the answer."""
+    step, error = _quiz_step(request, slug, number)
+    if error:
+        return error
+    progress, changed = step.reveal(request.user)
+    return _recorded(request, slug, step, progress, changed, step.solution())

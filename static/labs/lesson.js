@@ -87,25 +87,42 @@
   });
 
   // ---- quiz steps -----------------------------------------------------------
+  // "Check answer" posts to the form's action; "Show the answer" to its own
+  // formaction. The server says whether the answer is right; the explanation
+  // comes only with a right answer (or in the message after giving up).
   document.querySelectorAll("form.quiz").forEach(function (form) {
     form.addEventListener("submit", async function (event) {
       event.preventDefault();
-      const button = form.querySelector("button[type=submit]");
-      if (button) button.disabled = true;
+      const submitter = event.submitter;
+      // A button's formAction is the page's URL when it has no formaction attribute.
+      const url = submitter && submitter.hasAttribute("formaction") ? submitter.formAction : form.action;
+      const buttons = form.querySelectorAll("button[type=submit]");
+      buttons.forEach(function (b) { b.disabled = true; });
       try {
-        const response = await fetch(form.action, {
+        const response = await fetch(url, {
           method: "POST", body: new FormData(form), credentials: "same-origin",
           headers: {"X-CSRFToken": csrf, "Accept": "application/json"}});
         const body = await response.json();
-        if (body.ok) onStep(body);
-        else setMessage(form.closest(".step"), body.error || "Could not check the answer.");
+        if (body.ok) {
+          onStep(body);
+          if (body.correct) showExplanation(form, body.explain);
+        } else {
+          setMessage(form.closest(".step"), body.error || "Could not check the answer.");
+        }
       } catch (err) {
         setMessage(form.closest(".step"), "Could not reach the server (" + err + ").");
       } finally {
-        if (button) button.disabled = false;
+        buttons.forEach(function (b) { b.disabled = false; });
       }
     });
   });
+
+  function showExplanation(form, explain) {
+    const p = form.querySelector(".quiz-explain");
+    if (!p) return;
+    p.textContent = explain ? "Right. " + explain : "Right.";
+    p.hidden = false;
+  }
 
   function setMessage(el, text) {
     if (el) el.querySelector(".step-message").textContent = text;
