@@ -3,13 +3,30 @@
 `hint_for(output)` looks at what a failed command printed and returns one
 sentence that says what went wrong and what to do, or None when the output
 matches nothing we know. Pure and table-driven so the table is the test.
+
+A hint in the table is a format string (filled with the match's groups) or a
+function of (match, text) that returns the hint, or None to let later rows try.
+
+Lessons pull from the lab registry, which holds stand-ins for a few Docker Hub
+images (runtime/lessonimages.py), each under one tag. A pull of a tag it does
+not have (ubuntu:22.04) gets a hint naming the tags it has.
 """
 from __future__ import annotations
 
 import re
 
+from runtime.lessonimages import NAMES as STAND_IN_NAMES
+
+# Repository -> the tags the lab registry has for it. The lab builds each
+# stand-in once and pushes it as library/<name>:latest (lessonimages.image_ref).
+STAND_IN_TAGS = {name: ("latest",) for name in STAND_IN_NAMES}
+DOCKER_HUB_HOSTS = ("docker.io", "index.docker.io", "registry-1.docker.io")
+
 # Terminal output carries colours, cursor moves and the like.
 _ANSI_RE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
+
+NOT_IN_REGISTRY = ("Docker could not find that image in the registry. Check the image name and "
+                   "tag for typos (docker image ls shows the images you have).")
 
 # (pattern, hint). The first match wins, so specific patterns come before
 # general ones ("pull access denied" before "permission denied").
@@ -26,8 +43,7 @@ HINTS: tuple = (
      "(docker container rm --force <name>) or pick another --name."),
     (re.compile(r"pull access denied|manifest unknown|manifest for \S+ not found"
                 r"|repository does not exist", re.I),
-     "Docker could not find that image in the registry. Check the image name and tag for "
-     "typos (docker image ls shows the images you have)."),
+     lambda match, text: _missing_tag_hint(text) or NOT_IN_REGISTRY),
     (re.compile(r"No such image", re.I),
      "There is no image with that name on this machine. Check the spelling "
      "(docker image ls lists them), or build or pull it first."),
@@ -61,7 +77,8 @@ HINTS: tuple = (
      "This shell cannot find docker. Type the command in the lab terminal of the right node."),
     # Printed before every pull, also successful ones: only a hint when nothing else matched.
     (re.compile(r"Unable to find image '([^']+)' locally", re.I),
-     "Docker did not have {1} and could not fetch it. Check the image name and tag."),
+     lambda match, text: _missing_tag_hint(text) or
+     f"Docker did not have {match.group(1)} and could not fetch it. Check the image name and tag."),
 )
 
 MAX_SCAN = 8000
@@ -79,7 +96,67 @@ def hint_for(output_text: str) -> str | None:
     text = clean_output(output_text[-MAX_SCAN:])
     for pattern, hint in HINTS:
         match = pattern.search(text)
-        if match:
-            groups = (match.group(0),) + match.groups()
-            return hint.format(*groups) if match.groups() else hint
+        if not match:
+            continue
+        if callable(hint):
+            found = hint(match, text)
+            if found is None:
+                continue
+            return found
+        groups = (match.group(0),) + match.groups()
+        return hint.format(*groups) if match.groups() else hint
+    return None
+
+
+# Where a failed pull names the image it wanted: Docker's own messages first,
+# then the command as the terminal echoed it, then a Dockerfile's FROM step.
+_IMAGE_REF_RES = (
+    re.compile(r"manifest for (\S+?) not found", re.I),
+    re.compile(r"Unable to find image '([^']+)' locally", re.I),
+    re.compile(r"\bdocker\s+(?:image\s+)?pull\s+(?:-\S+\s+)*([^\s-]\S*)"),
+    re.compile(r"^Step \d+/\d+ : FROM\s+(?:--platform=\S+\s+)?(\S+)", re.M | re.I),
+)
+
+
+def parse_image_ref(ref: str) -> tuple | None:
+    """(repository, tag) of a Docker Hub image reference, with library/ dropped:
+    "ubuntu:22.04" -> ("ubuntu", "22.04"), "docker.io/library/nginx" -> ("nginx",
+    "latest"). The tag is None for a digest (name@sha256:...). None for another
+    registry's image."""
+    name, _, digest = ref.strip().partition("@")
+    parts = name.split("/")
+    if len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
+        if parts[0].lower() not in DOCKER_HUB_HOSTS:
+            return None
+        parts = parts[1:]
+    repository, tag = "/".join(parts), "latest"
+    if ":" in parts[-1]:
+        last, _, tag = parts[-1].partition(":")
+        repository = "/".join(parts[:-1] + [last])
+    repository = repository.removeprefix("library/")
+    if not repository:
+        return None
+    return repository, (None if digest else tag)
+
+
+def _missing_tag_hint(text: str) -> str | None:
+    """The hint for a stand-in's tag the lab registry does not have, or None."""
+    for ref_re in _IMAGE_REF_RES:
+        match = ref_re.search(text)
+        if not match:
+            continue
+        parsed = parse_image_ref(match.group(1))
+        if parsed is None:
+            return None
+        repository, tag = parsed
+        tags = STAND_IN_TAGS.get(repository)
+        if not tags or tag in tags:
+            return None
+        have = " or ".join(f"{repository}:{t}" for t in tags)
+        wanted = f"{repository}@{match.group(1).partition('@')[2]}" if tag is None \
+            else f"{repository}:{tag}"
+        plain = f", or just {repository}" if "latest" in tags else ""
+        return (f"The lab registry has no {wanted}. It has a stand-in for the Docker Hub image "
+                f"{repository}, under the tag{'s' if len(tags) > 1 else ''} {', '.join(tags)} "
+                f"only: use {have}{plain}.")
     return None

@@ -1,7 +1,7 @@
 """Known Docker errors a learner meets get a hint; anything else gets none."""
 import pytest
 
-from labs.sandboxes.hints import hint_for
+from labs.sandboxes.hints import STAND_IN_TAGS, hint_for, parse_image_ref
 
 CASES = [
     ("docker: Error response from daemon: driver failed programming external connectivity on "
@@ -12,7 +12,7 @@ CASES = [
     ("Unable to find image 'alpnie:latest' locally\ndocker: Error response from daemon: pull access "
      "denied for alpnie, repository does not exist or may require 'docker login'.",
      "could not find that image in the registry"),
-    ("Error response from daemon: manifest for nginx:9.9 not found: manifest unknown",
+    ("Error response from daemon: manifest for ada/linux_tweet_app:9.9 not found: manifest unknown",
      "could not find that image in the registry"),
     ("Error: No such image: ourfiglet", "no image with that name on this machine"),
     ("Unable to find image 'x:1' locally\ndocker: Error response from daemon: Get \"https://registry\": EOF",
@@ -53,3 +53,67 @@ def test_other_output_gets_no_hint(output):
 
 def test_only_the_tail_of_long_output_is_scanned():
     assert hint_for("No such container: a\n" + "x" * 20000) is None
+
+
+# ---- a tag the lab registry does not have -----------------------------------
+# The lab registry holds stand-ins for a few Docker Hub images, under one tag
+# each (runtime/lessonimages.py); asking for another tag names the ones it has.
+
+@pytest.mark.parametrize("output, wanted, repository", [
+    ("Error response from daemon: manifest for ubuntu:22.04 not found: manifest unknown: "
+     "manifest unknown", "ubuntu:22.04", "ubuntu"),
+    ("Unable to find image 'mysql:8.0' locally\ndocker: Error response from daemon: manifest for "
+     "mysql:8.0 not found: manifest unknown: manifest unknown.", "mysql:8.0", "mysql"),
+    # Docker Hub names, in full
+    ("Error response from daemon: manifest for docker.io/library/nginx:1.25 not found: "
+     "manifest unknown", "nginx:1.25", "nginx"),
+    # only "manifest unknown": the image is in the command the terminal echoed
+    ("root@node1:~# docker pull -q alpine:3.19\nError response from daemon: manifest unknown",
+     "alpine:3.19", "alpine"),
+    # a Dockerfile's FROM
+    ("Step 1/5 : FROM alpine:3.19\nmanifest for alpine:3.19 not found: manifest unknown",
+     "alpine:3.19", "alpine"),
+    # the mirror had no such tag and Docker Hub is out of reach
+    ("Unable to find image 'ubuntu:jammy' locally\ndocker: Error response from daemon: Get "
+     "\"https://registry-1.docker.io/v2/\": dial tcp: lookup registry-1.docker.io: no such host.",
+     "ubuntu:jammy", "ubuntu"),
+])
+def test_a_missing_tag_of_a_stand_in_names_the_tags_there_are(output, wanted, repository):
+    hint = hint_for(output)
+    assert hint == (f"The lab registry has no {wanted}. It has a stand-in for the Docker Hub "
+                    f"image {repository}, under the tag latest only: use {repository}:latest, "
+                    f"or just {repository}.")
+
+
+def test_the_tags_named_are_the_lab_registrys():
+    from runtime.lessonimages import NAMES
+    assert set(STAND_IN_TAGS) == set(NAMES) and "ubuntu" in STAND_IN_TAGS
+    assert all(tags == ("latest",) for tags in STAND_IN_TAGS.values())
+
+
+@pytest.mark.parametrize("output", [
+    # the tag exists: the stand-in is missing from the registry, not the tag
+    "Error response from daemon: manifest for nginx:latest not found: manifest unknown",
+    "Error response from daemon: manifest for nginx not found: manifest unknown",
+    # not a stand-in, or another registry's image
+    "Error response from daemon: manifest for ada/hello:v2 not found: manifest unknown",
+    "Error response from daemon: manifest for quay.io/ubuntu:22.04 not found: manifest unknown",
+])
+def test_other_missing_images_get_the_general_hint(output):
+    hint = hint_for(output)
+    assert hint is not None and "could not find that image in the registry" in hint
+    assert "stand-in" not in hint
+
+
+@pytest.mark.parametrize("ref, parsed", [
+    ("ubuntu", ("ubuntu", "latest")),
+    ("ubuntu:22.04", ("ubuntu", "22.04")),
+    ("library/mysql:8", ("mysql", "8")),
+    ("docker.io/library/nginx:1.25", ("nginx", "1.25")),
+    ("ada/hello:v0.1", ("ada/hello", "v0.1")),
+    ("alpine@sha256:0123abcd", ("alpine", None)),
+    ("localhost:5000/ubuntu:22.04", None),
+    ("quay.io/ubuntu", None),
+])
+def test_image_references_are_read_as_docker_reads_them(ref, parsed):
+    assert parse_image_ref(ref) == parsed
