@@ -160,3 +160,39 @@ async def test_earlier_output_comes_from_the_nodes_tmux(ready_session, ada, ws_h
     (call,) = [c for c in fake_driver.calls if c[0] == "exec" and c[2][:2] == ["tmux", "capture-pane"]]
     assert call[1] == node.runtime_id and call[2][-2:] == ["-t", "main"]
     await comm.disconnect()
+
+
+async def test_an_empty_enter_asks_for_no_check_a_typed_line_does(
+        ready_session, ada, ws_headers, fake_driver, monkeypatch):
+    """A page attaching sends Ctrl-U and Enter for a prompt: nothing ran, so no
+    check (a class opening 100 terminals would check 100 nodes at once). A line
+    typed in a container's shell (no command-end mark) is checked once quiet."""
+    from labs.sandboxes.consumers import terminal
+    runs = []
+    monkeypatch.setattr(tasks.run_checks, "delay", lambda pk: runs.append(pk))
+    monkeypatch.setattr(tasks.run_checks, "apply_async", lambda args, countdown: runs.append(args[0]))
+    monkeypatch.setattr(checks, "_runs", {})
+    monkeypatch.setattr(terminal, "QUIET_SECONDS", 0.1)
+
+    comm = await owners_terminal(ready_session, ada, ws_headers)
+    for keys in (b"\x15\r", b"\r", b"ls\x15\r", b"sleep 9\x03\r"):
+        await comm.send_to(bytes_data=keys)
+        await comm.receive_from(timeout=2)
+    await asyncio.sleep(0.5)
+    assert runs == []
+    await comm.send_to(bytes_data=b"apt-get install -y iputils-ping\r")
+    await comm.receive_from(timeout=2)
+    await until(lambda: runs)
+    assert runs == [ready_session.pk]
+    await comm.disconnect()
+
+
+def test_entered_a_line_follows_typing_across_chunks():
+    from labs.sandboxes.consumers.terminal import entered_a_line
+    assert entered_a_line(False, b"\r") == (False, False)
+    assert entered_a_line(False, b"echo hi\r") == (True, False)
+    assert entered_a_line(False, b"ech") == (False, True)
+    assert entered_a_line(True, b"o\r") == (True, False)
+    assert entered_a_line(True, b"\x15\r") == (False, False)
+    assert entered_a_line(False, b"\x1b[A\r") == (True, False)  # arrow-up recalls a command
+    assert entered_a_line(False, b"one\rtwo") == (True, True)

@@ -28,6 +28,26 @@ from ..models import LabNode, LabSession
 log = logging.getLogger(__name__)
 
 
+def entered_a_line(typed: bool, data: bytes) -> tuple:
+    """(Enter ended a line with something on it, something typed since) after `data`.
+
+    An Enter on an empty line (or after Ctrl-U or Ctrl-C cleared it) ran nothing,
+    so it asks for no check: a page (re)attaching sends Ctrl-U and Enter to get a
+    prompt, and a class opening its terminals at once would otherwise check every
+    node at once. Any other key counts as typing (arrow-up recalls a command).
+    """
+    entered = False
+    for byte in data:
+        if byte == 0x0D:
+            entered = entered or typed
+            typed = False
+        elif byte in (0x03, 0x15):
+            typed = False
+        elif byte >= 0x20 or byte == 0x09:
+            typed = True
+    return entered, typed
+
+
 # Enter pressed where no command-end mark follows (a shell inside a container,
 # `docker exec -it`): check once the output has been quiet this long.
 QUIET_SECONDS = 1.0
@@ -100,6 +120,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         self.marks = MarkParser()
         self.user = user
         self.last_output_at = self.last_mark_at = 0.0
+        self.line_typed = False  # something typed since the last Enter
         self.quiet_task = None
         self.output = ""  # since the last command-end mark, for hints
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -200,7 +221,8 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         if bytes_data is not None:
             await self.term.write(bytes_data)
             self._saw_input()
-            if b"\r" in bytes_data:
+            entered, self.line_typed = entered_a_line(self.line_typed, bytes_data)
+            if entered:
                 self._check_when_quiet(time.monotonic())
             return
         message = client_message(text_data)
