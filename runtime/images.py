@@ -32,6 +32,8 @@ NODEIMAGE_FILES = Path(__file__).with_name("nodeimage")
 INSTALL = {
     "lab-init": ("usr/local/sbin/lab-init", 0o755),
     "lab.bashrc": ("etc/lab.bashrc", 0o644),
+    "lab-ran": ("usr/local/bin/lab-ran", 0o755),
+    "lab-icmp": ("usr/local/bin/lab-icmp", 0o755),
     "tmux.conf": ("etc/tmux.conf", 0o644),
 }
 

@@ -1,5 +1,7 @@
 # Lab shell settings, sourced by every interactive bash in the node.
-# After each command, record it in the history file (checks may read it) and
+# After each command, record it in the history file, and with its exit code in
+# /root/.lab_commands ("<code><TAB><command>", one line each: checks ask
+# `lab-ran` whether a command worked, not only whether it was typed), and
 # print a command-end mark with its exit code; the lab strips the mark from
 # the terminal output and checks the learner's work right away.
 HISTCONTROL=
@@ -14,6 +16,10 @@ __lab_prompt() {
     if [ -n "$last" ] && [ "$last" != "$__lab_last" ]; then
         __lab_last=$last
         history -a
+        local command=${last#"${last%%[![:space:]]*}"}   # "  42  docker ps" -> "42  docker ps"
+        command=${command#*[[:space:]]}
+        command=${command#"${command%%[![:space:]]*}"}
+        printf '%s\t%s\n' "$code" "${command//$'\n'/ }" >> /root/.lab_commands
         if [ -n "$TMUX" ]; then
             printf '\033Ptmux;\033\033]6973;cmd-end;%s\007\033\\' "$code"
         else
