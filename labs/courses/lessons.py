@@ -55,6 +55,8 @@ from pathlib import Path
 
 from runtime.model import NAME_RE
 
+from . import typist
+
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,49}$")
 STEP_NAME_RE = re.compile(r"^(\d{2})-([a-z0-9][a-z0-9-]*)$")
 HEADING_RE = re.compile(r"^#\s+(.+?)\s*#*\s*$")
@@ -98,6 +100,16 @@ class FileDef:
 
 
 @dataclass(frozen=True)
+class TypedCase:
+    """A variant (another way to do the step: the check must pass) or a cheat (a
+    near-miss that skips the step's point: the check must keep failing), as
+    typed into the node's terminal (see typist.py for the script's form)."""
+    why: str
+    script: str
+    line: int = 1  # where its table starts in the step's .toml
+
+
+@dataclass(frozen=True)
 class StepDef:
     number: int
     name: str
@@ -109,6 +121,9 @@ class StepDef:
     path: str = ""  # the .md file
     node: str = "node1"  # where the step's terminal is and its check runs
     quiz: QuizDef | None = None
+    variants: tuple = ()  # of TypedCase
+    cheats: tuple = ()  # of TypedCase
+    undo: str = ""  # sh: back to the state before the step (for variants and cheats)
 
 
 @dataclass(frozen=True)
@@ -249,11 +264,11 @@ def _load_quiz(quiz, text: str, path: Path) -> QuizDef:
 
 
 def _load_step_meta(path: Path, nodes: tuple) -> tuple:
-    """(node, quiz) from a step's optional NN-<name>.toml."""
+    """(node, quiz, variants, cheats) from a step's optional NN-<name>.toml."""
     if not path.is_file():
-        return "node1", None
+        return "node1", None, (), ()
     text, meta = _parse_toml(path)
-    known = {"node", "quiz"}
+    known = {"node", "quiz", "variants", "cheats"}
     for key in meta:
         if key not in known:
             raise LessonError(path, _line_of(text, key, table=isinstance(meta[key], dict)),
@@ -264,7 +279,38 @@ def _load_step_meta(path: Path, nodes: tuple) -> tuple:
                           f"'node' must be one of the lesson's nodes ({', '.join(nodes)}), "
                           f"not {node!r}")
     quiz = _load_quiz(meta["quiz"], text, path) if "quiz" in meta else None
-    return node, quiz
+    variants = _load_cases(meta, "variants", text, path)
+    cheats = _load_cases(meta, "cheats", text, path)
+    return node, quiz, variants, cheats
+
+
+def _load_cases(meta: dict, key: str, text: str, path: Path) -> tuple:
+    """[[variants]] or [[cheats]] tables: why = "...", type = \"\"\"what is typed\"\"\"."""
+    tables = meta.get(key, [])
+    if not isinstance(tables, list) or not all(isinstance(c, dict) for c in tables):
+        raise LessonError(path, _line_of(text, key), f"'{key}' must be [[{key}]] tables")
+    cases = []
+    for index, table in enumerate(tables):
+        line = _nth_table_line(text, key, index)
+        for name in table:
+            if name not in ("why", "type"):
+                raise LessonError(path, _key_line_in_table(text, key, index, name),
+                                  f"unknown key {name!r} in [[{key}]] (known: type, why)")
+        why, script = table.get("why"), table.get("type")
+        if not isinstance(why, str) or not why.strip():
+            raise LessonError(path, line, f"[[{key}]] needs why = \"...\" (what this case shows)")
+        if not isinstance(script, str) or not script.strip():
+            raise LessonError(path, line, f"[[{key}]] needs type = \"...\" (what is typed)")
+        try:
+            typist.parse(script)
+        except ValueError as exc:
+            offset, problem = exc.args
+            start = _key_line_in_table(text, key, index, "type")
+            # a type = \"\"\" string starts on the line after the key
+            first = start + 1 if text.splitlines()[start - 1].rstrip().endswith('"""') else start
+            raise LessonError(path, first + offset - 1, problem) from None
+        cases.append(TypedCase(why=why.strip(), script=script, line=line))
+    return tuple(cases)
 
 
 def _load_step(number: int, name: str, steps_dir: Path, title: str | None,
@@ -273,7 +319,7 @@ def _load_step(number: int, name: str, steps_dir: Path, title: str | None,
     if not md.is_file():
         raise LessonError(ref_path, ref_line, f"step {name!r} has no Markdown file {md}")
     meta_path = steps_dir / f"{name}.toml"
-    node, quiz = _load_step_meta(meta_path, nodes)
+    node, quiz, variants, cheats = _load_step_meta(meta_path, nodes)
     if node not in nodes:
         raise LessonError(meta_path if meta_path.is_file() else md, 1,
                           f"the step runs on node1, which the lesson does not have: "
@@ -281,8 +327,12 @@ def _load_step(number: int, name: str, steps_dir: Path, title: str | None,
     check = steps_dir / f"{name}.check"
     solve = steps_dir / f"{name}.solve"
     setup = steps_dir / f"{name}.setup"
+    undo = steps_dir / f"{name}.undo"
     if quiz is not None:
-        for script in (check, solve, setup):
+        if variants or cheats:
+            raise LessonError(meta_path, 1, "a quiz step has no variants or cheats "
+                                            "(they are typed into a node)")
+        for script in (check, solve, setup, undo):
             if script.is_file():
                 raise LessonError(script, 1, f"{md.name} is a quiz step (its {meta_path.name} "
                                              "has [quiz]): it has no check, solve or setup "
@@ -298,6 +348,10 @@ def _load_step(number: int, name: str, steps_dir: Path, title: str | None,
             raise LessonError(check, 1, "check script is empty")
         solve_text = _read(solve)
         setup_text = _read(setup) if setup.is_file() else ""
+        if (variants or cheats) and not undo.is_file():
+            raise LessonError(meta_path, (variants or cheats)[0].line,
+                              f"a step with variants or cheats needs {undo.name}: a script "
+                              "that takes the node back to where it was before the step")
     fallback = STEP_NAME_RE.match(name).group(2).replace("-", " ").capitalize()
     heading, body = _split_title(_read(md), fallback)
     return StepDef(
@@ -311,6 +365,9 @@ def _load_step(number: int, name: str, steps_dir: Path, title: str | None,
         path=str(md),
         node=node,
         quiz=quiz,
+        variants=variants,
+        cheats=cheats,
+        undo=_read(undo) if undo.is_file() and quiz is None else "",
     )
 
 

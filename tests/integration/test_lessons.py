@@ -1,5 +1,6 @@
 """Every lesson is its own test: on fresh real nodes, each step's check fails,
-its solve runs, and its check passes (quiz steps: the answer is one of the
+keeps failing after each cheat typed into the node's terminal, passes after its
+solve and after each variant typed (quiz steps: the answer is one of the
 choices). The same verification as `python manage.py verify_lessons`.
 """
 from __future__ import annotations
@@ -23,7 +24,9 @@ def test_every_step_fails_first_then_passes_after_its_solve(lesson, driver, lab_
                                                on_result=lambda r: print(r.line(), flush=True)))
     lines = "\n".join(r.line() for r in results)
     print(f"{lesson.slug}: {verify.summary(results)} in {time.monotonic() - started:.0f}s")
-    assert [r.number for r in results] == [s.number for s in lesson.steps], lines
+    assert [r.number for r in results if not r.case] == [s.number for s in lesson.steps], lines
+    cases = sum(len(s.variants) + len(s.cheats) for s in lesson.steps)
+    assert len([r for r in results if r.case]) == cases, lines
     assert all(r.ok for r in results), lines
 
 
@@ -41,7 +44,38 @@ def test_a_check_that_never_passes_is_reported_and_a_hanging_one_could_not_check
     assert [r.ok for r in results] == [False, False]
     assert "check still fails after the solve: never done" in results[0].detail
     assert "could not check" in results[1].detail
-    assert verify.summary(results) == "0 passed, 2 failed"
+    assert verify.summary(results) == "steps: 2, variants: 0, cheats: 0\n0 passed, 2 failed"
+
+
+def test_variants_and_cheats_are_typed_into_the_terminal_and_judged(driver, lab_registry):
+    """A variant must turn the check green and a cheat must leave it red, typed as a
+    learner types (Ctrl-C included); verify says which case failed and why."""
+    from dataclasses import replace
+
+    from labs.courses.lessons import TypedCase
+    base = next(lesson for lesson in LESSONS if lesson.slug == "first-containers")
+    first = replace(base.steps[0], undo="docker container rm --force $(docker container ls -aq) "
+                                        ">/dev/null 2>&1; true\n", variants=(
+        TypedCase("short form", "docker run alpine hostname"),
+        TypedCase("a ping stopped with Ctrl-C first", "ping 127.0.0.1\n<wait 2>\n<ctrl-c>\n"
+                  "docker run alpine hostname"),
+        TypedCase("does nothing", "echo hello"),
+    ), cheats=(
+        TypedCase("runs another command", "docker run alpine true"),
+        TypedCase("really runs hostname", "docker run alpine hostname"),
+    ))
+    results = asyncio.run(verify.verify_lesson(driver, replace(base, steps=(first,))))
+    by_case = {r.case: r for r in results}
+    lines = "\n".join(r.line() for r in results)
+    assert by_case[""].ok, lines
+    assert by_case["variant: short form"].ok, lines
+    assert by_case["variant: a ping stopped with Ctrl-C first"].ok, lines
+    assert not by_case["variant: does nothing"].ok, lines
+    assert "check still fails after typing it" in by_case["variant: does nothing"].detail
+    assert by_case["cheat: runs another command"].ok, lines
+    assert not by_case["cheat: really runs hostname"].ok, lines
+    assert "the cheat turned the step green" in by_case["cheat: really runs hostname"].detail
+    assert verify.summary(results).startswith("steps: 1, variants: 3, cheats: 2\n")
 
 
 def test_verify_leaves_no_node_behind(driver, lab_registry):

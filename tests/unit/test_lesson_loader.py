@@ -279,3 +279,76 @@ def test_every_lesson_uses_only_lab_images_and_its_own_nodes():
         for image in lesson.images:
             assert image.split(":")[0] in NAMES, (lesson.slug, image)
         assert {step.node for step in lesson.steps} <= set(lesson.nodes)
+
+
+# ---- variants and cheats ------------------------------------------------------------
+
+CASES_TOML = '''[[variants]]
+why = "the short form"
+type = "echo hi>/tmp/x"
+
+[[variants]]
+why = "in two goes, Ctrl-C between"
+type = """
+cat
+<ctrl-c>
+<wait 1>
+echo hi > /tmp/x
+"""
+
+[[cheats]]
+why = "writes the wrong word"
+type = "echo ho > /tmp/x"
+'''
+
+
+def _steps_with(toml: str, undo: bool = True) -> dict:
+    steps = {"01-hello.md": "# Say hello\n", "01-hello.check": "grep -q hi /tmp/x\n",
+             "01-hello.solve": "echo hi > /tmp/x\n", "01-hello.toml": toml}
+    if undo:
+        steps["01-hello.undo"] = "rm -f /tmp/x\n"
+    return steps
+
+
+def test_variants_and_cheats_load_with_their_undo(tmp_path):
+    from labs.courses import typist
+    (step,) = load_lesson(make_lesson(tmp_path, steps=_steps_with(CASES_TOML))).steps
+    assert [v.why for v in step.variants] == ["the short form", "in two goes, Ctrl-C between"]
+    assert [c.why for c in step.cheats] == ["writes the wrong word"]
+    assert step.undo == "rm -f /tmp/x\n"
+    actions = typist.parse(step.variants[1].script)
+    assert [(a.kind, a.text, a.keys, a.seconds) for a in actions] == [
+        ("line", "cat", b"", 0.0), ("keys", "", b"\x03", 0.0), ("wait", "", b"", 1.0),
+        ("line", "echo hi > /tmp/x", b"", 0.0)]
+
+
+def test_variants_without_an_undo_script_are_refused(tmp_path):
+    with pytest.raises(LessonError) as caught:
+        load_lesson(make_lesson(tmp_path, steps=_steps_with(CASES_TOML, undo=False)))
+    assert caught.value.line == 1 and "01-hello.undo" in caught.value.problem
+
+
+@pytest.mark.parametrize("toml, line, words", [
+    ('[[variants]]\nwhy = "x"\ntype = """\necho hi\n<ctrl-q>\n"""\n', 5, "<ctrl-q> is not a key"),
+    ('[[cheats]]\nwhy = "x"\ntype = """\n<wait 500>\n"""\n', 4, "<wait N> takes seconds"),
+    ('[[cheats]]\nwhy = "x"\ntype = "<ctrl-c>"\n', 3, "nothing to type"),
+    ('[[variants]]\ntype = "echo hi"\n', 1, "needs why"),
+    ('[[variants]]\nwhy = "a"\ntype = "echo"\n[[variants]]\nwhy = "b"\nkeys = "x"\n', 6,
+     "unknown key 'keys'"),
+    ('variants = "echo hi"\n', 1, "must be [[variants]] tables"),
+])
+def test_broken_variants_and_cheats_name_their_line(tmp_path, toml, line, words):
+    with pytest.raises(LessonError) as caught:
+        load_lesson(make_lesson(tmp_path, steps=_steps_with(toml)))
+    assert caught.value.line == line, caught.value
+    assert words in caught.value.problem
+
+
+def test_verify_names_a_step_by_number_or_name():
+    from labs.courses import verify
+    lesson = load_lesson(CONTENT / "first-containers")
+    assert verify.select_step(lesson, "2") == 2
+    assert verify.select_step(lesson, "02-list-containers") == 2
+    assert verify.select_step(lesson, "list-containers") == 2
+    with pytest.raises(ValueError, match="no step 'nine'"):
+        verify.select_step(lesson, "nine")
