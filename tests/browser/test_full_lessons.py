@@ -336,7 +336,7 @@ def test_lesson_1_first_containers_by_clicking(page, live_site):
 
     # 8: a shell in mydb; ps aux, ls and exit are typed into it by their buttons.
     learner.run_all(8)
-    learner.expect_done(8)
+    learner.expect_done(9)
     # The server (mysqld), or in its first seconds the entrypoint setting
     # the database up (mariadb-install-db, a bootstrap mariadbd).
     assert re.search(r"\bmysqld\b|mariadb", learner.text("node1")), learner.text("node1")
@@ -415,7 +415,7 @@ def test_lesson_5_overlay_networking_on_two_nodes(page, live_site):
     learner.run_all(8)
     assert "nameserver 127.0.0.11" in learner.text("node2")
     learner.answer_quiz(8)
-    learner.expect_done(8)
+    learner.expect_done(9)
 
     # 9: a quiz: both names in the task, exit (typed), then the VIP on node1.
     getent, tasks_getent, vip = learner.buttons(9)
@@ -444,10 +444,10 @@ def test_lesson_4_published_nginx_opens_through_the_port_link(page, live_site):
     learner = Learner(page, live_site)
     learner.sign_up("linus")
     learner.start("bridge-networking")
-    step8 = learner.buttons(8)
-    assert step8[0][2] == "docker run --name web1 -d -p 8080:80 nginx"
-    learner.click_run(*step8[0])
-    learner.expect_done(8)
+    step9 = learner.buttons(9)
+    assert step9[0][2] == "docker run --name web1 -d -p 8080:80 nginx"
+    learner.click_run(*step9[0])
+    learner.expect_done(9)
 
     link = page.locator('.port-link[data-node="node1"][data-port="8080"]')
     expect(link).to_be_visible(timeout=60_000)
@@ -460,13 +460,13 @@ def test_lesson_4_published_nginx_opens_through_the_port_link(page, live_site):
     # The app opens on the port's own origin, at its root.
     assert re.fullmatch(r"http://n\d+-8080\.localhost:\d+/", nginx.url), nginx.url
 
-    # Step 10 asks for exactly this visit: the visit itself runs the checks.
-    learner.expect_done(10, seconds=30)
+    # Step 11 asks for exactly this visit: the visit itself runs the checks.
+    learner.expect_done(11, seconds=30)
     # The text goes on: docker logs web1 shows the browser's request.
-    logs, remove = learner.buttons(10)
+    logs, remove = learner.buttons(11)
     learner.click_run(*logs)
     assert re.search(r'"GET / HTTP/1\.1" 200 .*"Mozilla/', learner.text("node1")), learner.text("node1")
-    learner.expect_done(10)
+    learner.expect_done(11)
     seconds = time.monotonic() - learner.started
     assert page.evaluate("performance.getEntriesByType('navigation').length") == 1
     print(f"lesson 4 (bridge-networking) nginx through the port link in {seconds:.1f}s")
