@@ -42,7 +42,7 @@ def test_first_containers_loads_with_its_steps():
     assert not first.text.startswith("#")  # the heading became the title
     assert "Exited \\(0\\)" in first.check
     assert first.solve.strip().endswith("docker container run alpine hostname")
-    assert "bash_history" in second.check
+    assert "lab-ran" in second.check
 
 
 def test_every_lesson_in_content_loads():
