@@ -31,6 +31,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
+from labs.sandboxes.hints import clean_output
 from runtime.termmarks import MarkParser
 
 KEYS = {"ctrl-c": b"\x03", "ctrl-d": b"\x04", "ctrl-z": b"\x1a", "tab": b"\t", "enter": b"\r"}
@@ -179,8 +180,7 @@ class Typist:
         return await self.sync(max(5.0, deadline - time.monotonic()))
 
     def tail(self, limit: int = 600) -> str:
-        text = self.screen.decode(errors="replace")
-        text = re.sub(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[()][A-Z0-9]|\x1b[=>]|\r", "", text)
+        text = clean_output(self.screen.decode(errors="replace"))
         return " ".join(text.split())[-limit:]
 
     async def close(self) -> None:

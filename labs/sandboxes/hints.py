@@ -23,7 +23,9 @@ STAND_IN_TAGS = {name: ("latest",) for name in STAND_IN_NAMES}
 DOCKER_HUB_HOSTS = ("docker.io", "index.docker.io", "registry-1.docker.io")
 
 # Terminal output carries colours, cursor moves and the like.
-_ANSI_RE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
+# (CSI, OSC, a character set chosen with ESC ( or ESC ), keypad modes ESC = and
+# ESC >, and the other two-byte escapes.)
+_ANSI_RE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[()][A-Z0-9]|[=>]|[@-Z\\-_])")
 
 NOT_IN_REGISTRY = ("Docker could not find that image in the registry. Check the image name and "
                    "tag for typos (docker image ls shows the images you have).")
