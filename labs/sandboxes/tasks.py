@@ -56,7 +56,6 @@ def start_session(session_id: int) -> str | None:
     for node in nodes:
         if node.state == LabNode.READY and node.runtime_id:
             continue
-
         try:
             spec = NodeSpec(session=session.runtime_name, name=node.name,
                             files=session.lesson.files_for(node.name))
@@ -172,8 +171,9 @@ def run_checks(session_id: int) -> dict | None:
     timing["prepare"] = time.monotonic() - began
     answers = _run(_run_batches(driver, nodes, batches, on_result))
     timing["total"] = time.monotonic() - began
-    log.debug("checks of %s: %s", session.runtime_name,
-              ", ".join(f"{k.replace('_', ' ')} {v * 1000:.0f} ms" for k, v in timing.items()))
+    if log.isEnabledFor(logging.DEBUG):  # the text is built only when it is wanted
+        log.debug("checks of %s: %s", session.runtime_name,
+                  ", ".join(f"{k.replace('_', ' ')} {v * 1000:.0f} ms" for k, v in timing.items()))
     for name, answer in answers.items():  # what did not finish in time, or at all
         if isinstance(answer, LabRuntimeError):
             for (node_name, _key), step in steps.items():
