@@ -24,6 +24,12 @@ Access, in three hops:
 
 Upstream HTTP goes through httpx (streamed both ways, keep-alive per node
 address); websockets are relayed with the `websockets` client.
+
+Visits are lesson work ("open your website"): each page the node's owner was
+served (status below 400, 304 included) is written into the node, one line
+`PORT STATUS METHOD PATH` in VISITS_FILE, before a check is asked for. A check
+reads that file, not the app's own log: the log reaches Docker a moment after
+the response, so a check run at once could miss it, and nothing would ask again.
 """
 from __future__ import annotations
 
@@ -65,6 +71,8 @@ TOKEN_SECONDS = 60
 # salt would void every token and cookie handed out before an upgrade.
 TOKEN_SALT = "labs.portproxy.token"
 COOKIE_SALT = "labs.portproxy.cookie"
+VISITS_FILE = "/root/.lab_visits"
+VISITS_REMEMBERED = 4096  # visits already written (per node, port, path, status)
 DENIED_PAGE = (b"<!doctype html><meta charset=utf-8><title>Not allowed</title>"
                b"<h1>403: not allowed</h1><p>This link has expired, or it is for a lab "
                b"machine that is not yours. Open it again from the lesson page.</p>\n")
@@ -187,7 +195,8 @@ class PortOrigin:
         if not address:
             return await _respond(send, 503, b"This lab machine is not running. "
                                              b"Start it from the lesson page.\n")
-        await HttpForward(scope, receive, send, node, address, port).run()
+        owner = node.session.user_id == user_pk
+        await HttpForward(scope, receive, send, node, address, port, owner).run()
 
     async def enter(self, scope, send, node_pk, port):
         """Trade the site's short-lived token for this origin's cookie."""
@@ -303,11 +312,46 @@ class BrowserLeft(Exception):
     pass
 
 
+_written_visits: dict = {}  # (runtime id, port, path, status) -> None, oldest first
+
+
+def visit_line(port: int, status: int, method: str, path: str) -> str | None:
+    """The line a visit adds to VISITS_FILE, or None for a visit that is not one
+    (an error status, a method other than GET or HEAD). The path is cut at its
+    first whitespace or control character, so one visit is always one line."""
+    if status >= 400 or method not in ("GET", "HEAD"):
+        return None
+    path = re.split(r"[\s\x00-\x1f\x7f]", path, maxsplit=1)[0] or "/"
+    return f"{port} {status} {method} {path[:500]}"
+
+
+async def record_visit(node, port: int, status: int, method: str, path: str) -> bool:
+    """Write the visit into the node (once per node, port, path and status);
+    True when a line was written."""
+    line = visit_line(port, status, method, path)
+    key = (node.runtime_id, port, line)
+    if line is None or key in _written_visits:
+        return False
+    result = await get_driver().exec(
+        node.runtime_id, ["/bin/sh", "-c", 'printf "%s\\n" "$1" >> ' + VISITS_FILE, "sh", line],
+        timeout=10)
+    if result.exit_code != 0:
+        log.warning("could not record a visit in node %s: %s", node.pk, result.output[-200:])
+        return False
+    _written_visits[key] = None
+    while len(_written_visits) > VISITS_REMEMBERED:
+        del _written_visits[next(iter(_written_visits))]
+    return True
+
+
 class HttpForward:
-    def __init__(self, scope, receive, send, node, address: str, port: int):
+    def __init__(self, scope, receive, send, node, address: str, port: int,
+                 owner: bool = False):
         self.scope, self.receive, self.send = scope, receive, send
         self.node, self.address, self.port = node, address, port
+        self.owner = owner  # the node's learner (an instructor's visit is not their work)
         self.started = False
+        self.status = 0
         self.body_done = asyncio.Event()
 
     async def run(self):
@@ -323,7 +367,14 @@ class HttpForward:
             for task in (watcher, relay):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-        if self.started:  # visiting a published app can be a lesson step
+        served = relay.done() and not relay.cancelled() and relay.exception() is None
+        if self.owner and served:  # visiting a published app can be a lesson step
+            try:
+                await record_visit(self.node, self.port, self.status,
+                                   self.scope["method"].upper(), self.scope["path"])
+            except Exception:
+                log.exception("could not record a visit to node %s", self.node.pk)
+        if self.started:
             try:
                 await checks.arequest(self.node.session_id)
             except Exception:
@@ -406,6 +457,7 @@ class HttpForward:
             await self.send({"type": "http.response.start", "status": response.status_code,
                              "headers": out})
             self.started = True
+            self.status = response.status_code
             async for data in response.aiter_raw():
                 await self.send({"type": "http.response.body", "body": data, "more_body": True})
             await self.send({"type": "http.response.body", "body": b""})

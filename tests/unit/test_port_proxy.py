@@ -51,6 +51,8 @@ class App:
         elif target == "/cookie":
             writer.write(b"HTTP/1.1 200 OK\r\nSet-Cookie: theme=dark; Domain=localhost; Path=/\r\n"
                          b"Set-Cookie: lab_port=forged; Path=/\r\nContent-Length: 0\r\n\r\n")
+        elif target == "/missing":
+            writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
         elif target == "/big":
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(BIG) + BIG)
         else:
@@ -383,3 +385,64 @@ async def test_other_instructors_and_classmates_get_403(who, request, app_in_nod
     entered = await get(f"/.lab/enter?token={token}", port_origin(node.pk, port))
     assert entered["status"] == 403
     assert app.requests == []
+
+
+def test_a_visit_line_is_one_line_for_pages_served():
+    assert portproxy.visit_line(80, 200, "GET", "/linux.png") == "80 200 GET /linux.png"
+    assert portproxy.visit_line(8080, 304, "HEAD", "/") == "8080 304 HEAD /"
+    # A path cannot add a line of its own or a second field.
+    assert portproxy.visit_line(80, 200, "GET", "/a\n80 200 GET /linux.png") == "80 200 GET /a"
+    assert portproxy.visit_line(80, 200, "GET", "/a b") == "80 200 GET /a"
+    # Not a page served: an error, or a form posted.
+    assert portproxy.visit_line(80, 404, "GET", "/linux.png") is None
+    assert portproxy.visit_line(80, 502, "GET", "/") is None
+    assert portproxy.visit_line(80, 200, "POST", "/") is None
+
+
+def _visits_written(fake_driver):
+    return [call[2][-1] for call in fake_driver.calls
+            if call[0] == "exec" and portproxy.VISITS_FILE in " ".join(call[2])]
+
+
+async def visit(path, headers):
+    """GET through the port origin, and let the proxy finish what it does after
+    the response went out (recording the visit, asking for a check)."""
+    comm = HttpCommunicator(application, "GET", path, headers=headers)
+    response = await comm.get_response(timeout=5)
+    await comm.wait(timeout=5)
+    return response
+
+
+async def test_the_owners_visit_is_written_into_the_node_once(app_in_node, ada, ws_headers,
+                                                              fake_driver, monkeypatch):
+    node, port, app, _ = app_in_node
+    portproxy._written_visits.clear()
+    asked = []
+
+    async def arequest(session_id, since=None):
+        # The visit is in the node before the check that reads it is asked for.
+        asked.append((session_id, list(_visits_written(fake_driver))))
+    monkeypatch.setattr(portproxy.checks, "arequest", arequest)
+    headers, landing = await enter(ada, ws_headers, node.pk, port, "/index.html?a=1")
+    assert (await visit(landing, headers))["status"] == 200
+    assert asked == [(node.session_id, [f"{port} 200 GET /index.html"])]
+    assert (await visit(landing, headers))["status"] == 200  # the same page again: no new line
+    assert (await visit("/missing", headers))["status"] == 404  # not served: no line
+    # Every answer still asks for a check (a 404 page may be what a step wants to see).
+    assert len(asked) == 3
+    assert _visits_written(fake_driver) == [f"{port} 200 GET /index.html"]
+
+
+async def test_an_instructors_visit_is_not_the_learners_work(app_in_node, ada_in_class, iris,
+                                                             ws_headers, fake_driver, monkeypatch):
+    node, port, app, _ = app_in_node
+    portproxy._written_visits.clear()
+    asked = []
+
+    async def arequest(session_id, since=None):
+        asked.append(session_id)
+    monkeypatch.setattr(portproxy.checks, "arequest", arequest)
+    headers, landing = await enter(iris, ws_headers, node.pk, port)
+    assert (await visit(landing, headers))["status"] == 200
+    assert asked
+    assert _visits_written(fake_driver) == []
