@@ -1,0 +1,233 @@
+"""Held-out learner spellings and near-misses, typed into the real site's terminal.
+
+`verify_lessons` proves each step's own variants and cheats. These are others,
+kept out of the lessons (tests/integration/heldout/<lesson>.toml: `step`, `why`,
+`type` in [[variants]] and [[cheats]] tables, typed-script syntax as in the
+lessons): what another learner would type. They go the learner's way: a learner
+signs up, starts the lesson on the site, types each case into the terminal
+websocket; then the page's Check asks for a check run and the step's verdict
+comes back on the lesson socket. A variant must turn the step done, a cheat
+must leave it pending.
+
+The steps before a case's step are brought about by their solve scripts (run in
+the node, as verify_lessons does); before each case the step's undo script takes
+the node back, and the learner's progress on that step is cleared, so the
+verdict that comes back is the one of a check run after the case.
+"""
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from labs.courses import typist, verify
+from labs.courses.lessons import load_lessons
+from labs.sandboxes.hints import clean_output
+from tests.integration.conftest import ROOT
+from tests.support.labclient import Learner, next_event
+
+HELDOUT = Path(__file__).parent / "heldout"
+LESSONS = {lesson.slug: lesson for lesson in load_lessons(ROOT / "labs" / "courses" / "content")}
+QUIET = 1.5  # seconds without output that end a typed line (the page gets no command-end marks)
+
+
+@dataclass(frozen=True)
+class Case:
+    step: int
+    variant: bool
+    why: str
+    script: str
+
+    def name(self) -> str:
+        return f"step {self.step} {'variant' if self.variant else 'cheat'}: {self.why}"
+
+
+def heldout_cases(path: Path) -> list:
+    data = tomllib.loads(path.read_text())
+    cases = [Case(int(t["step"]), kind == "variants", t["why"], t["type"])
+             for kind in ("variants", "cheats") for t in data.get(kind, [])]
+    return sorted(cases, key=lambda c: c.step)
+
+
+FILES = sorted(HELDOUT.glob("*.toml"))
+
+
+def test_every_heldout_file_names_a_lesson_and_steps_that_can_be_undone():
+    assert FILES, "no held-out cases"
+    for path in FILES:
+        lesson = LESSONS.get(path.stem)
+        assert lesson is not None, f"{path.name}: no lesson {path.stem}"
+        steps = {s.number: s for s in lesson.steps}
+        for case in heldout_cases(path):
+            assert case.step in steps, f"{path.name}: {case.name()}: no such step"
+            step = steps[case.step]
+            assert step.undo.strip(), f"{path.name}: {case.name()}: step has no undo script"
+            typist.parse(case.script)  # raises on a key or pause it does not know
+
+
+class SiteTerminal:
+    """A node's terminal as the lesson page has it: the site's websocket."""
+
+    def __init__(self, ws):
+        self.ws = ws
+        self.screen = bytearray()
+        self.last_output = time.monotonic()
+        self.reader = asyncio.ensure_future(self._read())
+
+    async def _read(self):
+        async for chunk in self.ws:
+            self.screen += chunk if isinstance(chunk, bytes) else chunk.encode()
+            self.last_output = time.monotonic()
+
+    async def until(self, done, seconds: float, what: str):
+        deadline = time.monotonic() + seconds
+        while not done():
+            if time.monotonic() > deadline:
+                text = " ".join(clean_output(self.screen.decode(errors="replace")).split())
+                raise AssertionError(f"{what} never happened: ...{text[-400:]}")
+            await asyncio.sleep(0.05)
+
+    async def quiet(self):
+        await self.until(lambda: time.monotonic() - self.last_output > QUIET, 120, "quiet")
+
+    async def type(self, script: str, copy) -> None:
+        """Type a held-out case as the typist of verify_lessons does, then wait
+        until the node's shell has run everything typed."""
+        actions = typist.parse(script)
+        line_start = 0
+        for index, action in enumerate(actions):
+            after = actions[index + 1] if index + 1 < len(actions) else None
+            if action.kind == "wait":
+                await asyncio.sleep(action.seconds)
+            elif action.kind == "until":
+                want = action.text.encode()
+                await self.until(lambda: want in self.screen[line_start:], 120,
+                                 f"{action.text!r} on the screen")
+            elif action.kind == "keys":
+                await self.ws.send(action.keys)
+                await asyncio.sleep(0.3)
+            else:
+                line_start = len(self.screen)
+                await self.ws.send((await typist._fill(action.text, copy)).encode() + b"\r")
+                if after is not None and after.kind == "line":
+                    await asyncio.sleep(0.3)
+                    await self.quiet()
+        nonce = secrets.token_hex(4)
+        await self.ws.send(f"\x15printf '%s-%s\\n' lab-heldout {nonce}\r".encode())
+        word = f"lab-heldout-{nonce}".encode()
+        await self.until(lambda: word in self.screen, 300, "the shell coming back")
+        await self.quiet()  # the checks that the case's own commands asked for are over
+
+
+async def _drain(ws, quiet: float = 0.5) -> None:
+    """Read what the socket has sent until it has been quiet for `quiet` seconds."""
+    while True:
+        try:
+            await asyncio.wait_for(ws.recv(), quiet)
+        except asyncio.TimeoutError:
+            return
+
+
+def _reset_step(live_site, username: str, slug: str, number: int) -> None:
+    done = live_site.manage("shell", "-c", (
+        "from labs.courses.models import StepProgress; "
+        f"StepProgress.objects.filter(user__username={username!r}, step__lesson__slug={slug!r}, "
+        f"step__number={number}).delete()"))
+    assert done.returncode == 0, done.stderr
+
+
+def _runtime_ids(live_site, pks: list) -> dict:
+    done = live_site.manage("shell", "-c", (
+        "from labs.sandboxes.models import LabNode; "
+        f"[print('node', n.pk, n.runtime_id) for n in LabNode.objects.filter(pk__in={pks!r})]"))
+    assert done.returncode == 0, done.stderr
+    found = [line.split() for line in done.stdout.splitlines() if line.startswith("node ")]
+    return {int(pk): runtime_id for _, pk, runtime_id in found}
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
+def test_heldout_cases_typed_into_the_site_are_judged(path, live_site, driver):
+    lesson = LESSONS[path.stem]
+    cases = heldout_cases(path)
+    username = f"held-{secrets.token_hex(3)}"
+    learner = Learner(live_site.url)
+    learner.signup(username)
+    verdicts = []
+
+    async def run():
+        async with learner.connect(f"/ws/lessons/{lesson.slug}/") as page:
+            reply = learner.start(lesson.slug)
+            assert reply.get("ok", True), reply
+            event = await next_event(page, lambda e: e.get("type") == "session"
+                                     and e.get("state") in ("ready", "failed"), 120)
+            assert event["state"] == "ready", event
+            pks = {n["name"]: n["id"] for n in event["nodes"]}
+            ids = _runtime_ids(live_site, list(pks.values()))
+            nodes = {name: driver.get_node(ids[pk]) for name, pk in pks.items()}
+            terminals = {}
+
+            async def terminal(name):
+                if name not in terminals:
+                    terminals[name] = SiteTerminal(await learner.connect(
+                        f"/ws/nodes/{pks[name]}/terminal/?cols=120&rows=40"))
+                return terminals[name]
+
+            async def sh(node, script, what):
+                env = await verify._node_env(driver, nodes)
+                done = await verify._sh(driver, nodes[node].id, script, 300, env)
+                assert done.ok, f"{what} failed: {done.output[-600:]}"
+
+            try:
+                for step in lesson.steps:
+                    mine = [c for c in cases if c.step == step.number]
+                    if step.quiz is not None:
+                        continue
+                    if step.setup.strip():
+                        await sh(step.node, step.setup, f"step {step.number} setup")
+                    for case in mine:
+                        await sh(step.node, step.undo, f"step {step.number} undo")
+                        term = await terminal(step.node)
+
+                        async def copy(command, node=step.node):
+                            done = await verify._sh(driver, nodes[node].id, command, 30)
+                            return done.output
+                        await term.type(case.script, copy)
+                        _reset_step(live_site, username, lesson.slug, step.number)
+                        await _drain(page)  # verdicts on what was typed before the reset
+                        await page.send('{"type": "check"}')
+                        # The step has no progress now: its next check records one,
+                        # and that is pushed whatever it says.
+                        verdict = await next_event(page, lambda e: e.get("type") == "step"
+                                                   and e.get("step") == step.number, 60)
+                        done = verdict["state"] == "done"
+                        message = verdict["message"]
+                        if done != case.variant:  # say what the node holds now
+                            now = await verify._sh(driver, nodes[step.node].id,
+                                                   step.check + "\necho \"[exit $?]\"", 30)
+                            ran = await verify._sh(driver, nodes[step.node].id,
+                                                   "tail -n 5 /root/.lab_commands", 30)
+                            message += (f" | check now: {now.output.strip()[-300:]}"
+                                        f" | last commands: {ran.output.strip()[-400:]!r}")
+                        verdicts.append((case, done, message))
+                    if mine:
+                        await sh(step.node, step.undo, f"step {step.number} undo")
+                    await sh(step.node, step.solve, f"step {step.number} solve")
+                    if step.number >= max(c.step for c in cases):
+                        break
+            finally:
+                for term in terminals.values():
+                    term.reader.cancel()
+                    await term.ws.close()
+
+    asyncio.run(run())
+    report = "\n".join(f"{'ok ' if done == case.variant else 'BAD'} {case.name()}: "
+                       f"{'done' if done else 'pending'} ({message})"
+                       for case, done, message in verdicts)
+    print(f"{lesson.slug}: {len(verdicts)} held-out cases\n{report}")
+    assert len(verdicts) == len(cases), report
+    assert all(done == case.variant for case, done, _ in verdicts), report
