@@ -72,7 +72,9 @@ def dashboard(request):
     memberships = (Membership.objects.filter(user=request.user)
                    .select_related("classroom", "classroom__owner"))
     return render(request, "courses/dashboard.html", {
-        "rows": rows, "memberships": memberships, "guest": is_guest(request.user),
+        "rows": rows, "running": LabSession.running_for(request.user),
+        "nodes_limit": settings.LAB_NODES_PER_LEARNER,
+        "memberships": memberships, "guest": is_guest(request.user),
         "messages_for_me": ClassMessage.recent_for(request.user, hours=24)})
 
 

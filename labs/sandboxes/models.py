@@ -167,6 +167,20 @@ class LabSession(models.Model):
         return found
 
     @classmethod
+    def running_for(cls, user) -> list:
+        """The learner's live sessions (queued, starting, running, failed but not
+        stopped), oldest first, with their lesson and node count: the dashboard's
+        running labs, each with a Stop."""
+        return list(cls.objects.filter(user=user).exclude(state=cls.STOPPED)
+                    .select_related("lesson").annotate(node_count=models.Count("nodes"))
+                    .order_by("created"))
+
+    @property
+    def stopping(self) -> bool:
+        """Asked to stop (by the learner, a limit or a reset); its nodes are going."""
+        return self.state != self.STOPPED and bool(self.ended_because)
+
+    @classmethod
     def nodes_in_use(cls, user, besides_lesson=None) -> int:
         """Nodes of the learner's live sessions (other than for `besides_lesson`)."""
         nodes = LabNode.objects.filter(session__user=user).exclude(session__state=cls.STOPPED)

@@ -8,6 +8,8 @@ from django.contrib.auth.decorators import login_required
 from django.db import transaction
 from django.http import HttpResponseForbidden, HttpResponseNotFound, JsonResponse
 from django.shortcuts import get_object_or_404, redirect
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from labs import broadcast
@@ -35,7 +37,8 @@ def start(request, slug):
         return JsonResponse({"ok": False, "error": "Log in to start a lab."}, status=403)
     room = LabSession.room_for(request.user, lesson)
     if room:
-        return JsonResponse({"ok": False, "state": "failed", "error": room}, status=409)
+        return JsonResponse({"ok": False, "state": "failed", "error": room,
+                             "running_url": reverse("dashboard") + "#running-labs"}, status=409)
     problems = preflight_problems()
     if problems:
         log.warning("not starting a lab for %s: %s", request.user, "; ".join(problems))
@@ -56,12 +59,24 @@ def start(request, slug):
 @require_POST
 @login_required
 def stop(request, slug):
+    """The learner's Stop (lesson page or dashboard): the session's nodes are
+    removed, with everything on them; step progress stays. A form post (the
+    dashboard's) goes back to `next` on this site."""
     lesson = get_object_or_404(Lesson, slug=slug)
     session = LabSession.current_for(request.user, lesson)
     if session is not None:
         session_id = session.pk
+        if not session.ended_because:  # "stopping" on the dashboard until it is gone
+            LabSession.objects.filter(pk=session_id).update(ended_because="stopped",
+                                                            controller=None)
         transaction.on_commit(lambda: tasks.stop_session.delay(session_id))
-    return JsonResponse({"ok": True})
+    if "application/json" in request.headers.get("Accept", ""):
+        return JsonResponse({"ok": True, "stopping": session is not None})
+    target = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
+                                           require_https=request.is_secure()):
+        target = reverse("dashboard")
+    return redirect(target)
 
 
 @require_POST

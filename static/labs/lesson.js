@@ -267,8 +267,14 @@
     }
   }
 
-  function fail(reason) {
+  function fail(reason, runningUrl) {
     setState("failed", reason || "Your lab machine could not start.");
+    if (runningUrl) {  // too many labs running: where to stop one
+      const link = document.createElement("a");
+      link.href = runningUrl;
+      link.textContent = "See and stop your running labs";
+      statusText.append(" ", link);
+    }
   }
 
   // ---- starting -------------------------------------------------------------
@@ -295,7 +301,7 @@
       fail("Could not reach the server to start your machine (" + err + ").");
       return;
     }
-    if (!body.ok) { fail(body.error); return; }
+    if (!body.ok) { fail(body.error, body.running_url); return; }
     onSession(body);
   }
 
@@ -314,9 +320,12 @@
     } else if (event.state === "stopped") {
       const why = {expired: "Your session reached its time limit, so your lab machine was stopped.",
                    idle: "Your lab machine was stopped after a long time without typing.",
-                   reset: "Your instructor is resetting your lab machine…"}[event.ended_because];
+                   reset: "Your instructor is resetting your lab machine…",
+                   stopped: "You stopped your lab machine; it is removed with everything on it."}[event.ended_because];
       setState("idle", (why || "Your lab machine was stopped.") +
                (event.ended_because === "reset" ? "" : " Your progress is saved; press Start to continue."));
+      // That machine is gone: its last screen would only mislead.
+      names.forEach(function (name) { if (terms[name].term) terms[name].term.reset(); });
     }
   }
 
@@ -653,6 +662,31 @@
       if (body.ok) { limits.lastTyped = Date.now(); onLimits(body); flash(extendButton, "Extended"); }
     } catch (err) { /* the timer stays as it was */ }
     extendButton.disabled = false;
+  });
+
+  // ---- Stop: asked once more, since it removes the machine's work --------------
+  const stopButton = document.getElementById("stop-button");
+  const stopConfirm = document.getElementById("stop-confirm");
+  stopButton.addEventListener("click", function () {
+    stopConfirm.hidden = false;
+    document.getElementById("stop-confirm-no").focus();
+  });
+  document.getElementById("stop-confirm-no").addEventListener("click", function () {
+    stopConfirm.hidden = true;
+  });
+  document.getElementById("stop-confirm-yes").addEventListener("click", async function () {
+    stopConfirm.hidden = true;
+    // No Start while it goes: the session event ("stopped") says when it is gone.
+    setState("stopping", "Stopping your lab machine…");
+    try {
+      const response = await fetch(lab.dataset.stopUrl, {
+        method: "POST", credentials: "same-origin",
+        headers: {"X-CSRFToken": csrf, "Accept": "application/json"}});
+      const body = await response.json();
+      if (!body.stopping) setState("idle", "Your lab machine is stopped. Press Start for a fresh one.");
+    } catch (err) {
+      setState("idle", "Could not reach the server to stop your machine (" + err + ").");
+    }
   });
 
   // ---- an instructor asks to take control ------------------------------------

@@ -37,3 +37,23 @@ def test_lesson_page_marks_the_step_to_resume(client, lesson, ada):
 
 def test_dashboard_needs_a_login(client, db):
     assert client.get("/dashboard/").status_code == 302
+
+
+def test_running_labs_are_listed_with_a_stop_each_and_only_hers(client, ada, bob, ready_session):
+    from labs.sandboxes.models import LabSession
+    LabSession.objects.create(user=bob, lesson=ready_session.lesson, state=LabSession.READY)
+    client.force_login(ada)
+    page = client.get("/dashboard/")
+    (running,) = page.context["running"]
+    assert running.pk == ready_session.pk and running.node_count == 1
+    html = page.content.decode()
+    assert 'id="running-labs"' in html
+    assert 'action="/lessons/first-containers/stop"' in html
+    assert "left</span>" in html.replace("\n", "").replace("  ", "")
+    # Asked to stop: shown as stopping, with no second Stop; once stopped, gone.
+    LabSession.objects.filter(pk=ready_session.pk).update(ended_because="stopped")
+    html = client.get("/dashboard/").content.decode()
+    assert "stopping…" in html and 'action="/lessons/first-containers/stop"' not in html
+    LabSession.objects.filter(pk=ready_session.pk).update(state=LabSession.STOPPED)
+    page = client.get("/dashboard/")
+    assert page.context["running"] == [] and "No lab machine is running" in page.content.decode()

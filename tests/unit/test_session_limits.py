@@ -98,6 +98,8 @@ def test_nodes_per_learner(client, ada, ready_session, two_node_lesson, settings
     response = client.post("/lessons/two-nodes/start")
     assert response.status_code == 409
     assert "Run your first containers" in response.json()["error"]
+    # The page links the message to where the running labs can be stopped.
+    assert response.json()["running_url"] == "/dashboard/#running-labs"
     assert not LabSession.objects.filter(lesson=two_node_lesson).exists()
     settings.LAB_NODES_PER_LEARNER = 3
     assert client.post("/lessons/two-nodes/start").status_code == 200

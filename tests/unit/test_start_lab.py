@@ -97,8 +97,31 @@ def test_stop_removes_the_node(client, ready_session, ada, fake_driver, django_c
     client.force_login(ada)
     runtime_id = ready_session.node1().runtime_id
     with django_capture_on_commit_callbacks(execute=True):
-        assert client.post("/lessons/first-containers/stop").status_code == 200
+        response = client.post("/lessons/first-containers/stop", HTTP_ACCEPT="application/json")
+        assert response.json() == {"ok": True, "stopping": True}
     ready_session.refresh_from_db()
     assert ready_session.state == "stopped"
+    assert ready_session.ended_because == "stopped"  # the page says who stopped it
     assert runtime_id not in fake_driver.nodes
     assert ("stop", runtime_id) in fake_driver.calls
+
+
+@pytest.mark.parametrize("given, lands", [("/lessons/first-containers/", "/lessons/first-containers/"),
+                                          ("", "/dashboard/"),
+                                          ("https://elsewhere.example/", "/dashboard/"),
+                                          ("//elsewhere.example/", "/dashboard/")])
+def test_stop_from_a_form_goes_back_to_this_site_only(given, lands, client, ready_session, ada):
+    client.force_login(ada)
+    response = client.post("/lessons/first-containers/stop", {"next": given})
+    assert response.status_code == 302 and response["Location"] == lands
+    ready_session.refresh_from_db()
+    # Until the worker has removed the nodes, the dashboard shows it as stopping.
+    assert ready_session.stopping and ready_session.ended_because == "stopped"
+
+
+def test_stopping_twice_keeps_the_first_reason(client, ready_session, ada):
+    type(ready_session).objects.filter(pk=ready_session.pk).update(ended_because="expired")
+    client.force_login(ada)
+    client.post("/lessons/first-containers/stop", HTTP_ACCEPT="application/json")
+    ready_session.refresh_from_db()
+    assert ready_session.ended_because == "expired"
