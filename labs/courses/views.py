@@ -51,6 +51,14 @@ def lesson_page(request, slug):
     if ready:
         nodes = [n.summary() for n in session.nodes.order_by("name")]
     resume = next((e["step"].number for e in steps if e["state"] != StepProgress.DONE), None)
+    done_count = sum(e["state"] == StepProgress.DONE for e in steps)
+    activity = (LessonActivity.objects.filter(user=request.user, lesson=lesson).first()
+                if request.user.is_authenticated else None)
+    took = ""
+    if steps and resume is None and activity is not None:
+        last_done = max((e.done_at for e in progress.values() if e.done_at), default=None)
+        if last_done is not None:
+            took = duration_text(last_done - activity.started)
     hand = bool(classrooms) and Membership.objects.filter(
         user=request.user, classroom__in=classrooms, hand_raised__isnull=False).exists()
     return render(request, "courses/lesson.html", {
@@ -60,10 +68,21 @@ def lesson_page(request, slug):
         "ready_nodes": nodes,
         "session_event": session.event() if session else None,
         "resume": resume,
+        "done_count": done_count,
+        "complete": bool(steps) and resume is None,
+        "took": took,
+        "started": activity.started if activity else None,
+        "next_lesson": Lesson.objects.filter(order__gt=lesson.order).order_by("order").first(),
         "in_classroom": bool(classrooms), "hand_raised": hand,
         "class_messages": messages,
         "warn_seconds": settings.LAB_SESSION_WARN_MINUTES * 60,
     })
+
+
+def duration_text(delta) -> str:
+    """How long a lesson took, as a learner reads it: "4 min", "1 h 05 min"."""
+    minutes = max(1, round(delta.total_seconds() / 60))
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 @login_required

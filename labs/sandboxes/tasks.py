@@ -187,6 +187,10 @@ def run_checks(session_id: int) -> dict | None:
         if step.node not in nodes:
             record(step, None, f"could not check (this lab has no node {step.node})")
     StepProgress.mark_checked(session.user, unchanged)
+    # After the step events of this run: the page's Check my work says what it found.
+    broadcast.push(group, {"type": "checked",
+                           "open": sorted(n for n, state in results.items()
+                                          if state != StepProgress.DONE)})
     return results
 
 

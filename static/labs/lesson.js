@@ -136,6 +136,32 @@
     el.querySelector(".step-message").textContent = event.state === "done" ? "" : (event.message || "");
     if (event.state === "done") el.querySelector(".step-hint").textContent = "";
     moveResume();
+    showProgress(true);
+  }
+
+  // ---- "N of M steps done", and the lesson's end --------------------------------
+  const progressLine = document.getElementById("lesson-progress");
+  const completePanel = document.getElementById("lesson-complete");
+
+  function duration(ms) {
+    const minutes = Math.max(1, Math.round(ms / 60000));
+    if (minutes < 60) return minutes + " min";
+    const rest = minutes % 60;
+    return Math.floor(minutes / 60) + " h " + (rest < 10 ? "0" : "") + rest + " min";
+  }
+
+  function showProgress(live) {
+    if (!progressLine) return;
+    const all = document.querySelectorAll(".steps > .step");
+    const done = document.querySelectorAll('.steps > .step[data-state="done"]').length;
+    document.getElementById("steps-done").textContent = done;
+    document.getElementById("lesson-bar").style.width = (all.length ? 100 * done / all.length : 0) + "%";
+    if (!completePanel || !live || !all.length || done < all.length || !completePanel.hidden) return;
+    // The last step just turned done: say so, with the time it took and what is next.
+    const started = Date.parse(completePanel.dataset.started || "");
+    if (started) document.getElementById("complete-took").textContent = " in " + duration(Date.now() - started);
+    completePanel.hidden = false;
+    completePanel.scrollIntoView({block: "nearest", behavior: "smooth"});
   }
 
   function onHint(event) {
@@ -358,7 +384,45 @@
   startButton.addEventListener("click", start);
   retryButton.addEventListener("click", start);
 
+  // Check my work: says that it is checking, then what the check run found
+  // (the worker sends "checked" with the steps still open after every run).
+  const checkResult = document.getElementById("check-result");
+  let checkAsked = 0;
+  let checkTimer = null;
+
+  function onChecked(event) {
+    if (!checkAsked) return;
+    checkAsked = 0;
+    clearTimeout(checkTimer);
+    checkButton.textContent = "Check my work";
+    checkButton.disabled = !(lab.dataset.state === "ready" || lab.dataset.state === "reconnecting");
+    // The run's step events came before this one: the page's steps are up to date
+    // (quiz steps too, which no check run judges).
+    const open = Array.from(document.querySelectorAll('.steps > .step:not([data-state="done"])'))
+      .map(function (el) { return parseInt(el.dataset.step, 10); });
+    if (!open.length) {
+      checkResult.textContent = "Checked: every step is done.";
+      return;
+    }
+    const first = document.querySelector('.step[data-step="' + open[0] + '"]');
+    const why = first ? first.querySelector(".step-message").textContent : "";
+    checkResult.textContent = "Checked: step " + open[0] + " is not done yet" +
+      (why ? ": " + why : ".") + (open.length > 1 ? " (" + open.length + " steps to go)" : "");
+  }
+
   checkButton.addEventListener("click", function () {
+    checkAsked = Date.now();
+    checkButton.textContent = "Checking…";
+    checkButton.disabled = true;
+    checkResult.textContent = "";
+    clearTimeout(checkTimer);
+    checkTimer = setTimeout(function () {
+      if (!checkAsked) return;
+      checkAsked = 0;
+      checkButton.textContent = "Check my work";
+      checkButton.disabled = false;
+      checkResult.textContent = "The check did not answer in time; try again in a moment.";
+    }, 20000);
     if (lessonSocket && lessonSocket.readyState === WebSocket.OPEN) {
       lessonSocket.send(JSON.stringify({type: "check"}));
     } else {
@@ -404,6 +468,7 @@
       if (event.type === "progress") onProgress(event);
       else if (event.type === "session") onSessionEvent(event);
       else if (event.type === "step") onStep(event);
+      else if (event.type === "checked") onChecked(event);
       else if (event.type === "hint") onHint(event);
       else if (event.type === "ports") onPorts(event);
       else if (event.type === "error") statusText.textContent = event.message;

@@ -301,6 +301,10 @@ def test_lesson_1_first_containers_by_clicking(page, live_site):
     learner.sign_up("ada-clicks")
     learner.start("first-containers")
     assert learner.steps().count() == 8
+    page.click("#check-button")  # nothing done yet: it says it checks, then what it found
+    expect(page.locator("#check-result")).to_contain_text("Checked: step 1 is not done yet",
+                                                          timeout=30_000)
+    expect(page.locator("#lesson-progress")).to_contain_text("0 of 8 steps done")
 
     # 1-2: one command each.
     for number in (1, 2):
@@ -342,6 +346,14 @@ def test_lesson_1_first_containers_by_clicking(page, live_site):
     assert re.search(r"\bmysqld\b|mariadb", learner.text("node1")), learner.text("node1")
 
     seconds = learner.finish()
+    # The lesson ends: all steps counted, how long it took, the next lesson.
+    expect(page.locator("#lesson-progress")).to_contain_text("8 of 8 steps done")
+    complete = page.locator("#lesson-complete")
+    expect(complete).to_be_visible()
+    expect(complete).to_contain_text(re.compile(r"You did all 8 steps in \d+ min"))
+    expect(complete.locator("a.primary")).to_contain_text("Next lesson: ")
+    page.click("#check-button")
+    expect(page.locator("#check-result")).to_contain_text("Checked: every step is done.")
     print(f"lesson 1 (first-containers) done by clicking in {seconds:.1f}s")
 
 

@@ -53,3 +53,30 @@ def test_bobs_progress_is_not_shown_to_ada(client, lesson, ada, bob):
     client.force_login(ada)
     html = client.get("/lessons/first-containers/").content.decode()
     assert 'data-step="1" data-state="pending"' in html
+
+
+def test_the_page_counts_steps_done_and_ends_with_the_next_lesson(client, lesson, two_node_lesson,
+                                                                    ada):
+    from datetime import timedelta
+
+    from labs.courses.models import LessonActivity
+    two_node_lesson.order = lesson.order + 1
+    two_node_lesson.save()
+    client.force_login(ada)
+    html = client.get("/lessons/first-containers/").content.decode()
+    assert re.search(r'id="steps-done">0</span> of 2 steps done', html)
+    assert re.search(r'id="lesson-complete"[^>]*\bhidden\b', html)  # not over yet
+
+    StepProgress.record(ada, lesson.steps.get(number=1), StepProgress.DONE, "")
+    assert re.search(r'id="steps-done">1</span> of 2', client.get("/lessons/first-containers/")
+                     .content.decode())
+    StepProgress.record(ada, lesson.steps.get(number=2), StepProgress.DONE, "")
+    LessonActivity.objects.filter(user=ada, lesson=lesson).update(
+        started=StepProgress.objects.get(user=ada, step__number=2, step__lesson=lesson).done_at
+        - timedelta(minutes=83))
+    page = client.get("/lessons/first-containers/")
+    html = page.content.decode()
+    assert page.context["complete"] and page.context["took"] == "1 h 23 min"
+    assert not re.search(r'id="lesson-complete"[^>]*\bhidden\b', html)
+    assert "You did all 2 steps<span id=\"complete-took\"> in 1 h 23 min</span>." in html
+    assert f'href="/lessons/{two_node_lesson.slug}/">Next lesson: {two_node_lesson.title}' in html

@@ -119,13 +119,15 @@ async def test_finished_command_in_terminal_runs_checks_and_step_event_arrives(
     await term.send_to(bytes_data=b"3f4a1c9b2e7d\r\n\x1b]6973;cmd-end;0\x07")
     assert await term.receive_from(timeout=2) == b"3f4a1c9b2e7d\r\n"
 
-    events = [await next_event(lesson_comm), await next_event(lesson_comm)]
+    events = [await next_event(lesson_comm) for _ in range(3)]
     assert events == [
         {"type": "step", "step": 1, "state": "done", "message": ""},
         {"type": "step", "step": 2, "state": "pending", "message": "List every container."},
+        {"type": "checked", "open": [2]},  # after the run's steps: for Check my work
     ]
-    # Nothing changed on the next command: no repeated events.
+    # Nothing changed on the next command: no repeated step events, only the run's end.
     await term.send_to(bytes_data=b"\x1b]6973;cmd-end;0\x07")
+    assert await next_event(lesson_comm) == {"type": "checked", "open": [2]}
     assert await lesson_comm.receive_nothing(timeout=1)
     # Two check runs: both steps the first time, only the step still open the second.
     assert len([c for c in fake_driver.calls if c[0] == "exec" and c[2][0] == "/bin/sh"]) == 3

@@ -347,8 +347,10 @@ async def test_checks_refresh_the_ports_and_push_them(ready_session, ada, ws_hea
     node = await database_sync_to_async(ready_session.node1)()
     assert event == {"type": "ports", "node": node.pk, "name": "node1", "ports": [
         {"port": 8080, "target": 80, "container": "web1", "url": f"/nodes/{node.pk}/ports/8080/"}]}
-    # Unchanged ports are not pushed again.
+    assert json.loads(await comm.receive_from(timeout=2))["type"] == "checked"  # the run's end
+    # Unchanged ports are not pushed again: the next run sends only its end.
     await database_sync_to_async(tasks.run_checks)(ready_session.pk)
+    assert json.loads(await comm.receive_from(timeout=2)) == {"type": "checked", "open": []}
     assert await comm.receive_nothing(timeout=0.3)
     await comm.disconnect()
 
