@@ -6,8 +6,9 @@ kept out of the lessons (tests/integration/heldout/<lesson>.toml: `step`, `why`,
 lessons): what another learner would type. They go the learner's way: a learner
 signs up, starts the lesson on the site, types each case into the terminal
 websocket; then the page's Check asks for a check run and the step's verdict
-comes back on the lesson socket. A variant must turn the step done, a cheat
-must leave it pending.
+comes back on the lesson socket (every check run ends with a "checked" event
+listing the steps still open). A variant must turn the step done, a cheat must
+leave it pending.
 
 The steps before a case's step are brought about by their solve scripts (run in
 the node, as verify_lessons does); before each case the step's undo script takes
@@ -17,6 +18,7 @@ verdict that comes back is the one of a check run after the case.
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import time
 import tomllib
@@ -114,7 +116,9 @@ class SiteTerminal:
             else:
                 line_start = len(self.screen)
                 await self.ws.send((await typist._fill(action.text, copy)).encode() + b"\r")
-                if after is not None and after.kind == "line":
+                if after is None or after.kind == "line":
+                    # A line typed ahead would go to whatever reads the terminal
+                    # now (a container's shell that is exiting loses it).
                     await asyncio.sleep(0.3)
                     await self.quiet()
         nonce = secrets.token_hex(4)
@@ -124,13 +128,14 @@ class SiteTerminal:
         await self.quiet()  # the checks that the case's own commands asked for are over
 
 
-async def _drain(ws, quiet: float = 0.5) -> None:
-    """Read what the socket has sent until it has been quiet for `quiet` seconds."""
+async def _drain(ws, quiet: float = 0.5) -> list:
+    """The events the socket sends until it has been quiet for `quiet` seconds."""
+    events = []
     while True:
         try:
-            await asyncio.wait_for(ws.recv(), quiet)
+            events.append(json.loads(await asyncio.wait_for(ws.recv(), quiet)))
         except asyncio.TimeoutError:
-            return
+            return events
 
 
 def _reset_step(live_site, username: str, slug: str, number: int) -> None:
@@ -198,14 +203,22 @@ def test_heldout_cases_typed_into_the_site_are_judged(path, live_site, driver):
                             return done.output
                         await term.type(case.script, copy)
                         _reset_step(live_site, username, lesson.slug, step.number)
-                        await _drain(page)  # verdicts on what was typed before the reset
+                        # Runs that started before the reset are over once the page
+                        # socket has been quiet a moment; what they sent is read here.
+                        said = [e.get("message", "") for e in await _drain(page)
+                                if e.get("type") == "step" and e.get("step") == step.number]
                         await page.send('{"type": "check"}')
-                        # The step has no progress now: its next check records one,
-                        # and that is pushed whatever it says.
-                        verdict = await next_event(page, lambda e: e.get("type") == "step"
-                                                   and e.get("step") == step.number, 60)
-                        done = verdict["state"] == "done"
-                        message = verdict["message"]
+                        # Every check run ends with "checked" and the steps it left
+                        # open (a run the engine's events asked for may come first:
+                        # it too saw the node after the case).
+                        event = {}
+                        while event.get("type") != "checked":
+                            event = await next_event(page, lambda e: e.get("type") in
+                                                     ("step", "checked"), 60)
+                            if event.get("step") == step.number:
+                                said.append(event.get("message", ""))
+                        done = step.number not in event["open"]
+                        message = said[-1] if said else ""
                         if done != case.variant:  # say what the node holds now
                             now = await verify._sh(driver, nodes[step.node].id,
                                                    step.check + "\necho \"[exit $?]\"", 30)
