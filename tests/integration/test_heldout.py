@@ -1,14 +1,12 @@
 """Held-out learner spellings and near-misses, typed into the real site's terminal.
 
-`verify_lessons` proves each step's own variants and cheats. These are others,
-kept out of the lessons (tests/integration/heldout/<lesson>.toml: `step`, `why`,
-`type` in [[variants]] and [[cheats]] tables, typed-script syntax as in the
-lessons): what another learner would type. They go the learner's way: a learner
-signs up, starts the lesson on the site, types each case into the terminal
-websocket; then the page's Check asks for a check run and the step's verdict
-comes back on the lesson socket (every check run ends with a "checked" event
-listing the steps still open). A variant must turn the step done, a cheat must
-leave it pending.
+The held-out cases (tests/support/heldout.py) of one lesson go the learner's
+whole way here: a learner signs up, starts the lesson on the site, types each
+case into the terminal websocket; then the page's Check asks for a check run
+and the step's verdict comes back on the lesson socket (every check run ends
+with a "checked" event listing the steps still open). A variant must turn the
+step done, a cheat must leave it pending. (The other lessons' held-out cases
+are typed in test_lessons.py, in the verify run of their lesson.)
 
 The steps before a case's step are brought about by their solve scripts (run in
 the node, as verify_lessons does); before each case the step's undo script takes
@@ -21,42 +19,19 @@ import asyncio
 import json
 import secrets
 import time
-import tomllib
-from dataclasses import dataclass
-from pathlib import Path
-
-import pytest
 
 from labs.courses import typist, verify
 from labs.courses.lessons import load_lessons
 from labs.sandboxes.hints import clean_output
 from tests.integration.conftest import ROOT
+from tests.support import heldout
 from tests.support.labclient import Learner, next_event
 
-HELDOUT = Path(__file__).parent / "heldout"
 LESSONS = {lesson.slug: lesson for lesson in load_lessons(ROOT / "labs" / "courses" / "content")}
 QUIET = 1.5  # seconds without output that end a typed line (the page gets no command-end marks)
 
 
-@dataclass(frozen=True)
-class Case:
-    step: int
-    variant: bool
-    why: str
-    script: str
-
-    def name(self) -> str:
-        return f"step {self.step} {'variant' if self.variant else 'cheat'}: {self.why}"
-
-
-def heldout_cases(path: Path) -> list:
-    data = tomllib.loads(path.read_text())
-    cases = [Case(int(t["step"]), kind == "variants", t["why"], t["type"])
-             for kind in ("variants", "cheats") for t in data.get(kind, [])]
-    return sorted(cases, key=lambda c: c.step)
-
-
-FILES = sorted(HELDOUT.glob("*.toml"))
+FILES = heldout.files()
 
 
 def test_every_heldout_file_names_a_lesson_and_steps_that_can_be_undone():
@@ -65,7 +40,7 @@ def test_every_heldout_file_names_a_lesson_and_steps_that_can_be_undone():
         lesson = LESSONS.get(path.stem)
         assert lesson is not None, f"{path.name}: no lesson {path.stem}"
         steps = {s.number: s for s in lesson.steps}
-        for case in heldout_cases(path):
+        for case in heldout.cases(path):
             assert case.step in steps, f"{path.name}: {case.name()}: no such step"
             step = steps[case.step]
             assert step.undo.strip(), f"{path.name}: {case.name()}: step has no undo script"
@@ -155,10 +130,10 @@ def _runtime_ids(live_site, pks: list) -> dict:
     return {int(pk): runtime_id for _, pk, runtime_id in found}
 
 
-@pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
-def test_heldout_cases_typed_into_the_site_are_judged(path, live_site, driver):
+def test_heldout_cases_typed_into_the_site_are_judged(live_site, driver):
+    path = heldout.HELDOUT / f"{heldout.THROUGH_THE_SITE}.toml"
     lesson = LESSONS[path.stem]
-    cases = heldout_cases(path)
+    cases = heldout.cases(path)
     username = f"held-{secrets.token_hex(3)}"
     learner = Learner(live_site.url)
     learner.signup(username)

@@ -1,7 +1,9 @@
 """Every lesson is its own test: on fresh real nodes, each step's check fails,
 keeps failing after each cheat typed into the node's terminal, passes after its
 solve and after each variant typed (quiz steps: the answer is one of the
-choices). The same verification as `python manage.py verify_lessons`.
+choices). The same verification as `python manage.py verify_lessons`, with
+the held-out cases of tests/integration/heldout/ typed too (tests/support/heldout.py;
+one lesson's go through the site instead, in test_heldout.py).
 """
 from __future__ import annotations
 
@@ -13,8 +15,10 @@ import pytest
 from labs.courses import verify
 from labs.courses.lessons import load_lessons
 from tests.integration.conftest import ROOT
+from tests.support.heldout import THROUGH_THE_SITE, with_heldout
 
-LESSONS = load_lessons(ROOT / "labs" / "courses" / "content")
+LESSONS = [lesson if lesson.slug == THROUGH_THE_SITE else with_heldout(lesson)
+           for lesson in load_lessons(ROOT / "labs" / "courses" / "content")]
 
 
 @pytest.mark.parametrize("lesson", LESSONS, ids=[lesson.slug for lesson in LESSONS])
