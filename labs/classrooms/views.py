@@ -12,7 +12,7 @@ import datetime
 
 from django import forms
 from django.conf import settings
-from django.contrib.auth import get_user_model
+from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
@@ -23,7 +23,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from labs import broadcast
-from labs.accounts.models import is_instructor
+from labs.accounts.models import Profile, is_instructor
 from labs.courses.models import Lesson
 from labs.sandboxes import tasks
 from labs.sandboxes.models import LabNode, LabSession
@@ -83,8 +83,8 @@ def classrooms(request):
     else:
         now = timezone.localtime().replace(second=0, microsecond=0)
         form = ClassroomForm(initial={"starts": now.strftime("%Y-%m-%dT%H:%M"),
-                                      "ends": (now + datetime.timedelta(hours=3)).strftime("%Y-%m-%dT%H:%M"),
-                                      "lessons": Lesson.objects.all()[:1]})
+                                      "ends": (now + datetime.timedelta(hours=3)).strftime("%Y-%m-%dT%H:%M")})
+        # No lesson ticked for the instructor: the choice is theirs.
     rooms = Classroom.taught_by(request.user).prefetch_related("lessons")
     return render(request, "classrooms/classrooms.html", {"form": form, "rooms": rooms})
 
@@ -190,6 +190,10 @@ def join(request, code=""):
     elif room is not None and not room.is_open():
         error = "This classroom has ended."
     if request.method == "POST" and room is not None and not error:
+        if not request.user.is_authenticated and request.POST.get("as_guest"):
+            # "Continue as a guest" joins in the same click: a guest user, logged in.
+            login(request, Profile.make_guest(),
+                  backend="django.contrib.auth.backends.ModelBackend")
         if not request.user.is_authenticated:
             return redirect("join-code", code=room.code)  # offers guest, log in or sign up
         room.join(request.user)

@@ -71,7 +71,9 @@
     who.appendChild(name);
     if (row.guest) who.appendChild(el("span", {className: "tag"}, "guest"));
     if (row.hand) {
-      const hand = el("button", {type: "button", className: "hand", title: "Hand raised; click to lower it"}, "\u270B");
+      // An image, not the emoji: a machine without an emoji font showed an empty box.
+      const hand = el("button", {type: "button", className: "hand", title: "Hand raised; click to lower it"});
+      hand.appendChild(el("img", {className: "hand-icon", src: root.dataset.handIcon, alt: "hand raised"}));
       hand.addEventListener("click", function () { post(base + "learners/" + row.user + "/lower-hand"); });
       who.appendChild(hand);
     }
@@ -122,7 +124,14 @@
     table.querySelectorAll("tr[data-user]").forEach(function (tr) {
       const span = tr.querySelector(".on-step");
       const row = rows[tr.dataset.user];
-      if (!row || !row.current) { span.textContent = row && row.last_seen ? "all done" : "not started"; tr.classList.remove("stuck"); return; }
+      if (!row || !row.current) {
+        const cells = row ? Object.values(row.cells) : [];
+        const done = cells.filter(function (c) { return c.state === "done"; }).length;
+        span.textContent = cells.length && done === cells.length ? "all done"
+          : done ? "between lessons" : "not started";
+        tr.classList.remove("stuck");
+        return;
+      }
       const seconds = (now - Date.parse(row.current.since)) / 1000;
       span.textContent = "step " + row.current.step + ": " + duration(seconds);
       const stuck = seconds > grid.stuck_seconds;

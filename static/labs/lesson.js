@@ -61,14 +61,16 @@
       const run = document.createElement("button");
       run.type = "button";
       run.className = "cmd-run";
-      run.textContent = fill ? "Type" : "Run";
-      run.title = fill ? "Type this into " + node + "'s terminal; fill in the <placeholder>, then press Enter"
+      run.textContent = fill ? "Fill in…" : "Run";
+      run.title = fill ? "Fill in the <placeholders>, then run it in " + node + "'s terminal"
                        : "Run this in " + node + "'s terminal";
-      run.addEventListener("click", function () { runCommand(node, text, !fill, run); });
+      const act = fill ? function () { openFill(bar, node, text, run); }
+                       : function () { runCommand(node, text, true, run); };
+      run.addEventListener("click", act);
       bar.appendChild(run);
       pre.classList.add("command");
       pre.dataset.node = node;
-      code.addEventListener("click", function () { runCommand(node, text, !fill, run); });
+      code.addEventListener("click", act);
       code.title = run.title;
     }
     const copy = document.createElement("button");
@@ -82,9 +84,126 @@
                                        function () { flash(copy, "Select and copy"); });
     });
     bar.appendChild(copy);
-    // Below the block, not over it: long commands scroll sideways under nothing.
-    pre.insertAdjacentElement("afterend", bar);
+    // A long command scrolls sideways: the keyboard can reach it to scroll it.
+    pre.tabIndex = 0;
+    // In a wrapper with the block: the buttons sit in its corner (site.css).
+    const wrap = document.createElement("div");
+    wrap.className = "cmd-block";
+    pre.insertAdjacentElement("beforebegin", wrap);
+    wrap.appendChild(pre);
+    wrap.appendChild(bar);
   });
+
+  // ---- commands with <placeholders>: a small form, never "<...>" in the shell --
+  // Each placeholder gets a field, filled with what the lab can see: IDs and
+  // addresses from the terminals' screens (what the learner would copy), the
+  // learner's name for a Docker ID. Run types the filled command with Enter.
+  const PLACEHOLDERS = /<[A-Za-z][^<>\n]*>/g;
+
+  function screenText() {
+    // Every terminal's screen, the active one last (its output is the most recent).
+    const order = names.filter(function (n) { return n !== active; }).concat([active]);
+    return order.map(function (name) {
+      const t = terms[name];
+      if (!t || !t.term) return "";
+      const buffer = t.term.buffer.active, lines = [];
+      for (let i = 0; i < buffer.length; i++) {
+        const line = buffer.getLine(i);
+        if (line) lines.push(line.translateToString(true));
+      }
+      return lines.join("\n");
+    }).join("\n");
+  }
+
+  function lastMatches(re, text) {
+    // Distinct matches, most recent first.
+    const seen = [], all = text.match(re) || [];
+    for (let i = all.length - 1; i >= 0; i--) if (seen.indexOf(all[i]) < 0) seen.push(all[i]);
+    return seen;
+  }
+
+  function suggestions(fields) {
+    const text = screenText();
+    const lines = text.split("\n");
+    const ids = lastMatches(/\b[0-9a-f]{12}\b/g, text);
+    const none = lines.filter(function (l) { return /<none>/.test(l); }).join("\n");
+    const imageIds = lastMatches(/\b[0-9a-f]{12}\b/g, none);
+    const addresses = lastMatches(/\b(?:\d{1,3}\.){3}\d{1,3}\b/g, text)
+      .filter(function (a) { return !/^(127\.|0\.)/.test(a); });
+    const token = (text.match(/SWMTKN-1-([0-9a-z-]+)/g) || []).pop();
+    const user = (lab && lab.dataset.username || "").toLowerCase().replace(/[^a-z0-9]/g, "");
+    let nextId = 0;
+    return fields.map(function (name) {
+      const key = name.toLowerCase();
+      if (/docker id|your name/.test(key)) return user;
+      if (/token/.test(key)) return token ? token.replace(/^SWMTKN-1-/, "") : "";
+      if (/image id/.test(key)) return imageIds[0] || ids[0] || "";
+      if (/\bid\b/.test(key)) return ids[nextId++] || "";
+      if (/address/.test(key)) return addresses[0] || "";
+      return "";
+    });
+  }
+
+  function openFill(bar, node, text, button) {
+    const open = bar.nextElementSibling;
+    if (open && open.classList.contains("cmd-fill")) { open.querySelector("input").focus(); return; }
+    const fields = [];
+    (text.match(PLACEHOLDERS) || []).forEach(function (p) {
+      const name = p.slice(1, -1);
+      if (fields.indexOf(name) < 0) fields.push(name);
+    });
+    const values = suggestions(fields);
+    const form = document.createElement("form");
+    form.className = "cmd-fill";
+    const inputs = fields.map(function (name, i) {
+      const label = document.createElement("label");
+      label.textContent = name + " ";
+      const input = document.createElement("input");
+      input.type = "text";
+      input.required = true;
+      input.spellcheck = false;
+      input.autocomplete = "off";
+      input.value = values[i];
+      input.pattern = "[^<>]+";
+      input.title = "No < or > : the value itself";
+      label.appendChild(input);
+      form.appendChild(label);
+      return input;
+    });
+    const go = document.createElement("button");
+    go.type = "submit";
+    go.className = "cmd-run";
+    go.textContent = "Run";
+    const cancel = document.createElement("button");
+    cancel.type = "button";
+    cancel.textContent = "Cancel";
+    cancel.addEventListener("click", function () { form.remove(); button.focus(); });
+    const preview = document.createElement("code");
+    preview.className = "cmd-fill-preview";
+    function filled() {
+      return text.replace(PLACEHOLDERS, function (p) {
+        return inputs[fields.indexOf(p.slice(1, -1))].value.trim();
+      });
+    }
+    function update() { preview.textContent = filled(); }
+    inputs.forEach(function (input) { input.addEventListener("input", update); });
+    form.appendChild(go);
+    form.appendChild(cancel);
+    form.appendChild(preview);
+    update();
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      if (!form.reportValidity()) return;
+      const state = lab.dataset.state;
+      if (state !== "ready" && state !== "reconnecting") { flash(go, "Start the lab first"); return; }
+      runCommand(node, filled(), true, go);
+      form.remove();
+    });
+    bar.insertAdjacentElement("afterend", form);
+    const empty = inputs.filter(function (input) { return !input.value; })[0];
+    (empty || inputs[0]).focus();
+    if (!empty) inputs[0].select();
+  }
 
   // ---- quiz steps -----------------------------------------------------------
   // "Check answer" posts to the form's action; "Show the answer" to its own
@@ -139,6 +258,23 @@
     showProgress(true);
   }
 
+  // ---- narrow screens: Steps or Terminal, one at a time ------------------------
+  const paneButtons = {steps: document.getElementById("show-steps"),
+                       terminal: document.getElementById("show-terminal")};
+  function showPane(pane) {
+    if (!paneButtons.steps) return;
+    document.body.dataset.pane = pane;
+    Object.keys(paneButtons).forEach(function (key) {
+      paneButtons[key].setAttribute("aria-selected", key === pane ? "true" : "false");
+    });
+    // The terminal was hidden: size it to the screen now that it shows.
+    if (pane === "terminal") window.dispatchEvent(new Event("resize"));
+  }
+  if (paneButtons.steps) {
+    paneButtons.steps.addEventListener("click", function () { showPane("steps"); });
+    paneButtons.terminal.addEventListener("click", function () { showPane("terminal"); });
+  }
+
   // ---- "N of M steps done", and the lesson's end --------------------------------
   const progressLine = document.getElementById("lesson-progress");
   const completePanel = document.getElementById("lesson-complete");
@@ -155,6 +291,8 @@
     const all = document.querySelectorAll(".steps > .step");
     const done = document.querySelectorAll('.steps > .step[data-state="done"]').length;
     document.getElementById("steps-done").textContent = done;
+    const paneCount = document.querySelector(".pane-count");
+    if (paneCount) paneCount.textContent = "(" + done + " of " + all.length + ")";
     document.getElementById("lesson-bar").style.width = (all.length ? 100 * done / all.length : 0) + "%";
     if (!completePanel || !live || !all.length || done < all.length || !completePanel.hidden) return;
     // The last step just turned done: say so, with the time it took and what is next.
@@ -209,7 +347,7 @@
   function showHand(raised) {
     if (!handButton) return;
     handButton.dataset.raised = raised ? "1" : "0";
-    handButton.textContent = raised ? "Lower my hand" : "\u270B Raise my hand";
+    handButton.querySelector(".hand-label").textContent = raised ? "Lower my hand" : "Raise my hand";
     handButton.classList.toggle("primary", raised);
   }
   if (handButton) {
@@ -281,6 +419,10 @@
 
   function setState(state, text) {
     lab.dataset.state = state;
+    // Narrow screens: the tab says where Start is while there is no machine.
+    if (paneButtons.terminal) {
+      paneButtons.terminal.textContent = state === "idle" || state === "failed" ? "Terminal: Start" : "Terminal";
+    }
     statusBox.classList.toggle("error", state === "failed");
     if (text !== undefined) statusText.textContent = text;
     startButton.hidden = state !== "idle";
@@ -315,6 +457,7 @@
   }
 
   async function start() {
+    showPane("terminal");
     setState("starting", "Starting your lab machine" + (names.length > 1 ? "s" : "") + "…");
     bar.style.width = "2%";
     armDeadline();
@@ -500,18 +643,29 @@
       o.box.hidden = other !== name;
     });
     if (lab.dataset.state !== "ready" && lab.dataset.state !== "reconnecting") return;
+    if (!fontReady) {  // cells are measured from the font when the terminal opens
+      fontLoading.then(function () { if (active === name) showTab(name); });
+      return;
+    }
     ensureTerm(t);
     try { t.fit.fit(); } catch (err) { /* not laid out yet */ }
     if (!t.socket && !t.timer) connectTerminal(t);
     t.term.focus();
   }
 
+  // The lab's own monospace font (static/vendor/dejavu-mono), loaded before a
+  // terminal opens: xterm.js sizes its cells from the font it finds then.
+  let fontReady = !document.fonts;
+  const fontLoading = (document.fonts ? document.fonts.load('14px "Lab Mono"') : Promise.resolve())
+    .catch(function () { /* drawn in the fallback font */ })
+    .then(function () { fontReady = true; });
+
   function ensureTerm(t) {
     if (t.term) return;
     // Its own scrollback holds only the lines tmux happened to scroll one by
     // one (with gaps): the wheel shows tmux's history instead (see above).
     t.term = new Terminal({cursorBlink: true, convertEol: false, fontSize: 14, scrollback: 5000,
-                           fontFamily: 'ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace',
+                           fontFamily: '"Lab Mono", monospace', lineHeight: 1.1,
                            theme: {background: "#11161f"}});
     t.fit = new FitAddon.FitAddon();
     t.term.loadAddon(t.fit);
@@ -652,8 +806,7 @@
   }
 
   // A click on a command: switch to its node's tab and type it there.
-  // Commands with a <placeholder> are pasted without Enter, so the learner
-  // fills it in first; the others are typed line by line, each with Enter.
+  // A click on Run (or a filled-in command): typed line by line, each with Enter.
   function runCommand(name, text, enter, button) {
     const state = lab.dataset.state;
     if (state !== "ready" && state !== "reconnecting") {
@@ -661,6 +814,7 @@
       return;
     }
     const t = terms[name] || terms[active];
+    showPane("terminal");  // on a narrow screen the steps were showing
     showTab(t.name);
     const job = function () {
       if (enter) send(t, encoder.encode(text.replace(/\n/g, "\r") + "\r"));

@@ -1,6 +1,8 @@
 // An instructor watches a learner's terminal: read-only, sized like the
 // learner's, until the learner accepts a take-control request.
-(function () {
+// The terminal measures its cells from the font: it opens once the lab's font is in.
+(document.fonts ? document.fonts.load('14px "Lab Mono"') : Promise.resolve()).catch(function () {})
+  .then(function () {
   "use strict";
 
   const box = document.getElementById("watch");
@@ -11,7 +13,7 @@
   let socket = null, control = false, retry = 0;
 
   const term = new Terminal({fontSize: 14, scrollback: 5000, disableStdin: true, cursorBlink: false,
-                             fontFamily: 'ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace',
+                             fontFamily: '"Lab Mono", monospace', lineHeight: 1.1,
                              theme: {background: "#11161f"}});
   term.open(box);
   term.onData(function (data) {
@@ -63,4 +65,4 @@
   }
   setControl(false);
   connect();
-})();
+});

@@ -260,24 +260,27 @@ class Learner:
             self.click_run(button, node, command, seconds)
 
     def type_button(self, number, index, filled):
-        """A command with a <placeholder>: its button types it without Enter;
-        the learner replaces the line with the filled-in command and runs it."""
+        """A command with a <placeholder>: its button opens a small form with a
+        field per placeholder (prefilled from the screens); the learner puts in
+        the values that make `filled` and runs it. `<...>` never reaches the shell."""
         button, node, command = self.buttons(number)[index]
-        expect(button).to_have_text("Type")
+        expect(button).to_have_text("Fill in…")
         button.click()
-        expect(self.tab(node)).to_have_attribute("aria-selected", "true")
-        self.page.wait_for_function(
-            "([name, text]) => window.__lab.cursor(name).before.endsWith(text)",
-            arg=[node, command], timeout=10_000)
-        self.page.keyboard.press("Control+u")  # readline: kill the line
-        # Type only once the emptied line shows: readline redraws a line by its
-        # difference from what is shown, so typing over the placeholder would
-        # echo just the changed part, never the whole command.
-        self.page.wait_for_function(
-            "name => /[#$] $/.test(window.__lab.cursor(name).before)", arg=node, timeout=10_000)
+        form = self.step(number).locator("form.cmd-fill")
+        expect(form).to_be_visible()
+        # The values: `filled` read against the command's text.
+        pattern = re.escape(command)
+        for name in re.findall(r"<[A-Za-z][^<>\n]*>", command):
+            pattern = pattern.replace(re.escape(name), "(.+?)", 1)
+        values = re.fullmatch(pattern, filled).groups()
+        inputs = form.locator("input")
+        assert inputs.count() == len(values)
+        for i, value in enumerate(values):
+            inputs.nth(i).fill(value)
+        expect(form.locator(".cmd-fill-preview")).to_have_text(filled)
         before = self.mark(node)
-        self.page.keyboard.type(filled)
-        self.page.keyboard.press("Enter")
+        form.get_by_role("button", name="Run").click()
+        expect(self.tab(node)).to_have_attribute("aria-selected", "true")
         self.wait_for_shell(node, COMMAND_SECONDS, after=before, command=filled)
 
     def answer_quiz(self, number):

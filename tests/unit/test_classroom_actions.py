@@ -55,6 +55,10 @@ async def test_message_to_the_class_and_to_one_learner(classroom, iris, ada, bob
     # Shown again on the next page load.
     page = await (await logged_in(ada)).get("/lessons/first-containers/")
     assert b"Ada, look at step 2" in page.content
+    # ... with who it was for, as the live message had it.
+    html = page.content.decode()
+    assert "iris (to you): </strong>Ada, look at step 2" in html
+    assert "iris (to the class): </strong>Break in 5 minutes" in html
     for comm in (ada_page, bob_page):
         await comm.disconnect()
 

@@ -2,6 +2,7 @@
 import pytest
 from django.utils import timezone
 
+from labs.accounts.models import is_guest
 from labs.classrooms.models import Classroom, Membership
 
 pytestmark = pytest.mark.django_db
@@ -22,6 +23,13 @@ def test_instructor_creates_a_classroom_with_a_code(client, iris, lesson):
     page = client.get(f"/classrooms/{room.pk}/")
     assert room.code.encode() in page.content
     assert f"/join/{room.code}/".encode() in page.content
+
+
+def test_the_new_classroom_form_ticks_no_lesson(client, iris, lesson):
+    client.force_login(iris)
+    html = client.get("/classrooms/").content.decode()
+    boxes = [tag for tag in html.split("<input") if 'name="lessons"' in tag]
+    assert boxes and not any("checked" in tag.split(">")[0] for tag in boxes)
 
 
 def test_end_must_follow_start(client, iris, lesson):
@@ -47,14 +55,23 @@ def test_learner_joins_with_the_code(client, iris, otto, lesson, classroom):
 
 def test_join_link_asks_a_stranger_to_log_in_or_be_a_guest(client, classroom):
     page = client.get(f"/join/{classroom.code}/")
-    assert b"Morning class" in page.content and b"Continue as a guest" in page.content
+    assert b"Morning class" in page.content and b"Join as a guest" in page.content
     response = client.post(f"/join/{classroom.code}/")
     assert response["Location"] == f"/join/{classroom.code}/"
-    # As a guest, straight back to the join page, then in.
-    response = client.post("/accounts/guest/", {"next": f"/join/{classroom.code}/"})
-    assert response["Location"] == f"/join/{classroom.code}/"
-    client.post(f"/join/{classroom.code}/")
+    assert classroom.memberships.count() == 2
+    # As a guest: one click makes the guest, joins and opens the first lesson.
+    response = client.post(f"/join/{classroom.code}/", {"as_guest": "1"})
+    assert response["Location"] == "/lessons/first-containers/"
     assert classroom.memberships.count() == 3
+    guest = classroom.memberships.latest("pk").user
+    assert is_guest(guest) and client.get("/dashboard/").context["user"] == guest
+
+
+def test_a_guest_of_an_ended_class_is_not_made(client, classroom, django_user_model):
+    Classroom.objects.filter(pk=classroom.pk).update(ends=timezone.now() - timezone.timedelta(minutes=1))
+    users = django_user_model.objects.count()
+    assert b"has ended" in client.post(f"/join/{classroom.code}/", {"as_guest": "1"}).content
+    assert django_user_model.objects.count() == users
 
 
 def test_wrong_or_ended_codes_are_refused(client, otto, classroom):
