@@ -1,8 +1,8 @@
 // The instructor's live grid: learners x steps, kept live by the classroom
 // socket (a learner's row is replaced whenever their progress, hand or
 // machines change), time on the current step with a "stuck" flag, messages,
-// resets, and two charts drawn as plain SVG: completion per step (a funnel)
-// and the median time per step.
+// resets, and a chart per lesson drawn as plain SVG: learners done and the
+// median time, step by step.
 (function () {
   "use strict";
 
@@ -163,50 +163,57 @@
     drawCharts(grid.stats);
   }
 
-  // ---- charts (plain SVG) ---------------------------------------------------
-  function barChart(svg, bars, maxValue, label) {
-    svg.textContent = "";
-    const barH = 18, gap = 6, left = 130, width = 520;
-    const height = Math.max(1, bars.length) * (barH + gap) + 10;
-    svg.setAttribute("viewBox", "0 0 " + (left + width + 90) + " " + height);
-    svg.setAttribute("width", String(left + width + 90));
-    svg.setAttribute("height", String(height));
-    bars.forEach(function (bar, i) {
-      const y = 5 + i * (barH + gap);
-      const text = document.createElementNS(SVG, "text");
-      text.setAttribute("x", String(left - 8)); text.setAttribute("y", String(y + barH - 5));
-      text.setAttribute("text-anchor", "end"); text.setAttribute("class", "chart-label");
-      text.textContent = bar.name;
-      svg.appendChild(text);
-      const w = maxValue > 0 && bar.value ? Math.max(2, width * bar.value / maxValue) : 0;
-      const rect = document.createElementNS(SVG, "rect");
-      rect.setAttribute("x", String(left)); rect.setAttribute("y", String(y));
-      rect.setAttribute("width", String(w)); rect.setAttribute("height", String(barH));
-      rect.setAttribute("rx", "3"); rect.setAttribute("class", "chart-bar");
-      const tip = document.createElementNS(SVG, "title");
-      tip.textContent = bar.title;
-      rect.appendChild(tip);
-      svg.appendChild(rect);
-      const value = document.createElementNS(SVG, "text");
-      value.setAttribute("x", String(left + w + 6)); value.setAttribute("y", String(y + barH - 5));
-      value.setAttribute("class", "chart-value");
-      value.textContent = label(bar);
-      svg.appendChild(value);
+  // ---- charts (plain SVG), one per lesson, full width -------------------------
+  // Each step a row: "N. its title" (long titles cut, the whole one on hover),
+  // a bar of the learners done with it, and a bar of the median time it took.
+  function svgEl(tag, attrs, text) {
+    const node = document.createElementNS(SVG, tag);
+    Object.keys(attrs).forEach(function (k) { node.setAttribute(k, String(attrs[k])); });
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function lessonChart(column, steps, learners) {
+    const rowH = 26, labelW = 330, doneW = 330, timeW = 260, gap = 70, top = 22;
+    const width = labelW + doneW + gap + timeW + 80;
+    const svg = svgEl("svg", {viewBox: "0 0 " + width + " " + (top + steps.length * rowH + 6),
+                              width: "100%", role: "img",
+                              "aria-label": column.title + ": learners done and median time per step"});
+    svg.appendChild(svgEl("text", {x: labelW, y: 14, "class": "chart-head"}, "learners done"));
+    svg.appendChild(svgEl("text", {x: labelW + doneW + gap, y: 14, "class": "chart-head"}, "median time"));
+    const longest = Math.max.apply(null, steps.map(function (s) { return s.median_seconds || 0; }).concat([1]));
+    steps.forEach(function (s, i) {
+      const y = top + i * rowH;
+      const full = s.step + ". " + s.title;
+      const label = svgEl("text", {x: labelW - 10, y: y + 16, "text-anchor": "end", "class": "chart-label"},
+                          full.length > 44 ? full.slice(0, 43) + "…" : full);
+      label.appendChild(svgEl("title", {}, full));
+      svg.appendChild(label);
+      const done = learners ? doneW * s.done / learners : 0;
+      svg.appendChild(svgEl("rect", {x: labelW, y: y + 4, width: doneW, height: 16, rx: 3, "class": "chart-track"}));
+      if (done) svg.appendChild(svgEl("rect", {x: labelW, y: y + 4, width: Math.max(2, done), height: 16, rx: 3,
+                                               "class": "chart-bar chart-done"}));
+      svg.appendChild(svgEl("text", {x: labelW + doneW + 8, y: y + 16, "class": "chart-value"},
+                            s.done + " / " + learners));
+      const x = labelW + doneW + gap;
+      const t = s.median_seconds ? Math.max(2, timeW * s.median_seconds / longest) : 0;
+      if (t) svg.appendChild(svgEl("rect", {x: x, y: y + 4, width: t, height: 16, rx: 3, "class": "chart-bar"}));
+      svg.appendChild(svgEl("text", {x: x + t + 8, y: y + 16, "class": "chart-value"},
+                            s.median_seconds === null ? "–" : duration(s.median_seconds)));
     });
+    return svg;
   }
 
   function drawCharts(stats) {
-    const multi = grid.columns.length > 1;
-    const name = function (s) { return (multi ? s.lesson.slice(0, 10) + " " : "step ") + s.step; };
-    barChart(document.getElementById("funnel"), stats.steps.map(function (s) {
-      return {name: name(s), value: s.done, title: s.title, learners: s.learners};
-    }), stats.learners, function (bar) { return bar.value + " / " + bar.learners; });
-    const times = stats.steps.map(function (s) {
-      return {name: name(s), value: s.median_seconds, title: s.title};
+    const box = document.getElementById("charts");
+    box.textContent = "";
+    grid.columns.forEach(function (column) {
+      const steps = stats.steps.filter(function (s) { return s.lesson === column.lesson; });
+      const figure = el("figure", {className: "lesson-chart", "data-lesson": column.lesson});
+      figure.appendChild(el("figcaption", {}, column.title));
+      figure.appendChild(lessonChart(column, steps, stats.learners));
+      box.appendChild(figure);
     });
-    const longest = Math.max.apply(null, times.map(function (t) { return t.value || 0; }).concat([1]));
-    barChart(document.getElementById("times"), times, longest,
-             function (bar) { return bar.value === null ? "–" : duration(bar.value); });
   }
 
   // Charts follow the grid without hammering the server: one refresh per burst.
