@@ -312,7 +312,7 @@ class BrowserLeft(Exception):
     pass
 
 
-_written_visits: dict = {}  # (runtime id, port, path, status) -> None, oldest first
+_written_visits: dict = {}  # (runtime id, port, visit line) -> None, oldest first
 
 
 def visit_line(port: int, status: int, method: str, path: str) -> str | None:
@@ -367,8 +367,9 @@ class HttpForward:
             for task in (watcher, relay):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-        served = relay.done() and not relay.cancelled() and relay.exception() is None
-        if self.owner and served:  # visiting a published app can be a lesson step
+        finished = relay.done() and not relay.cancelled()
+        exc = relay.exception() if finished else None
+        if self.owner and finished and exc is None:  # visiting an app can be a lesson step
             try:
                 await record_visit(self.node, self.port, self.status,
                                    self.scope["method"].upper(), self.scope["path"])
@@ -379,7 +380,6 @@ class HttpForward:
                 await checks.arequest(self.node.session_id)
             except Exception:
                 log.exception("could not check after a visit to node %s", self.node.pk)
-        exc = relay.exception() if relay.done() and not relay.cancelled() else None
         if exc is None or isinstance(exc, BrowserLeft):
             return
         log.info("proxying to %s:%s failed: %r", self.address, self.port, exc)
