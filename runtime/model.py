@@ -104,6 +104,25 @@ class ExecResult:
 ProgressCallback = Callable[[dict], None]
 
 
+@dataclass(frozen=True)
+class Screen:
+    """A terminal's screen as tmux holds it: its text with ANSI styles (trailing
+    blanks of each line dropped), its size and where the cursor is (0-based)."""
+    text: str
+    cols: int
+    rows: int
+    cursor_x: int
+    cursor_y: int
+
+    def replay(self) -> bytes:
+        """Bytes that draw this screen on a terminal of the same size: clear,
+        the lines, then the cursor put back. Without the last part a prompt's
+        trailing space was lost (tmux drops it) and what came next was drawn
+        against the prompt: `app#echo` for `app# echo`."""
+        lines = self.text.rstrip("\n").replace("\n", "\r\n")
+        return (f"\x1b[H\x1b[2J{lines}\x1b[{self.cursor_y + 1};{self.cursor_x + 1}H").encode()
+
+
 class Terminal(abc.ABC):
     """An interactive shell in a node, attached through a PTY.
 
@@ -173,22 +192,37 @@ class Driver(abc.ABC):
                 return node
         raise NodeNotFound(node_id)
 
-    async def capture_terminal(self, node_id: str, name: str = "main", history: int = 0,
-                               styles: bool = False) -> str:
+    async def capture_terminal(self, node_id: str, name: str = "main", history: int = 0) -> str:
         """What the node's terminal `name` shows now, as text: its screen, after
-        `history` earlier lines when asked (lines that wrapped joined again), with
-        the ANSI styles when `styles`. "" when it cannot be had.
+        `history` earlier lines when asked (lines that wrapped joined again).
+        "" when it cannot be had.
 
         Terminals of both drivers are tmux sessions in the node (open_terminal),
         so this asks that tmux.
         """
-        options = (["-e"] if styles else []) + (["-J", "-S", f"-{int(history)}"] if history else [])
+        options = ["-J", "-S", f"-{int(history)}"] if history else []
         try:
             result = await self.exec(node_id, ["tmux", "capture-pane", "-p", *options, "-t", name],
                                      timeout=5)
         except LabRuntimeError:
             return ""
         return result.output if result.ok else ""
+
+    async def terminal_screen(self, node_id: str, name: str = "main") -> Optional[Screen]:
+        """The screen of the node's terminal `name` with its size and cursor, in
+        one exec (None when it cannot be had)."""
+        script = ('tmux display -p -t "$1" "#{pane_width} #{pane_height} #{cursor_x} #{cursor_y}"'
+                  ' && tmux capture-pane -p -e -t "$1"')
+        try:
+            result = await self.exec(node_id, ["sh", "-c", script, "sh", name], timeout=5)
+        except LabRuntimeError:
+            return None
+        head, _, text = result.output.partition("\n")
+        try:
+            cols, rows, x, y = (int(part) for part in head.split())
+        except ValueError:
+            return None
+        return Screen(text, cols, rows, x, y) if result.ok else None
 
     async def stop_session(self, session: str) -> list:
         """Stop every node of a session; returns their ids."""

@@ -113,10 +113,13 @@ class WatchConsumer(AsyncWebsocketConsumer):
             await self.send(text_data=json.dumps({"type": "error",
                                                   "message": "This machine is not running."}))
             return
-        screen = await get_driver().capture_terminal(self.node.runtime_id, styles=True)
-        if screen:
-            screen = screen.rstrip("\n").replace("\n", "\r\n")
-            await self.send(bytes_data=b"\x1b[H\x1b[2J" + screen.encode())
+        screen = await get_driver().terminal_screen(self.node.runtime_id)
+        if screen is not None:
+            # The size first: drawn at the watcher's default size, long lines
+            # wrapped there and stayed wrapped after the learner's size came.
+            await self.send(text_data=json.dumps({"type": "size", "cols": screen.cols,
+                                                  "rows": screen.rows}))
+            await self.send(bytes_data=screen.replay())
 
     async def _hello_loop(self):
         new = True

@@ -18,6 +18,7 @@ import datetime
 import os
 import sqlite3
 import statistics
+import time
 from urllib.parse import urlsplit
 
 from playwright.sync_api import expect
@@ -33,6 +34,10 @@ def join(page, url, code):
     page.fill("#code", code)
     page.click("main button[type=submit]")
     expect(page).to_have_url(url + "/lessons/first-containers/")
+
+
+SCREEN_ROWS = """(selector) => Array.from(document.querySelectorAll(selector + " .xterm-rows > div"))
+  .map((row) => row.textContent.replace(/\\u00a0/g, " ").trimEnd())"""
 
 
 WS_CLOSE_CODE = """async (path) => await new Promise((resolve) => {
@@ -106,6 +111,17 @@ def test_instructor_sees_the_class_live(browser, live_site):
         lena.keyboard.press("Enter")
         expect(watched).to_contain_text("lena-still-types")
         assert "iris-was-here" not in terminal.inner_text()
+        # The watch view draws what Lena sees, row for row: same size, same text
+        # (it once lost the prompt's space it was opened on: `~#docker ...`).
+        deadline = time.monotonic() + 10  # the last bytes may still be on their way
+        while True:
+            lena_rows = lena.evaluate(SCREEN_ROWS, '.terminal[data-node-name="node1"]')
+            watched_rows = watcher.evaluate(SCREEN_ROWS, "#watch")
+            if watched_rows == lena_rows or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert watched_rows == lena_rows
+        assert any(row.endswith("# " + COMMAND) for row in lena_rows), lena_rows
 
         save_screenshot(iris, "lab-instructor-grid.png", full_page=True)
 

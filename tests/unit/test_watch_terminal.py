@@ -42,15 +42,22 @@ async def receive_bytes(comm, timeout=2):
 
 async def test_instructor_sees_the_screen_then_the_learner_typing(classroom, ready_session, ada, iris,
                                                                  ws_headers, fake_driver):
+    # tmux's answer: size and cursor, then the screen with each line's trailing
+    # blanks dropped (the prompt's space after `#` among them).
     fake_driver.responder = lambda node, argv: (
-        ExecResult(0, "root@node1:~# ls\nfile\n") if argv[:2] == ["tmux", "capture-pane"] else ExecResult(0, ""))
+        ExecResult(0, "90 20 14 2\nroot@node1:~# ls\nfile\nroot@node1:~#\n")
+        if "capture-pane" in " ".join(argv) else ExecResult(0, ""))
     node = await database_sync_to_async(ready_session.node1)()
     term = await connect(f"/ws/nodes/{node.pk}/terminal/?cols=90&rows=20",
                          await database_sync_to_async(ws_headers)(ada))
     watch = await connect(watch_path(classroom, node), await database_sync_to_async(ws_headers)(iris))
     assert (await receive_text(watch, "control"))["granted"] is False
+    # The learner's size before the screen, so no line wraps at a default width.
+    assert await receive_text(watch, "size") == {"type": "size", "cols": 90, "rows": 20}
     screen = await receive_bytes(watch)
-    assert screen.endswith(b"root@node1:~# ls\r\nfile")  # the current screen first
+    # The current screen, then the cursor where tmux has it: after the prompt's space.
+    assert screen == b"\x1b[H\x1b[2Jroot@node1:~# ls\r\nfile\r\nroot@node1:~#\x1b[3;15H"
+    # The learner's terminal heard the watcher: it tells its size and copies output.
     assert await receive_text(watch, "size") == {"type": "size", "cols": 90, "rows": 20}
 
     await term.send_to(bytes_data=b"docker container run alpine hostname\r")
