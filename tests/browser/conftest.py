@@ -60,7 +60,9 @@ def browser():
 
 @pytest.fixture
 def page(browser, request):
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    # A test may ask for another pixel density: parametrize("page", [2], indirect=True).
+    scale = getattr(request, "param", 1)
+    context = browser.new_context(viewport={"width": 1400, "height": 900}, device_scale_factor=scale)
     page = context.new_page()
     yield page
     report = getattr(request.node, "rep_call", None)

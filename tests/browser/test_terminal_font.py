@@ -1,4 +1,4 @@
-"""The terminal draws every character with the lab's own font, at 1x pixel density.
+"""The terminal draws every character with the lab's own font, at 1x and 2x pixel density.
 
 With whatever monospace font a machine had, Chromium on Linux at 100% zoom
 lost underscores (`linux_tweet_app` read `linux tweet app`) and figlet banners
@@ -9,6 +9,7 @@ underscore and the box-drawing line drawn, where a space's cell is blank.
 """
 from __future__ import annotations
 
+import pytest
 from playwright.sync_api import expect
 
 from tests.browser.accounts import sign_up
@@ -43,9 +44,11 @@ def cell_png(page, box) -> bytes:
                                  "height": box["height"]})
 
 
-def test_underscores_and_box_drawing_are_drawn_at_1x(page, live_site):
-    assert page.evaluate("window.devicePixelRatio") == 1
-    sign_up(page, live_site.url, "glyphs")
+@pytest.mark.parametrize("page", [1, 2], indirect=True, ids=["1x", "2x"])
+def test_underscores_and_box_drawing_are_drawn(page, live_site, request):
+    scale = request.node.callspec.params["page"]
+    assert page.evaluate("window.devicePixelRatio") == scale
+    sign_up(page, live_site.url, f"glyphs{scale}")
     page.goto(live_site.url + "/lessons/first-containers/")
     page.click("#start-button")
     expect(page.locator("#lab")).to_have_attribute("data-state", "ready", timeout=90_000)
