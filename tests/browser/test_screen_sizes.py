@@ -26,6 +26,20 @@ NO_SIDEWAYS = """() => {
   return {scroll: page.scrollWidth, inner: window.innerWidth, wide};
 }"""
 
+# Commands whose text runs under the Run/Copy buttons or out of their block.
+HIDDEN_COMMANDS = """() => Array.from(document.querySelectorAll('.cmd-block > pre'))
+  .filter((pre) => pre.offsetParent !== null && pre.scrollWidth > pre.clientWidth + 1)
+  .map((pre) => pre.textContent)"""
+
+# One frame round the terminal: xterm's own element has no padding of ours and
+# its viewport is the pane's colour (it was a black band inside the frame).
+FRAMES = """() => {
+  const pane = getComputedStyle(document.querySelector('.term-pane')).backgroundColor;
+  const xterm = document.querySelector('.terminals .xterm');
+  return {pane, padding: getComputedStyle(xterm).padding,
+          viewport: getComputedStyle(xterm.querySelector('.xterm-viewport')).backgroundColor};
+}"""
+
 
 @pytest.mark.parametrize("width,height", SIZES, ids=[f"{w}x{h}" for w, h in SIZES])
 def test_a_learner_runs_a_step_at_every_screen_size(width, height, page, live_site):
@@ -42,6 +56,8 @@ def test_a_learner_runs_a_step_at_every_screen_size(width, height, page, live_si
         expect(terminal_tab).to_be_hidden()
     page.click("#start-button")
     expect(page.locator("#lab")).to_have_attribute("data-state", "ready", timeout=90_000)
+    frames = page.evaluate(FRAMES)
+    assert frames["padding"] == "0px" and frames["viewport"] == frames["pane"], frames
     if narrow:  # back to the steps to read, then Run takes us to the terminal
         page.click("#show-steps")
         expect(page.locator(".term-pane")).to_be_hidden()
@@ -62,4 +78,6 @@ def test_a_learner_runs_a_step_at_every_screen_size(width, height, page, live_si
     if narrow:
         expect(page.locator(".steps-pane")).to_be_hidden()
         expect(page.locator("#show-steps")).to_contain_text("1 of 8")
-    save_screenshot(page, f"lesson-{width}x{height}")
+        page.click("#show-steps")
+    assert page.evaluate(HIDDEN_COMMANDS) == []
+    save_screenshot(page, f"lesson-{width}x{height}.png")
