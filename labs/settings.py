@@ -101,22 +101,51 @@ TEMPLATES = [
     },
 ]
 
-DB_PATH = Path(env("DB_PATH", str(BASE_DIR / "var" / "db.sqlite3")))
-DB_PATH.parent.mkdir(parents=True, exist_ok=True)
-DATABASES = {
-    "default": {
-        "ENGINE": "django.db.backends.sqlite3",
-        "NAME": DB_PATH,
-        # Celery workers and Daphne write concurrently: wait for the lock
-        # instead of failing at once. Write-ahead logging lets readers go on
-        # while one writes, and synchronous=NORMAL commits without waiting for
-        # the disk (the database stays consistent; a power cut may lose the
-        # last commits): with a class at once, a check's verdict waited longer
-        # for the write lock than for the check itself.
-        "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE",
-                    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"},
+def database_from_url(url: str) -> dict:
+    """DATABASES["default"] for a DATABASE_URL such as
+    postgresql://lab:secret@db.example.org:5432/lab (a host may also be a
+    socket directory: postgresql:///lab?host=/run/postgresql)."""
+    from urllib.parse import parse_qs, unquote, urlsplit
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgres", "postgresql") or not parts.path.strip("/"):
+        raise ImproperlyConfigured(
+            f"DATABASE_URL={url!r}: expected postgresql://USER:PASSWORD@HOST:PORT/NAME")
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": unquote(parts.path.strip("/")),
+        "USER": unquote(parts.username or ""),
+        "PASSWORD": unquote(parts.password or ""),
+        "HOST": query.pop("host", parts.hostname or ""),
+        "PORT": str(parts.port or ""),
+        # Each process (Daphne, every worker) holds its own connections; a
+        # dead server fails a request in seconds rather than hanging it.
+        "OPTIONS": {"connect_timeout": int(query.pop("connect_timeout", "5")), **query},
     }
-}
+
+
+# One machine: SQLite under var/. Many machines (sandbox hosts whose workers
+# write progress): one PostgreSQL server, DATABASE_URL.
+DATABASE_URL = env("DATABASE_URL")
+if DATABASE_URL:
+    DATABASES = {"default": database_from_url(DATABASE_URL)}
+else:
+    DB_PATH = Path(env("DB_PATH", str(BASE_DIR / "var" / "db.sqlite3")))
+    DB_PATH.parent.mkdir(parents=True, exist_ok=True)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": DB_PATH,
+            # Celery workers and Daphne write concurrently: wait for the lock
+            # instead of failing at once. Write-ahead logging lets readers go on
+            # while one writes, and synchronous=NORMAL commits without waiting for
+            # the disk (the database stays consistent; a power cut may lose the
+            # last commits): with a class at once, a check's verdict waited longer
+            # for the write lock than for the check itself.
+            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE",
+                        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"},
+        }
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Django's own hashers, the default one bounded in how many run at once.

@@ -2,7 +2,8 @@
 # Installs the Debian packages the lab needs, only those missing. Safe to re-run.
 set -eu
 PACKAGES="redis-server docker-registry mmdebstrap busybox-static iptables iproute2 util-linux
-tmux ca-certificates python3 python3-venv chromium fonts-dejavu-core procps curl docker.io"
+tmux ca-certificates python3 python3-venv chromium fonts-dejavu-core procps curl docker.io
+postgresql"
 missing=""
 for p in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
