@@ -224,23 +224,21 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Node work (starting, stopping, the pool) takes seconds; checks take tens of
 # milliseconds and a learner is waiting on each. Separate queues, served by
 # separate workers (Procfile), so checks never wait behind a class starting.
-CELERY_TASK_ROUTES = {
-    "labs.sandboxes.tasks.start_session": {"queue": "nodes"},
-    "labs.sandboxes.tasks.stop_session": {"queue": "nodes"},
-    "labs.sandboxes.tasks.start_queued": {"queue": "nodes"},
-    "labs.sandboxes.tasks.maintain_pool": {"queue": "nodes"},
-    "labs.sandboxes.tasks.reap_nodes": {"queue": "nodes"},
-    "labs.sandboxes.tasks.reset_session": {"queue": "nodes"},
-}
+# A session's tasks go to its host's queues (nodes.<host>, checks.<host>);
+# the site's own tasks to "celery". See labs/sandboxes/hosts.py.
+CELERY_TASK_ROUTES = ("labs.sandboxes.hosts.route",)
 CELERY_BEAT_SCHEDULE = {
-    "reap-nodes": {"task": "labs.sandboxes.tasks.reap_nodes",
+    # Each host reaps and refills its own pool: beat asks every live host.
+    "reap-nodes": {"task": "labs.sandboxes.tasks.on_every_host", "args": ("reap_nodes",),
                    "schedule": float(envint("LAB_REAP_SECONDS", "300"))},
     "start-queued": {"task": "labs.sandboxes.tasks.start_queued",
                      "schedule": float(envint("LAB_QUEUE_SECONDS", "5"))},
-    "maintain-pool": {"task": "labs.sandboxes.tasks.maintain_pool",
+    "maintain-pool": {"task": "labs.sandboxes.tasks.on_every_host", "args": ("maintain_pool",),
                       "schedule": float(envint("LAB_POOL_SECONDS", "15"))},
     "end-sessions": {"task": "labs.sandboxes.tasks.end_sessions",
                      "schedule": float(envint("LAB_END_SESSIONS_SECONDS", "60"))},
+    "lose-dead-hosts": {"task": "labs.sandboxes.tasks.lose_dead_hosts",
+                        "schedule": float(envint("LAB_HOST_HEARTBEAT_SECONDS", "5"))},
     "remove-stale-guests": {"task": "labs.accounts.tasks.remove_stale_guests", "schedule": 3600.0},
 }
 # Guest users idle this many days (and in no classroom) are deleted with
@@ -275,6 +273,17 @@ if not re.fullmatch(r"[a-z0-9.-]+", LAB_PORTS_DOMAIN):
 # How long a port origin's cookie lets its holder in (the owner and instructors
 # are checked again on every request).
 LAB_PORTS_COOKIE_HOURS = envint("LAB_PORTS_COOKIE_HOURS", "12")
+
+# Sandbox hosts (labs/sandboxes/hosts.py). This machine's name as a host: the
+# site's own machine is a host too (the embedded one), with no set-up.
+LAB_HOST_NAME = env("LAB_HOST_NAME", "local")
+if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,39}", LAB_HOST_NAME):
+    raise ImproperlyConfigured("LAB_HOST_NAME must be lower-case letters, digits and dashes")
+# A host silent for this long is lost: its sessions end, their learners may start elsewhere.
+LAB_HOST_TIMEOUT = envint("LAB_HOST_TIMEOUT", "15")
+LAB_HOST_HEARTBEAT_SECONDS = envint("LAB_HOST_HEARTBEAT_SECONDS", "5")
+# Where this host's gateway serves terminals and published ports ("" : the site does).
+LAB_GATEWAY_URL = env("LAB_GATEWAY_URL", "")
 
 LAB_DRIVER = env("LAB_DRIVER", "builtin")
 # Runtime session names are this prefix plus the LabSession id. Two sites (say

@@ -16,15 +16,66 @@ from labs.courses.models import Lesson, StepProgress
 log = logging.getLogger(__name__)
 
 
+class SandboxHost(models.Model):
+    """A machine that runs learners' nodes: the site's own (the embedded host,
+    LAB_HOST_NAME) or one that joined (`python -m runtime host join`).
+
+    Its Celery workers consume its own queues (queue()); it reports its load
+    with a heartbeat every LAB_HOST_HEARTBEAT_SECONDS (labs/sandboxes/hosts.py).
+    A host that misses heartbeats for LAB_HOST_TIMEOUT seconds is lost: its
+    sessions end and their learners are offered a start elsewhere.
+    """
+    ACTIVE, DRAINING, LOST, REMOVED = "active", "draining", "lost", "removed"
+    STATES = [(s, s) for s in (ACTIVE, DRAINING, LOST, REMOVED)]
+
+    name = models.SlugField(max_length=40, unique=True)
+    state = models.CharField(max_length=10, choices=STATES, default=ACTIVE)
+    # Where the host's gateway serves terminals and published ports ("" for the
+    # embedded host: the site itself does).
+    gateway_url = models.CharField(max_length=200, blank=True)
+    # Why the host takes no sessions though it beats (its version or image
+    # recipe differ from the site's, its clock is off); "" when it may.
+    refused = models.TextField(blank=True)
+    version = models.CharField(max_length=64, blank=True)
+    recipe = models.CharField(max_length=64, blank=True)
+    # Its load at the last heartbeat (runtime.limits.host_load).
+    max_nodes = models.PositiveIntegerField(default=0)
+    nodes_now = models.PositiveIntegerField(default=0)
+    room = models.PositiveIntegerField(default=0)
+    memory_free = models.BigIntegerField(default=0)
+    joined = models.DateTimeField(auto_now_add=True)
+    last_seen = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "labs_sandboxhost"
+        ordering = ["name"]
+
+    def __str__(self):
+        return f"{self.name} ({self.state})"
+
+    def queue(self, kind: str) -> str:
+        """The Celery queue of this host's `kind` of work: "nodes" (starts,
+        stops, pool, reaping) or "checks"."""
+        return f"{kind}.{self.name}"
+
+
 class LabSession(models.Model):
     STARTING, READY, FAILED, STOPPED = "starting", "ready", "failed", "stopped"
     # The lab was full when this session asked for nodes: it waits its turn.
     QUEUED = "queued"
-    STATES = [(s, s) for s in (STARTING, READY, FAILED, STOPPED, QUEUED)]
+    # Its host went away (missed heartbeats): the nodes are gone with it.
+    LOST = "lost"
+    STATES = [(s, s) for s in (STARTING, READY, FAILED, STOPPED, QUEUED, LOST)]
+    # States whose nodes are gone for good: a new start makes a new session.
+    ENDED = (STOPPED, LOST)
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
                              related_name="lab_sessions")
     lesson = models.ForeignKey(Lesson, on_delete=models.CASCADE, related_name="sessions")
+    # Where its nodes run: every node of a session is on one host. None until
+    # placed (a queued session waits for room on any host).
+    host = models.ForeignKey(SandboxHost, on_delete=models.PROTECT, null=True, blank=True,
+                             related_name="sessions")
     state = models.CharField(max_length=10, choices=STATES, default=STARTING)
     error = models.TextField(blank=True)
     created = models.DateTimeField(auto_now_add=True)
@@ -53,7 +104,8 @@ class LabSession(models.Model):
 
     @classmethod
     def current_for(cls, user, lesson):
-        """The learner's live (not stopped) session for this lesson, if any."""
+        """The learner's live (not stopped) session for this lesson, if any: a
+        lost one too, so the page can say what happened."""
         return cls.objects.filter(user=user, lesson=lesson).exclude(state=cls.STOPPED).first()
 
     # A start younger than this is taken to be still in flight (its task
@@ -70,6 +122,11 @@ class LabSession(models.Model):
         """
         with transaction.atomic():
             session = cls.current_for(user, lesson)
+            if session is not None and session.state == cls.LOST:
+                # Its host went away with its nodes: it ends, and a new
+                # session is placed on a host that is there.
+                session.mark(cls.STOPPED, session.error)
+                session = None
             created = session is None
             if created:
                 now = timezone.now()
@@ -160,7 +217,7 @@ class LabSession(models.Model):
         """Live sessions past their end or idle for too long: [(session, reason)]."""
         now = now or timezone.now()
         found = []
-        for session in cls.objects.exclude(state=cls.STOPPED):
+        for session in cls.objects.exclude(state__in=cls.ENDED):
             reason = session.end_reason(now)
             if reason:
                 found.append((session, reason))
@@ -183,7 +240,7 @@ class LabSession(models.Model):
     @classmethod
     def nodes_in_use(cls, user, besides_lesson=None) -> int:
         """Nodes of the learner's live sessions (other than for `besides_lesson`)."""
-        nodes = LabNode.objects.filter(session__user=user).exclude(session__state=cls.STOPPED)
+        nodes = LabNode.objects.filter(session__user=user).exclude(session__state__in=cls.ENDED)
         if besides_lesson is not None:
             nodes = nodes.exclude(session__lesson=besides_lesson)
         return nodes.count()
@@ -195,7 +252,7 @@ class LabSession(models.Model):
         used = cls.nodes_in_use(user, besides_lesson=lesson)
         if used + len(lesson.nodes) <= limit:
             return ""
-        others = (cls.objects.filter(user=user).exclude(state=cls.STOPPED)
+        others = (cls.objects.filter(user=user).exclude(state__in=cls.ENDED)
                   .exclude(lesson=lesson).select_related("lesson"))
         titles = ", ".join(f"“{s.lesson.title}”" for s in others)
         return (f"You can have {limit} lab machine{'s' if limit != 1 else ''} at a time and "

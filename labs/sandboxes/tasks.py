@@ -14,13 +14,16 @@ from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
 
 from runtime import LabFull, LabRuntimeError, NodeSpec, checkbatch, get_driver, ports
 
 from labs import broadcast
 from labs.courses.models import StepProgress
 
-from .models import LabNode, LabSession
+from . import hosts
+from .models import LabNode, LabSession, SandboxHost
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +64,10 @@ def start_session(session_id: int) -> str | None:
                             files=session.lesson.files_for(node.name))
             started = _run(_start_node(driver, spec, group, node.pk))
         except LabFull as exc:
-            # No room now: wait in the queue (start_queued tries again), never overcommit.
+            # No room here after all: wait in the queue (start_queued places it
+            # again, on any host), never overcommit.
             log.info("lab full; %s queued: %s", session.runtime_name, exc.reason)
+            LabSession.objects.filter(pk=session.pk).update(host=None)
             mark_session(session, LabSession.QUEUED, exc.reason)
             return LabSession.QUEUED
         except Exception as exc:
@@ -80,8 +85,8 @@ def start_session(session_id: int) -> str | None:
         node.mark_ready(started.id)
         log.info("started %s/%s as %s", spec.session, spec.name, started.id)
     mark_session(session, LabSession.READY)
-    if settings.LAB_POOL_SIZE:
-        maintain_pool.delay()  # replace what this start took from the pool
+    if settings.LAB_POOL_SIZE:  # replace what this start took from this host's pool
+        maintain_pool.apply_async(queue=f"nodes.{settings.LAB_HOST_NAME}")
     return LabSession.READY
 
 
@@ -302,7 +307,10 @@ def reap_nodes() -> list:
     sharing the machine keeps its nodes.
     """
     prefix = settings.LAB_SESSION_PREFIX
-    live = set(LabSession.objects.filter(state__in=[LabSession.STARTING, LabSession.READY])
+    # Live here: a session placed on another host has no business on this one
+    # (one never placed, from before hosts, ran on the site's machine: kept).
+    here = Q(host__name=settings.LAB_HOST_NAME) | Q(host__isnull=True)
+    live = set(LabSession.objects.filter(here, state__in=[LabSession.STARTING, LabSession.READY])
                .values_list("pk", flat=True))
     driver = get_driver()
     removed = []
@@ -366,21 +374,59 @@ def reset_session(session_id: int) -> str | None:
     LabSession.objects.filter(pk=session.pk).update(ended_because="reset", controller=None)
     stop_session(session.pk)
     fresh, _ = LabSession.ensure_for(session.user, session.lesson)
+    if fresh.host_id is None:  # the new session stays on this host, where this runs
+        LabSession.objects.filter(pk=fresh.pk).update(host=session.host_id)
+        fresh.host_id = session.host_id
     broadcast.push(broadcast.session_group(fresh), fresh.event())
     return start_session(fresh.pk)
 
 
 @shared_task(soft_time_limit=240, time_limit=300)
 def start_queued() -> list:
-    """Run by beat: start queued sessions, oldest first, while the lab has room;
-    then tell the ones still waiting where they stand."""
+    """Run by beat: place queued sessions, oldest first, while a host has room,
+    and send each its start; then tell the ones still waiting where they stand."""
     started = []
+    # Before any host has reported its room (one machine whose node worker has
+    # not beaten yet), only the runtime here knows: start here, in turn.
+    known_room = SandboxHost.objects.filter(last_seen__isnull=False).exists()
     for session_id in LabSession.objects.filter(state=LabSession.QUEUED).order_by(
             "created").values_list("pk", flat=True):
-        if start_session(session_id) == LabSession.QUEUED:
-            break  # still full: the rest keep their places
+        if not known_room:
+            if start_session(session_id) == LabSession.QUEUED:
+                break  # still full: the rest keep their places
+            started.append(session_id)
+            continue
+        session = _session(session_id)
+        if session is None:
+            continue
+        host = hosts.place(len(session.lesson.nodes))
+        if host is None:
+            break  # every host is full: the rest keep their places
+        if not LabSession.objects.filter(pk=session.pk, state=LabSession.QUEUED).update(host=host):
+            continue  # stopped meanwhile
+        mark_session(session, LabSession.STARTING)  # its turn came: the page shows the start
+        start_session.delay(session.pk)
         started.append(session_id)
     if started:
         for session in LabSession.objects.filter(state=LabSession.QUEUED).select_related("lesson"):
             broadcast.push(broadcast.session_group(session), session.event())
     return started
+
+
+@shared_task(soft_time_limit=30, time_limit=60)
+def on_every_host(task_name: str) -> list:
+    """Run by beat: send `task_name` (maintain_pool, reap_nodes) to the node
+    queue of every host that beats, so each looks after its own nodes."""
+    task = {"maintain_pool": maintain_pool, "reap_nodes": reap_nodes}[task_name]
+    names = list(SandboxHost.objects.filter(state__in=[SandboxHost.ACTIVE, SandboxHost.DRAINING])
+                 .filter(last_seen__gte=timezone.now() - hosts.timeout())
+                 .values_list("name", flat=True)) or [settings.LAB_HOST_NAME]
+    for name in names:
+        task.apply_async(queue=f"nodes.{name}")
+    return names
+
+
+@shared_task(name="labs.sandboxes.tasks.lose_dead_hosts", soft_time_limit=30, time_limit=60)
+def lose_dead_hosts_task() -> list:
+    """Run by beat: hosts silent too long are lost, and their sessions (hosts.py)."""
+    return hosts.lose_dead_hosts()

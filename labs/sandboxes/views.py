@@ -17,7 +17,7 @@ from labs.classrooms.access import visible_node
 from labs.courses.models import Lesson
 from runtime import LabRuntimeError, get_driver
 
-from . import checks, portproxy, tasks
+from . import checks, hosts, portproxy, tasks
 from .models import LabSession
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,8 @@ def start(request, slug):
                                       + " ".join(problems)}, status=503)
     with transaction.atomic():
         session, needs_start = LabSession.ensure_for(request.user, lesson)
-        if needs_start:
+        # Placed on the host with the most room, or queued when all are full.
+        if needs_start and hosts.place_session(session):
             session_id = session.pk
             transaction.on_commit(lambda: tasks.start_session.delay(session_id))
     session.refresh_from_db()
@@ -64,6 +65,10 @@ def stop(request, slug):
     dashboard's) goes back to `next` on this site."""
     lesson = get_object_or_404(Lesson, slug=slug)
     session = LabSession.current_for(request.user, lesson)
+    if session is not None and session.state == LabSession.LOST:
+        session.mark(LabSession.STOPPED, session.error)  # its nodes went with its host
+        broadcast.push(broadcast.session_group(session), session.event())
+        session = None
     if session is not None:
         session_id = session.pk
         if not session.ended_because:  # "stopping" on the dashboard until it is gone

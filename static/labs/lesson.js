@@ -486,6 +486,10 @@
                " in the queue; your machine starts by itself as soon as there is room.");
     } else if (event.state === "failed") {
       fail("Your lab machine could not start: " + (event.error || "unknown reason"));
+    } else if (event.state === "lost") {
+      // The host it ran on went away: the server says so; Start places a new one.
+      setState("idle", event.error || "Your lab machine went away. Your progress is saved; press Start.");
+      names.forEach(function (name) { if (terms[name].term) terms[name].term.reset(); });
     } else if (event.state === "stopped") {
       const why = {expired: "Your session reached its time limit, so your lab machine was stopped.",
                    idle: "Your lab machine was stopped after a long time without typing.",
@@ -511,6 +515,8 @@
       if (now === "starting") onSession(event);
     } else if (event.state === "stopped") {
       if (now !== "idle") onSession(event);
+    } else if (event.state === "lost") {
+      onSession(event);  // also on a fresh page: why there is no machine
     } else if (event.state === "starting" && (now === "idle" || now === "queued")) {
       // A start is under way (say the page was reloaded during it): wait for it.
       setState("starting", "Starting your lab machine…");

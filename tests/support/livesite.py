@@ -161,6 +161,7 @@ def live_site(prefix: str = SESSION_PREFIX, driver: str = "builtin", workers: in
         "LAB_POOL_SIZE": "0",
         **(extra_env or {}),
     }
+    host = env.get("LAB_HOST_NAME", "local")
     commands = {
         # As the Procfile: no snapshots while running, one on shutdown, so a
         # restarted Redis still has its queued tasks and channel groups.
@@ -174,10 +175,11 @@ def live_site(prefix: str = SESSION_PREFIX, driver: str = "builtin", workers: in
                 "--websocket_connect_timeout", "30", "labs.asgi:application"],
         # As the Procfile: one worker for checks, one for node work.
         "worker": [str(VENV_BIN / "celery"), "-A", "labs.celery:app", "worker", "-n", "checks@%h",
-                   "-Q", "celery", "--loglevel=INFO", f"--concurrency={workers}",
+                   "-Q", f"celery,checks.{host}", "--loglevel=INFO", f"--concurrency={workers}",
                    "--without-gossip", "--without-mingle"],
-        "nodes": [str(VENV_BIN / "celery"), "-A", "labs.celery:app", "worker", "-n", "nodes@%h",
-                  "-Q", "nodes", "--loglevel=INFO", f"--concurrency={workers}",
+        # The node worker beats as the host's heartbeat (labs/sandboxes/hosts.py).
+        "nodes": ["env", "LAB_HOST_HEARTBEAT=1", str(VENV_BIN / "celery"), "-A", "labs.celery:app",
+                  "worker", "-n", "nodes@%h", "-Q", f"nodes.{host}", "--loglevel=INFO", f"--concurrency={workers}",
                   "--without-gossip", "--without-mingle"],
     }
     site = LiveSite(url=f"http://127.0.0.1:{port}", env=env, workdir=workdir, prefix=prefix,

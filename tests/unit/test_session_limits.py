@@ -11,7 +11,7 @@ from django.utils import timezone
 from labs.sandboxes import tasks
 from labs.asgi import application
 from labs.courses.models import StepProgress
-from labs.sandboxes.models import LabNode, LabSession
+from labs.sandboxes.models import LabNode, LabSession, SandboxHost
 
 pytestmark = pytest.mark.django_db
 
@@ -60,7 +60,7 @@ def test_beat_ends_expired_and_idle_sessions_and_keeps_progress(ready_session, a
     assert StepProgress.objects.get(user=ada, step__number=1).state == StepProgress.DONE
 
 
-def test_beat_leaves_each_stop_to_a_task_on_the_nodes_queue(ready_session, fake_driver,
+def test_beat_leaves_each_stop_to_a_task_on_the_sessions_host(ready_session, fake_driver,
                                                            monkeypatch):
     from labs.celery import app
     queued = []
@@ -69,11 +69,19 @@ def test_beat_leaves_each_stop_to_a_task_on_the_nodes_queue(ready_session, fake_
     assert tasks.end_sessions() == [(ready_session.pk, "expired")]
     assert queued == [ready_session.pk]
     assert fake_driver.nodes  # end_sessions itself stopped nothing
-    # Every task that starts or stops nodes goes to the nodes queue; checks do not.
-    for name in ("start_session", "stop_session", "reset_session", "start_queued",
-                 "maintain_pool", "reap_nodes"):
-        assert app.amqp.router.route({}, f"labs.sandboxes.tasks.{name}")["queue"].name == "nodes", name
-    assert app.amqp.router.route({}, "labs.sandboxes.tasks.run_checks")["queue"].name == "celery"
+    # A session's node work goes to its host's node queue, its checks to its
+    # host's checks queue; the site's own tasks to the site's queue.
+    def queue(name, *args):
+        return app.amqp.router.route({}, f"labs.sandboxes.tasks.{name}", args)["queue"].name
+    for name in ("start_session", "stop_session", "reset_session"):
+        assert queue(name, ready_session.pk) == "nodes.local", name
+    assert queue("run_checks", ready_session.pk) == "checks.local"
+    LabSession.objects.filter(pk=ready_session.pk).update(
+        host=SandboxHost.objects.create(name="second"))
+    assert queue("stop_session", ready_session.pk) == "nodes.second"
+    assert queue("run_checks", ready_session.pk) == "checks.second"
+    for name in ("start_queued", "end_sessions", "on_every_host", "lose_dead_hosts"):
+        assert queue(name) == "celery", name
 
 
 def test_idle_for_too_long_ends_the_session(ready_session, fake_driver):

@@ -1,0 +1,218 @@
+"""Sandbox hosts: their heartbeats, where a session goes, the queues of their
+work, and what happens when one goes away.
+
+Every host (the site's own machine, LAB_HOST_NAME, and each one that joined)
+runs Celery workers on its own queues, `nodes.<name>` (starts, stops, the warm
+pool, reaping) and `checks.<name>`; `route` sends a session's tasks to its
+host's queues, so a node's work runs where the node is. The host's node
+worker beats every LAB_HOST_HEARTBEAT_SECONDS (HeartbeatThread) with its load.
+
+Placement is Play with Docker's admission: a session (all its nodes) goes to
+the host with the most room among those that answered lately; a host that
+is late, full, draining or refused is skipped. A host silent for
+LAB_HOST_TIMEOUT seconds is lost (lose_dead_hosts): its sessions end, their
+pages say so and offer a start elsewhere; progress lives in the database and
+is untouched. A lost host that beats again first reaps the nodes it still has.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+import time
+
+from django.conf import settings
+from django.db import close_old_connections, models
+from django.utils import timezone
+
+from labs import broadcast
+
+from .models import LabNode, LabSession, SandboxHost
+
+log = logging.getLogger(__name__)
+
+TASKS = "labs.sandboxes.tasks."
+# The tasks about one session, and which of its host's queues does them.
+SESSION_TASKS = {TASKS + "start_session": "nodes", TASKS + "stop_session": "nodes",
+                 TASKS + "reset_session": "nodes", TASKS + "run_checks": "checks"}
+# A host's clock may differ from the site's by this much before it is refused
+# (session limits and heartbeats compare times written by both).
+CLOCK_SKEW_SECONDS = 5
+
+def timeout() -> datetime.timedelta:
+    return datetime.timedelta(seconds=settings.LAB_HOST_TIMEOUT)
+
+
+def embedded() -> SandboxHost:
+    """The site's own machine as a host (made on first use)."""
+    host, _ = SandboxHost.objects.get_or_create(name=settings.LAB_HOST_NAME)
+    return host
+
+
+def heartbeat(name: str, load: dict, gateway_url: str = "", version: str = "", recipe: str = "",
+              clock: float | None = None) -> SandboxHost:
+    """Record host `name`'s heartbeat: its load (runtime.hostinfo.load), where
+    its gateway is, its versions and its clock. Returns the row; a LOST row
+    stays lost until the host has reaped its nodes (HeartbeatThread)."""
+    now = timezone.now()
+    host, _ = SandboxHost.objects.get_or_create(name=name)
+    refused = []
+    if version and version != site_versions()["version"]:
+        refused.append(f"its code ({version}) is not the site's ({site_versions()['version']})")
+    if recipe and recipe != site_versions()["recipe"]:
+        refused.append(f"its image recipes ({recipe}) are not the site's "
+                       f"({site_versions()['recipe']})")
+    if clock is not None and abs(clock - now.timestamp()) > CLOCK_SKEW_SECONDS:
+        refused.append(f"its clock is {clock - now.timestamp():+.0f} s off the site's")
+    host.refused = "; ".join(refused)
+    if host.refused:
+        log.warning("host %s takes no sessions: %s", name, host.refused)
+    host.gateway_url, host.version, host.recipe = gateway_url, version, recipe
+    for key in ("max_nodes", "nodes_now", "room", "memory_free"):
+        setattr(host, key, load.get(key, 0))
+    host.last_seen = now
+    host.save()
+    return host
+
+
+_site_versions: dict = {}
+
+
+def site_versions() -> dict:
+    if not _site_versions:
+        from runtime import hostinfo
+        _site_versions.update(version=hostinfo.code_version(), recipe=hostinfo.recipe_version())
+    return _site_versions
+
+
+def live_hosts():
+    """Hosts that may take new sessions: active, not refused, heard from lately."""
+    return SandboxHost.objects.filter(state=SandboxHost.ACTIVE, refused="",
+                                      last_seen__gte=timezone.now() - timeout())
+
+
+def place(nodes: int) -> SandboxHost | None:
+    """The host for a new session of `nodes` nodes, or None when every host is
+    full (the session waits in the queue).
+
+    Room is the host's own figure at its last heartbeat, less the nodes of
+    sessions placed there that are still starting (the heartbeat has not
+    counted them yet). Before any host has ever beaten (a site just started on
+    one machine) the site's own machine takes it and its runtime decides.
+    """
+    if not SandboxHost.objects.filter(last_seen__isnull=False).exists():
+        return embedded()
+    starting = models.Count("sessions__nodes", filter=models.Q(
+        sessions__state__in=[LabSession.STARTING, LabSession.QUEUED],
+        sessions__nodes__state=LabNode.STARTING))
+    best, best_room = None, -1
+    for host in live_hosts().annotate(starting=starting):
+        room = host.room - host.starting
+        if room >= nodes and room > best_room:
+            best, best_room = host, room
+    return best
+
+
+def place_session(session: LabSession) -> bool:
+    """Give a session without a host one; False when every host is full (the
+    session is then queued: start_queued places it when one has room)."""
+    if session.host_id is not None:
+        return True
+    host = place(len(session.lesson.nodes))
+    if host is None:
+        session.mark(LabSession.QUEUED, "every lab host is full")
+        return False
+    LabSession.objects.filter(pk=session.pk).update(host=host)
+    session.host = host
+    return True
+
+
+def host_name_of(session_id: int) -> str:
+    """The name of the session's host (this machine's for a session never placed).
+    One indexed query per task sent: a queued session is placed later, so a
+    session's host may change while it waits and is not cached."""
+    return (LabSession.objects.filter(pk=session_id).values_list("host__name", flat=True).first()
+            or settings.LAB_HOST_NAME)
+
+
+def route(name, args, kwargs, options, task=None, **kw):
+    """Celery's router (CELERY_TASK_ROUTES): a session's tasks go to its host's
+    queues; a task sent with an explicit queue keeps it; the rest go to the
+    site's queue (celery)."""
+    kind = SESSION_TASKS.get(name)
+    if kind is None or not args:
+        return None
+    return {"queue": f"{kind}.{host_name_of(args[0])}"}
+
+
+def lose_dead_hosts() -> list:
+    """Hosts silent for longer than LAB_HOST_TIMEOUT become lost, and so do
+    their live sessions; each learner's page hears why and may start again
+    (placed elsewhere). Returns the names of the hosts lost now."""
+    cutoff = timezone.now() - timeout()
+    lost = []
+    for host in SandboxHost.objects.filter(state__in=[SandboxHost.ACTIVE, SandboxHost.DRAINING],
+                                           last_seen__lt=cutoff):
+        if not SandboxHost.objects.filter(pk=host.pk, last_seen__lt=cutoff).exclude(
+                state=SandboxHost.LOST).update(state=SandboxHost.LOST):
+            continue  # it beat meanwhile
+        silent = (timezone.now() - host.last_seen).total_seconds()
+        log.warning("host %s lost: no heartbeat for %.0f s", host.name, silent)
+        lost.append(host.name)
+        for session in (LabSession.objects.filter(host=host).exclude(state__in=LabSession.ENDED)
+                        .select_related("lesson", "user")):
+            lose_session(session, host)
+    return lost
+
+
+LOST_MESSAGE = ("The machine your lab ran on ({host}) stopped answering, and your lab "
+                "machines went with it. Your progress is saved: start again and you get "
+                "new machines on another host.")
+
+
+def lose_session(session: LabSession, host: SandboxHost) -> None:
+    session.nodes.exclude(state=LabNode.STOPPED).update(state=LabNode.FAILED,
+                                                        error=f"host {host.name} went away")
+    LabSession.objects.filter(pk=session.pk).update(controller=None)
+    session.controller = None
+    if session.mark(LabSession.LOST, LOST_MESSAGE.format(host=host.name)):
+        broadcast.grid_rows_changed(session.user, session.lesson_id)
+    broadcast.push(broadcast.session_group(session), session.event())
+
+
+class HeartbeatThread(threading.Thread):
+    """In a host's node worker: beat every LAB_HOST_HEARTBEAT_SECONDS with this
+    machine's load. Before it takes sessions (after a start, or when the site
+    had given it up as lost) it reaps the nodes no live session of its own
+    owns any more."""
+
+    def __init__(self, driver, reap):
+        super().__init__(name="lab-heartbeat", daemon=True)
+        self.driver, self.reap = driver, reap  # reap: tasks.reap_nodes, returns what it removed
+        self.stopping = threading.Event()
+
+    def beat_once(self, first: bool) -> SandboxHost:
+        from runtime import hostinfo
+        load = hostinfo.load(len(self.driver.list_nodes()))
+        host = heartbeat(settings.LAB_HOST_NAME, load, settings.LAB_GATEWAY_URL,
+                         hostinfo.code_version(), hostinfo.recipe_version(), time.time())
+        if first or host.state == SandboxHost.LOST:
+            reaped = self.reap()
+            if host.state == SandboxHost.LOST:
+                log.info("host %s is back: reaped %d orphaned node(s); taking sessions again",
+                         host.name, len(reaped))
+                SandboxHost.objects.filter(pk=host.pk, state=SandboxHost.LOST).update(
+                    state=SandboxHost.ACTIVE)
+        return host
+
+    def run(self):
+        first = True
+        while not self.stopping.is_set():
+            try:
+                self.beat_once(first)
+                first = False
+            except Exception:
+                log.exception("heartbeat of host %s failed", settings.LAB_HOST_NAME)
+            finally:
+                close_old_connections()
+            self.stopping.wait(settings.LAB_HOST_HEARTBEAT_SECONDS)

@@ -1,0 +1,166 @@
+"""Sandbox hosts: heartbeats, placement, a host that goes away and comes back.
+
+The processes of a host (its worker's heartbeat, its queues) run for real in
+the multi-host integration tests; here the rules: who gets a session, what
+a silent host costs its learners (their machines, never their progress).
+"""
+from __future__ import annotations
+
+import datetime
+import time
+
+from django.utils import timezone
+
+from labs.courses.models import StepProgress
+from labs.sandboxes import hosts, tasks
+from labs.sandboxes.models import LabSession, SandboxHost
+
+START = "/lessons/first-containers/start"
+STOP = "/lessons/first-containers/stop"
+
+
+def beat(name, room=10, **kwargs):
+    versions = hosts.site_versions()
+    kwargs.setdefault("version", versions["version"])
+    kwargs.setdefault("recipe", versions["recipe"])
+    return hosts.heartbeat(name, {"max_nodes": 250, "nodes_now": 250 - room, "room": room,
+                                  "memory_free": 2**33}, **kwargs)
+
+
+def test_a_heartbeat_records_the_hosts_load_and_refuses_a_host_that_differs(db):
+    host = beat("alpha", room=7, gateway_url="http://10.0.0.2:8001", clock=time.time())
+    assert (host.room, host.nodes_now, host.refused, host.state) == (7, 243, "", "active")
+    assert host.gateway_url == "http://10.0.0.2:8001"
+    assert host.queue("nodes") == "nodes.alpha" and host.queue("checks") == "checks.alpha"
+
+    late = beat("beta", clock=time.time() - 60)
+    assert "clock is -60 s off" in late.refused
+    old = beat("gamma", version="0123456789abcdef")
+    assert "its code (0123456789abcdef) is not the site's" in old.refused
+    other_images = beat("delta", recipe="fedcba9876543210")
+    assert "image recipes" in other_images.refused
+    # None of those is given a session.
+    assert hosts.place(1) == host
+    SandboxHost.objects.filter(name="alpha").update(room=0)
+    assert hosts.place(1) is None
+
+
+def test_placement_picks_the_host_with_most_room_and_skips_late_draining_and_full(db):
+    assert hosts.place(1).name == "local"  # before any heartbeat: this machine
+    beat("alpha", room=3)
+    beat("beta", room=9)
+    beat("gamma", room=20)
+    beat("delta", room=50)
+    SandboxHost.objects.filter(name="gamma").update(state=SandboxHost.DRAINING)
+    SandboxHost.objects.filter(name="delta").update(
+        last_seen=timezone.now() - datetime.timedelta(seconds=60))  # late: skipped
+    assert hosts.place(1).name == "beta"
+    assert hosts.place(4).name == "beta"
+    SandboxHost.objects.filter(name="beta").update(room=2)
+    assert hosts.place(3).name == "alpha"  # two nodes' room is not three
+    assert hosts.place(4) is None
+
+
+def test_nodes_still_starting_count_against_a_hosts_room(client, ada, bob, lesson,
+                                                         django_capture_on_commit_callbacks):
+    beat("alpha", room=1)
+    beat("beta", room=1)
+    for learner in (ada, bob):
+        client.force_login(learner)
+        with django_capture_on_commit_callbacks(execute=False):
+            assert client.post(START).json()["state"] == "starting"
+    # One each: alpha's one node was taken by the first start before its
+    # heartbeat could count it.
+    assert sorted(LabSession.objects.values_list("host__name", flat=True)) == ["alpha", "beta"]
+
+
+def test_when_every_host_is_full_start_queues_and_beat_places_it_later(
+        client, ada, lesson, fake_driver, django_capture_on_commit_callbacks):
+    beat("alpha", room=0)
+    client.force_login(ada)
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        body = client.post(START).json()
+    assert callbacks == []  # no start sent anywhere
+    assert (body["state"], body["position"]) == ("queued", 1)
+    assert "every lab host is full" in body["error"]
+    assert tasks.start_queued() == []
+
+    beat("beta", room=5)
+    assert tasks.start_queued() == [body["session"]]  # eager here: started on beta's queue
+    session = LabSession.objects.get(pk=body["session"])
+    assert (session.host.name, session.state) == ("beta", "ready")
+
+
+def test_a_silent_host_loses_its_sessions_not_their_progress(client, ada, lesson, fake_driver,
+                                                             django_capture_on_commit_callbacks):
+    beat("alpha", room=5)
+    client.force_login(ada)
+    with django_capture_on_commit_callbacks(execute=True):
+        first = client.post(START).json()
+    session = LabSession.objects.get(pk=first["session"])
+    assert (session.host.name, session.state) == ("alpha", "ready")
+    StepProgress.record(ada, lesson.steps.get(number=1), StepProgress.DONE, "")
+
+    assert hosts.lose_dead_hosts() == []  # still beating
+    SandboxHost.objects.filter(name="alpha").update(
+        last_seen=timezone.now() - datetime.timedelta(seconds=16))
+    beat("beta", room=5)
+    assert tasks.lose_dead_hosts_task() == ["alpha"]
+    session.refresh_from_db()
+    event = session.event()
+    assert (event["state"], session.host.state) == ("lost", "lost")
+    assert "(alpha) stopped answering" in event["error"] and "progress is saved" in event["error"]
+    assert {n["state"] for n in event["nodes"]} == {"failed"}
+    assert StepProgress.objects.get(user=ada, step__number=1).state == StepProgress.DONE
+    assert hosts.lose_dead_hosts() == []  # once
+
+    # Start again: a new session, on the host that is there; the lost one ends.
+    with django_capture_on_commit_callbacks(execute=True):
+        again = client.post(START).json()
+    assert again["session"] != session.pk
+    fresh = LabSession.objects.get(pk=again["session"])
+    assert (fresh.host.name, fresh.state) == ("beta", "ready")
+    session.refresh_from_db()
+    assert session.state == "stopped"
+
+
+def test_stopping_a_lost_session_needs_no_host(client, ada, lesson, fake_driver,
+                                               django_capture_on_commit_callbacks):
+    beat("alpha", room=5)
+    client.force_login(ada)
+    with django_capture_on_commit_callbacks(execute=True):
+        session_id = client.post(START).json()["session"]
+    SandboxHost.objects.filter(name="alpha").update(
+        last_seen=timezone.now() - datetime.timedelta(seconds=60))
+    hosts.lose_dead_hosts()
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        client.post(STOP, HTTP_ACCEPT="application/json")
+    assert callbacks == []  # no stop sent to a host that is gone
+    assert LabSession.objects.get(pk=session_id).state == "stopped"
+
+
+def test_a_lost_host_that_comes_back_reaps_before_it_takes_sessions(db, fake_driver, settings):
+    settings.LAB_HOST_NAME = "alpha"
+    reaped = []
+    thread = hosts.HeartbeatThread(fake_driver, lambda: reaped.append("reap") or [])
+    assert thread.beat_once(first=True).state == "active"
+    assert reaped == ["reap"]  # a worker that just started reaps first
+    thread.beat_once(first=False)
+    assert reaped == ["reap"]
+    SandboxHost.objects.filter(name="alpha").update(state=SandboxHost.LOST)
+    thread.beat_once(first=False)
+    assert reaped == ["reap", "reap"]
+    assert SandboxHost.objects.get(name="alpha").state == "active"
+
+
+def test_beat_asks_every_live_host_to_look_after_its_own_nodes(db, monkeypatch):
+    sent = []
+    monkeypatch.setattr(tasks.maintain_pool, "apply_async", lambda queue: sent.append(queue))
+    assert tasks.on_every_host("maintain_pool") == ["local"]  # no host yet: this machine
+    beat("alpha")
+    beat("beta")
+    beat("gamma")
+    SandboxHost.objects.filter(name="gamma").update(
+        last_seen=timezone.now() - datetime.timedelta(seconds=60))
+    assert tasks.on_every_host("maintain_pool") == ["alpha", "beta"]
+    assert sent == ["nodes.local", "nodes.alpha", "nodes.beta"]
