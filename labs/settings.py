@@ -284,6 +284,10 @@ LAB_HOST_TIMEOUT = envint("LAB_HOST_TIMEOUT", "15")
 LAB_HOST_HEARTBEAT_SECONDS = envint("LAB_HOST_HEARTBEAT_SECONDS", "5")
 # Where this host's gateway serves terminals and published ports ("" : the site does).
 LAB_GATEWAY_URL = env("LAB_GATEWAY_URL", "")
+# Gateway tokens (labs/sandboxes/gateway.py): the key every host shares with
+# the site ("" derives one from SECRET_KEY), and how long a token opens a socket.
+LAB_GATEWAY_KEY = env("LAB_GATEWAY_KEY", "")
+LAB_GATEWAY_TOKEN_SECONDS = envint("LAB_GATEWAY_TOKEN_SECONDS", "60")
 
 LAB_DRIVER = env("LAB_DRIVER", "builtin")
 # Runtime session names are this prefix plus the LabSession id. Two sites (say

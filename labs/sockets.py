@@ -10,6 +10,8 @@ log = logging.getLogger(__name__)
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_NODE_GONE = 4410
+# The node runs on another host: ask the site again where its terminal is.
+CLOSE_ELSEWHERE = 4421
 
 
 # A watching instructor's socket says hello to the learner's terminal this often;

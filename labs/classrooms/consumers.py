@@ -5,6 +5,7 @@ import asyncio
 import json
 import logging
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
@@ -12,7 +13,10 @@ from runtime import get_driver
 
 from labs import broadcast, groups
 from labs.broadcast import classroom_group, term_group, user_group, watch_group
+from labs.sandboxes import tasks
+from labs.sandboxes.gateway import is_here
 from labs.sandboxes.models import LabNode, LabSession
+from labs.sandboxes.tasks import screen_message
 from labs.sockets import CLOSE_FORBIDDEN, WATCH_HELLO_SECONDS, client_message
 
 from . import reports
@@ -89,7 +93,7 @@ class WatchConsumer(AsyncWebsocketConsumer):
         if node is None:
             await self.close(code=CLOSE_FORBIDDEN)
             return
-        self.user, self.node = user, node
+        self.user, self.node, self.here = user, node, node.here
         self.group = watch_group(node.pk)
         await groups.join(self.channel_layer, self.channel_name, [self.group])
         await self.send(text_data=json.dumps({"type": "control", "granted": False}))
@@ -101,10 +105,12 @@ class WatchConsumer(AsyncWebsocketConsumer):
         room = Classroom.for_instructor(user, pk)
         if room is None:
             return None
-        node = (LabNode.objects.select_related("session", "session__user", "session__lesson")
+        node = (LabNode.objects.select_related("session", "session__user", "session__lesson",
+                                               "session__host")
                 .filter(pk=node_pk).first())
         if node is None or not room.has_learner(node.session.user_id):
             return None
+        node.here = is_here(node.session)
         return node
 
     async def _screen(self):
@@ -113,13 +119,22 @@ class WatchConsumer(AsyncWebsocketConsumer):
             await self.send(text_data=json.dumps({"type": "error",
                                                   "message": "This machine is not running."}))
             return
+        if not self.here:
+            # On another host: its checks worker reads the screen and sends it
+            # to this socket's channel (watch_screen).
+            await sync_to_async(tasks.send_screen.delay)(self.node.session_id, self.node.pk,
+                                                         self.channel_name)
+            return
         screen = await get_driver().terminal_screen(self.node.runtime_id)
         if screen is not None:
-            # The size first: drawn at the watcher's default size, long lines
-            # wrapped there and stayed wrapped after the learner's size came.
-            await self.send(text_data=json.dumps({"type": "size", "cols": screen.cols,
-                                                  "rows": screen.rows}))
-            await self.send(bytes_data=screen.replay())
+            await self.watch_screen(screen_message(screen))
+
+    async def watch_screen(self, message):
+        # The size first: drawn at the watcher's default size, long lines
+        # wrapped there and stayed wrapped after the learner's size came.
+        await self.send(text_data=json.dumps({"type": "size", "cols": message["cols"],
+                                              "rows": message["rows"]}))
+        await self.send(bytes_data=message["data"])
 
     async def _hello_loop(self):
         new = True

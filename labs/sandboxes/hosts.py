@@ -23,6 +23,7 @@ import time
 
 from django.conf import settings
 from django.db import close_old_connections, models
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from labs import broadcast
@@ -34,7 +35,8 @@ log = logging.getLogger(__name__)
 TASKS = "labs.sandboxes.tasks."
 # The tasks about one session, and which of its host's queues does them.
 SESSION_TASKS = {TASKS + "start_session": "nodes", TASKS + "stop_session": "nodes",
-                 TASKS + "reset_session": "nodes", TASKS + "run_checks": "checks"}
+                 TASKS + "reset_session": "nodes", TASKS + "run_checks": "checks",
+                 TASKS + "send_screen": "checks"}
 # A host's clock may differ from the site's by this much before it is refused
 # (session limits and heartbeats compare times written by both).
 CLOCK_SKEW_SECONDS = 5
@@ -51,27 +53,18 @@ def embedded() -> SandboxHost:
 
 def heartbeat(name: str, load: dict, gateway_url: str = "", version: str = "", recipe: str = "",
               clock: float | None = None) -> SandboxHost:
-    """Record host `name`'s heartbeat: its load (runtime.hostinfo.load), where
-    its gateway is, its versions and its clock. Returns the row; a LOST row
-    stays lost until the host has reaped its nodes (HeartbeatThread)."""
-    now = timezone.now()
+    """Record host `name`'s heartbeat (its node worker calls this): its load
+    (runtime.hostinfo.load), where its gateway is, its versions and its clock.
+    last_seen is the database's clock, so a host's own clock cannot make it
+    look alive; the site compares the two (refusal). Returns the row; a LOST
+    row stays lost until the host has reaped its nodes (HeartbeatThread)."""
     host, _ = SandboxHost.objects.get_or_create(name=name)
-    refused = []
-    if version and version != site_versions()["version"]:
-        refused.append(f"its code ({version}) is not the site's ({site_versions()['version']})")
-    if recipe and recipe != site_versions()["recipe"]:
-        refused.append(f"its image recipes ({recipe}) are not the site's "
-                       f"({site_versions()['recipe']})")
-    if clock is not None and abs(clock - now.timestamp()) > CLOCK_SKEW_SECONDS:
-        refused.append(f"its clock is {clock - now.timestamp():+.0f} s off the site's")
-    host.refused = "; ".join(refused)
-    if host.refused:
-        log.warning("host %s takes no sessions: %s", name, host.refused)
-    host.gateway_url, host.version, host.recipe = gateway_url, version, recipe
-    for key in ("max_nodes", "nodes_now", "room", "memory_free"):
-        setattr(host, key, load.get(key, 0))
-    host.last_seen = now
-    host.save()
+    fields = {key: load.get(key, 0) for key in ("max_nodes", "nodes_now", "room", "memory_free")}
+    SandboxHost.objects.filter(pk=host.pk).update(
+        gateway_url=gateway_url, version=version, recipe=recipe, last_seen=Now(),
+        host_clock=(datetime.datetime.fromtimestamp(clock, datetime.timezone.utc)
+                    if clock is not None else None), **fields)
+    host.refresh_from_db()
     return host
 
 
@@ -79,35 +72,65 @@ _site_versions: dict = {}
 
 
 def site_versions() -> dict:
+    """The site's own code and image-recipe versions (this process's files)."""
     if not _site_versions:
         from runtime import hostinfo
         _site_versions.update(version=hostinfo.code_version(), recipe=hostinfo.recipe_version())
     return _site_versions
 
 
+def refusal(host: SandboxHost) -> str:
+    """Why the site gives this host no sessions though it beats ("" if none):
+    its code or image recipes are not the site's, or its clock is off (session
+    limits and heartbeats compare times written on both sides)."""
+    problems = []
+    site = site_versions()
+    if host.version and host.version != site["version"]:
+        problems.append(f"its code ({host.version}) is not the site's ({site['version']})")
+    if host.recipe and host.recipe != site["recipe"]:
+        problems.append(f"its image recipes ({host.recipe}) are not the site's ({site['recipe']})")
+    if host.host_clock and host.last_seen:
+        skew = (host.host_clock - host.last_seen).total_seconds()
+        if abs(skew) > CLOCK_SKEW_SECONDS:
+            problems.append(f"its clock is {skew:+.0f} s off the site's")
+    return "; ".join(problems)
+
+
 def live_hosts():
-    """Hosts that may take new sessions: active, not refused, heard from lately."""
-    return SandboxHost.objects.filter(state=SandboxHost.ACTIVE, refused="",
+    """Hosts that may take new sessions, refusal aside: active, heard from lately."""
+    return SandboxHost.objects.filter(state=SandboxHost.ACTIVE,
                                       last_seen__gte=timezone.now() - timeout())
 
 
 def place(nodes: int) -> SandboxHost | None:
     """The host for a new session of `nodes` nodes, or None when every host is
-    full (the session waits in the queue).
+    full (the session waits in the queue). Call it in a transaction: the live
+    hosts' rows stay locked until it commits, so placements happen one at a
+    time and two learners never both take a host's last room.
 
-    Room is the host's own figure at its last heartbeat, less the nodes of
-    sessions placed there that are still starting (the heartbeat has not
-    counted them yet). Before any host has ever beaten (a site just started on
-    one machine) the site's own machine takes it and its runtime decides.
+    Room is the host's own figure at its last heartbeat, less the nodes the
+    site has placed there that the heartbeat did not count yet (sessions
+    starting, or ready since it beat). Before any host has ever beaten (a site
+    just started on one machine) the site's own machine takes it and its
+    runtime decides.
     """
     if not SandboxHost.objects.filter(last_seen__isnull=False).exists():
         return embedded()
-    starting = models.Count("sessions__nodes", filter=models.Q(
-        sessions__state__in=[LabSession.STARTING, LabSession.QUEUED],
-        sessions__nodes__state=LabNode.STARTING))
+    # No aggregate may go with FOR UPDATE: lock first, count after.
+    ids = list(live_hosts().select_for_update().values_list("pk", flat=True))
+    placed = models.Count("sessions__nodes", filter=models.Q(
+        sessions__state__in=[LabSession.STARTING, LabSession.READY])
+        & ~models.Q(sessions__nodes__state=LabNode.STOPPED))
     best, best_room = None, -1
-    for host in live_hosts().annotate(starting=starting):
-        room = host.room - host.starting
+    for host in SandboxHost.objects.filter(pk__in=ids).annotate(placed=placed).order_by("name"):
+        refused = refusal(host)
+        if refused != host.refused:  # the operator's listing says why
+            SandboxHost.objects.filter(pk=host.pk).update(refused=refused)
+            log.warning("host %s %s", host.name,
+                        f"takes no sessions: {refused}" if refused else "takes sessions again")
+        if refused:
+            continue
+        room = host.room - max(0, host.placed - host.nodes_now)
         if room >= nodes and room > best_room:
             best, best_room = host, room
     return best

@@ -33,8 +33,9 @@ class SandboxHost(models.Model):
     # Where the host's gateway serves terminals and published ports ("" for the
     # embedded host: the site itself does).
     gateway_url = models.CharField(max_length=200, blank=True)
-    # Why the host takes no sessions though it beats (its version or image
-    # recipe differ from the site's, its clock is off); "" when it may.
+    # Why the site gives the host no sessions though it beats (its version or
+    # image recipes differ from the site's, its clock is off; hosts.refusal,
+    # written when the site last placed a session); "" when it may.
     refused = models.TextField(blank=True)
     version = models.CharField(max_length=64, blank=True)
     recipe = models.CharField(max_length=64, blank=True)
@@ -44,7 +45,9 @@ class SandboxHost(models.Model):
     room = models.PositiveIntegerField(default=0)
     memory_free = models.BigIntegerField(default=0)
     joined = models.DateTimeField(auto_now_add=True)
+    # The database's clock at its last heartbeat, and the host's own then.
     last_seen = models.DateTimeField(null=True, blank=True)
+    host_clock = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         db_table = "labs_sandboxhost"
@@ -262,6 +265,12 @@ class LabSession(models.Model):
     def node1(self):
         return self.nodes.order_by("name").first()
 
+    def gateway_url(self) -> str:
+        """The gateway of the host this session runs on ("" for the site's own
+        machine, whose nodes the site's sockets reach). The same whichever
+        process asks: a host's worker pushes this to the learner's page too."""
+        return self.host.gateway_url if self.host_id is not None else ""
+
     def event(self) -> dict:
         """The JSON the lesson socket sends about this session.
 
@@ -277,6 +286,7 @@ class LabSession(models.Model):
                  "idle_deadline": idle.isoformat() if idle else None,
                  "idle_seconds": settings.LAB_IDLE_MINUTES * 60,
                  "ended_because": self.ended_because,
+                 "gateway": self.gateway_url(),
                  "controller": self.controller.username if self.controller_id else None}
         if self.state == self.QUEUED:
             event["position"] = self.queue_position()

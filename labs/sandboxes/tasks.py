@@ -14,6 +14,7 @@ from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -240,6 +241,26 @@ async def _run_batches(driver, nodes: dict, batches: dict, on_result) -> dict:
     return dict(await asyncio.gather(*(one(name) for name in batches)))
 
 
+def screen_message(screen) -> dict:
+    """The channel-layer message that draws a terminal screen in a watch view."""
+    return {"type": "watch.screen", "cols": screen.cols, "rows": screen.rows,
+            "data": screen.replay()}
+
+
+@shared_task(soft_time_limit=20, time_limit=30)
+def send_screen(session_id: int, node_pk: int, channel_name: str) -> bool:
+    """On the node's host: read its terminal's screen and send it to the watch
+    socket `channel_name` (an instructor opened the watch view on the site)."""
+    node = LabNode.objects.filter(pk=node_pk, session_id=session_id).first()
+    if node is None or not node.runtime_id:
+        return False
+    screen = _run(get_driver().terminal_screen(node.runtime_id))
+    if screen is None:
+        return False
+    async_to_sync(get_channel_layer().send)(channel_name, screen_message(screen))
+    return True
+
+
 def _verdict(result) -> tuple:
     """(state, message) of one step from its check's ExecResult."""
     if result.timed_out:
@@ -399,11 +420,13 @@ def start_queued() -> list:
         session = _session(session_id)
         if session is None:
             continue
-        host = hosts.place(len(session.lesson.nodes))
-        if host is None:
-            break  # every host is full: the rest keep their places
-        if not LabSession.objects.filter(pk=session.pk, state=LabSession.QUEUED).update(host=host):
-            continue  # stopped meanwhile
+        with transaction.atomic():
+            host = hosts.place(len(session.lesson.nodes))
+            if host is None:
+                break  # every host is full: the rest keep their places
+            if not LabSession.objects.filter(pk=session.pk, state=LabSession.QUEUED).update(
+                    host=host, state=LabSession.STARTING):
+                continue  # stopped meanwhile
         mark_session(session, LabSession.STARTING)  # its turn came: the page shows the start
         start_session.delay(session.pk)
         started.append(session_id)

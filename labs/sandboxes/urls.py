@@ -7,6 +7,7 @@ urlpatterns = [
     path("lessons/<slug:slug>/stop", views.stop, name="lesson-stop"),
     path("lessons/<slug:slug>/check", views.check, name="lesson-check"),
     path("lessons/<slug:slug>/extend", views.extend, name="lesson-extend"),
+    path("nodes/<int:pk>/terminal", views.terminal_url, name="node-terminal"),
     re_path(r"^nodes/(?P<pk>\d+)/ports/(?P<port>\d+)(?P<rest>/.*)?$", views.open_port,
             name="node-port"),
 ]

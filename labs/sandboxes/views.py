@@ -17,8 +17,8 @@ from labs.classrooms.access import visible_node
 from labs.courses.models import Lesson
 from runtime import LabRuntimeError, get_driver
 
-from . import checks, hosts, portproxy, tasks
-from .models import LabSession
+from . import checks, gateway, hosts, portproxy, tasks
+from .models import LabNode, LabSession
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,21 @@ def extend(request, slug):
     event = session.event()
     transaction.on_commit(lambda: broadcast.push(broadcast.session_group(session), event))
     return JsonResponse({"ok": True, **event})
+
+
+def terminal_url(request, pk):
+    """Where the lesson page opens node `pk`'s terminal: the site's own socket,
+    or the node's host gateway with a token signed for this learner and node
+    (labs.sandboxes.gateway). Asked before each connect, so a token is fresh."""
+    if not request.user.is_authenticated:
+        return JsonResponse({"ok": False, "error": "Log in first."}, status=403)
+    node = (LabNode.objects.select_related("session", "session__host")
+            .filter(pk=pk, session__user=request.user).first())
+    if node is None:
+        return JsonResponse({"ok": False, "error": "This lab machine is not yours."}, status=403)
+    if node.state != LabNode.READY or not node.runtime_id:
+        return JsonResponse({"ok": False, "error": "This lab machine is not running."}, status=410)
+    return JsonResponse({"ok": True, "url": gateway.terminal_url(node, request.user)})
 
 
 @login_required

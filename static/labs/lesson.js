@@ -377,6 +377,9 @@
   const checkButton = document.getElementById("check-button");
   const portsBox = document.getElementById("ports");
   const wsBase = (location.protocol === "https:" ? "wss://" : "ws://") + location.host;
+  // The session's nodes run on another host: terminals open on its gateway,
+  // with a token the site signs for each connect (labs/sandboxes/gateway.py).
+  let gateway = "";
   const encoder = new TextEncoder();
   const historyBox = document.getElementById("term-history");
   const historyText = document.getElementById("term-history-text");
@@ -476,6 +479,7 @@
 
   function onSession(event) {
     onLimits(event);
+    if (event.gateway !== undefined) gateway = event.gateway;
     if (event.nodes) setNodes(event.nodes);
     else if (event.node && terms[names[0]]) terms[names[0]].id = event.node;
     if (event.state === "ready" && event.node) {
@@ -505,6 +509,7 @@
   // Session news from the socket (also sent once on every (re)connect).
   function onSessionEvent(event) {
     onLimits(event);
+    if (event.gateway !== undefined) gateway = event.gateway;
     const now = lab.dataset.state;
     if (event.nodes && (event.state === "ready")) setNodes(event.nodes);
     if (event.state === "queued") {
@@ -655,7 +660,7 @@
     }
     ensureTerm(t);
     try { t.fit.fit(); } catch (err) { /* not laid out yet */ }
-    if (!t.socket && !t.timer) connectTerminal(t);
+    if (!t.socket && !t.timer && !t.connecting) connectTerminal(t);
     t.term.focus();
   }
 
@@ -702,10 +707,43 @@
     if (t && t.fit) { try { t.fit.fit(); } catch (err) { /* hidden */ } }
   });
 
-  function connectTerminal(t) {
+  async function terminalUrl(t) {
+    const size = "cols=" + t.term.cols + "&rows=" + t.term.rows;
+    if (!gateway) return wsBase + "/ws/nodes/" + t.id + "/terminal/?" + size;
+    const response = await fetch("/nodes/" + t.id + "/terminal", {credentials: "same-origin"});
+    const body = await response.json();
+    if (!body.ok) throw new Error(body.error || "no terminal");
+    const url = body.url.charAt(0) === "/" ? wsBase + body.url : body.url;
+    return url + (url.indexOf("?") >= 0 ? "&" : "?") + size;
+  }
+
+  function retryTerminal(t, why) {
+    t.retry = Math.min(t.retry + 1, 6);
+    const wait = 500 * Math.pow(2, t.retry);
+    if (t.name === active) {
+      setState("reconnecting", why + "; reconnecting in " + Math.round(wait / 1000) + " s…");
+    }
+    t.timer = setTimeout(function () { connectTerminal(t); }, wait);
+  }
+
+  async function connectTerminal(t) {
     if (t.timer) { clearTimeout(t.timer); t.timer = null; }
-    if (t.id === null) return;
-    const url = wsBase + "/ws/nodes/" + t.id + "/terminal/?cols=" + t.term.cols + "&rows=" + t.term.rows;
+    if (t.id === null || t.connecting) return;
+    // closeTerminal while the URL is on its way (the machine stopped): no socket.
+    const generation = t.generation = (t.generation || 0) + 1;
+    let url;
+    t.connecting = true;
+    try {
+      url = await terminalUrl(t);
+    } catch (err) {
+      if (generation === t.generation) {
+        retryTerminal(t, "Could not reach " + t.name + "'s terminal (" + err.message + ")");
+      }
+      return;
+    } finally {
+      t.connecting = false;
+    }
+    if (generation !== t.generation || t.id === null || t.socket) return;
     const socket = new WebSocket(url);
     socket.binaryType = "arraybuffer";
     t.socket = socket;
@@ -735,17 +773,16 @@
       if (socket !== t.socket) return;
       t.socket = null;
       if (close.code === 4403) { fail("This lab machine is not yours."); return; }
+      if (close.code === 4421) {  // its host's gateway serves it: ask the site again, now
+        gateway = gateway || "elsewhere";
+        connectTerminal(t);
+        return;
+      }
       if (close.code === 4410) {
         fail("Your lab machine " + t.name + " is gone. Start a new one to continue.");
         return;
       }
-      t.retry = Math.min(t.retry + 1, 6);
-      const wait = 500 * Math.pow(2, t.retry);
-      if (t.name === active) {
-        setState("reconnecting", "Connection to " + t.name + "'s terminal dropped; reconnecting in " +
-                 Math.round(wait / 1000) + " s…");
-      }
-      t.timer = setTimeout(function () { connectTerminal(t); }, wait);
+      retryTerminal(t, "Connection to " + t.name + "'s terminal dropped");
     };
   }
 
@@ -802,6 +839,7 @@
   });
 
   function closeTerminal(t) {
+    t.generation = (t.generation || 0) + 1;
     if (t.timer) { clearTimeout(t.timer); t.timer = null; }
     t.queue = [];
     if (t.socket) {

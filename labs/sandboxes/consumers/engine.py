@@ -9,9 +9,14 @@ import logging
 import time
 
 
+from channels.db import database_sync_to_async
+from django.conf import settings
+
 from runtime import LabRuntimeError, get_driver
 
 from .. import checks
+from ..gateway import is_here
+from ..models import LabNode
 from labs.sockets import _background
 
 log = logging.getLogger(__name__)
@@ -189,3 +194,20 @@ class EngineWatcher:
         task = asyncio.ensure_future(ask())
         _background.add(task)
         task.add_done_callback(_background.discard)
+
+
+async def engine_watchers(session) -> list:
+    """Watchers of the session's ready nodes (each to be released), when this
+    process reaches them; [] when engine events are not followed
+    (LAB_WATCH_ENGINE_EVENTS off) or the nodes run on another host, whose
+    gateway follows them."""
+    if not getattr(settings, "LAB_WATCH_ENGINE_EVENTS", True):
+        return []
+
+    def ready_ids():
+        if not is_here(session):
+            return []
+        return [n.runtime_id for n in session.nodes.all()
+                if n.state == LabNode.READY and n.runtime_id]
+    return [EngineWatcher.acquire(runtime_id, session.pk)
+            for runtime_id in await database_sync_to_async(ready_ids)()]

@@ -7,7 +7,6 @@ import logging
 from autobahn.exception import Disconnected
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
-from django.conf import settings
 
 
 from labs import broadcast, groups
@@ -17,8 +16,8 @@ from labs.courses.models import Lesson, StepProgress
 from labs.sockets import CLOSE_FORBIDDEN, CLOSE_NOT_FOUND, client_message
 
 from .. import checks
-from ..models import LabNode, LabSession
-from .engine import EngineWatcher
+from ..models import LabSession
+from .engine import engine_watchers
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +77,7 @@ class LessonConsumer(AsyncWebsocketConsumer):
         """Follow engine events of the session's nodes while it is ready."""
         if self.watchers or session.state != LabSession.READY:
             return
-        if not getattr(settings, "LAB_WATCH_ENGINE_EVENTS", True):
-            return
-        ids = await database_sync_to_async(
-            lambda: [n.runtime_id for n in session.nodes.all()
-                     if n.state == LabNode.READY and n.runtime_id])()
-        self.watchers = [EngineWatcher.acquire(runtime_id, session.pk) for runtime_id in ids]
+        self.watchers = await engine_watchers(session)
 
     def _unwatch(self):
         watchers, self.watchers = getattr(self, "watchers", []), []

@@ -12,16 +12,18 @@ from urllib.parse import parse_qs
 from autobahn.exception import Disconnected
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.contrib.auth import get_user_model
 
 from runtime import LabRuntimeError, get_driver
 from runtime.termmarks import MarkParser
 
 from labs import broadcast, groups
 from labs.broadcast import learner_group, term_group, watch_group
-from labs.sockets import (CLOSE_FORBIDDEN, CLOSE_NODE_GONE, WATCH_HELLO_SECONDS, _background,
-                          _size, client_message)
+from labs.sockets import (CLOSE_ELSEWHERE, CLOSE_FORBIDDEN, CLOSE_NODE_GONE, WATCH_HELLO_SECONDS,
+                          _background, _size, client_message)
 
-from .. import checks, tasks
+from .. import checks, gateway, tasks
+from .engine import engine_watchers
 from ..hints import hint_for
 from ..models import LabNode, LabSession
 
@@ -76,6 +78,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
     term = None
     pump_task = None
     hint_task = None
+    watchers: list = []
 
     async def dispatch(self, message):
         # Channels closes stale database connections before every message, on
@@ -89,11 +92,9 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             await super().dispatch(message)
 
     async def connect(self):
-        user = self.scope.get("user")
         node_pk = self.scope["url_route"]["kwargs"]["node"]
-        node = None
-        if user is not None and user.is_authenticated:
-            node = await self._owned_node(user, node_pk)
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        user, node = await self._authorize(node_pk, query)
         if node is None:
             await self.accept()
             await self.close(code=CLOSE_FORBIDDEN)
@@ -102,9 +103,13 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             await self.accept()
             await self.close(code=CLOSE_NODE_GONE)
             return
+        if not await database_sync_to_async(gateway.is_here)(node.session):
+            # A page that did not know yet: its node's host gateway serves it.
+            await self.accept()
+            await self.close(code=CLOSE_ELSEWHERE)
+            return
         self.node = node
         self.session_id = node.session_id
-        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         cols = _size(query.get("cols", ["80"])[0], 80)
         rows = _size(query.get("rows", ["24"])[0], 24)
         try:
@@ -132,6 +137,11 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         await groups.join(self.channel_layer, self.channel_name, [term_group(node.pk)])
         await self.accept()
         self.pump_task = asyncio.create_task(self._pump())
+        if self.scope.get("gateway"):
+            # On a host gateway no lesson page socket is near the node: the
+            # terminal follows its session's engine events (consumers/lesson.py
+            # does on the site's own machine).
+            self.watchers = await engine_watchers(self.session)
         # A watcher already waiting (the learner reloaded): it says hello again.
         await self.channel_layer.group_send(watch_group(node.pk), {"type": "watch.ask"})
 
@@ -270,6 +280,9 @@ class TerminalConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code):
         if getattr(self, "node", None) is not None:
             await groups.leave(self.channel_layer, self.channel_name)
+        for watcher in self.watchers:
+            watcher.release()
+        self.watchers = []
         if self.pump_task is not None:
             self.pump_task.cancel()
         if self.term is not None:
@@ -278,9 +291,28 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             except Exception:
                 log.exception("closing terminal of %s failed", self.node.runtime_id)
 
+    async def _authorize(self, node_pk: int, query: dict) -> tuple:
+        """(user, node) when this socket may open node `node_pk`'s terminal, else
+        (None, None). On the site: the logged-in owner. On a host gateway (no
+        cookies there): a token the site signed for this node, checked before
+        any database query (labs.sandboxes.gateway)."""
+        if self.scope.get("gateway"):
+            claims = gateway.verify(query.get("token", [""])[0], node_pk)
+            if claims is None:
+                return None, None
+            return await self._token_node(claims)
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            return None, None
+        return user, await database_sync_to_async(LabNode.owned)(user, node_pk)
+
     @database_sync_to_async
-    def _owned_node(self, user, node_pk):
-        return LabNode.owned(user, node_pk)
+    def _token_node(self, claims: dict) -> tuple:
+        user = get_user_model().objects.filter(pk=claims["u"], is_active=True).first()
+        node = LabNode.owned(user, claims["n"]) if user is not None else None
+        if node is None or node.runtime_id != claims["r"]:
+            return None, None  # not that user's, or a machine since replaced
+        return user, node
 
     def _node_lost(self, reason: str):
         self.node.mark_failed(reason)
