@@ -13,7 +13,9 @@ def base_dir() -> Path:
 
 
 def images_dir() -> Path:
-    return base_dir() / "images"
+    # Node images may be shared by several runtimes on one machine (the test
+    # cluster's sandbox hosts): LAB_IMAGES_DIR. They are only ever read there.
+    return Path(os.environ.get("LAB_IMAGES_DIR") or base_dir() / "images")
 
 
 def nodes_dir() -> Path:

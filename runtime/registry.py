@@ -69,7 +69,8 @@ def mode() -> str:
 
 
 def storage_dir() -> Path:
-    return base_dir() / "registry"
+    # Read-only registries of several hosts may serve one storage: LAB_REGISTRY_DIR.
+    return Path(os.environ.get("LAB_REGISTRY_DIR") or base_dir() / "registry")
 
 
 def config_path() -> Path:
@@ -96,6 +97,7 @@ def config_text(registry_mode: str, port: int, root: str, writer: bool = False) 
 def write_config(port: int | None = None, writer: bool = False) -> Path:
     path = writer_config_path() if writer else config_path()
     storage_dir().mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)  # storage may live elsewhere (LAB_REGISTRY_DIR)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     tmp.write_text(config_text(mode(), port or registry_port(), str(storage_dir()), writer))
     os.replace(tmp, path)

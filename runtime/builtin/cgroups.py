@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
-CGROUP_PARENT = "dockerlab"
+CGROUP_PARENT = os.environ.get("LAB_CGROUP_PARENT", "dockerlab")
 
 
 # Character devices a node may use (its /dev holds just these, and pty slaves).

@@ -26,7 +26,7 @@ from .test_restarts import step_done
 # aggregates and migrations (the state-only split is checked table by table).
 DATABASE_HEAVY = ["test_migrations.py", "test_start_lab.py", "test_lab_full_queue.py",
                   "test_run_checks.py", "test_classroom_grid.py", "test_quiz.py",
-                  "test_session_limits.py"]
+                  "test_session_limits.py", "test_hosts.py"]
 
 
 def test_database_heavy_unit_tests_pass_on_postgresql():

@@ -89,6 +89,21 @@ class Learner:
         return websockets.connect(self.ws_url(path), additional_headers=self.ws_headers(),
                                   max_size=None)
 
+    def terminal_url(self, node: int, cols: int = 120, rows: int = 30) -> str:
+        """Where the page would open the node's terminal: the site's socket, or
+        the node's host gateway with a token (labs.sandboxes.gateway)."""
+        url = json.loads(self.get(f"/nodes/{node}/terminal").read())["url"]
+        if url.startswith("/"):
+            url = self.ws_url(url)
+        return url + ("&" if "?" in url else "?") + f"cols={cols}&rows={rows}"
+
+    def terminal(self, node: int, cols: int = 120, rows: int = 30):
+        """The node's terminal socket, wherever the node runs, opened as the page does."""
+        url = self.terminal_url(node, cols, rows)
+        on_site = url.startswith(self.ws_url("/"))
+        headers = self.ws_headers() if on_site else {"Origin": self.base}
+        return websockets.connect(url, additional_headers=headers, max_size=None)
+
     def connect_port_origin(self, origin: str, path: str):
         """A websocket to a published port's origin (http://n<node>-<port>.localhost:<port>),
         with this learner's cookies for that origin, opened from a page of that origin."""

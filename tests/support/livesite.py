@@ -138,10 +138,13 @@ def _answers(url: str) -> bool:
 
 @contextlib.contextmanager
 def live_site(prefix: str = SESSION_PREFIX, driver: str = "builtin", workers: int = 4,
-              extra_env: dict | None = None, quiet: bool = False):
+              extra_env: dict | None = None, quiet: bool = False, also_listen: str = "",
+              beat: bool = False):
     """The running site. `prefix` names its runtime sessions (and is what the
     clean-up removes); `workers` is the Celery worker's concurrency, as
-    LAB_WORKERS sets it for `make run`. `quiet` keeps the logs to itself on failure."""
+    LAB_WORKERS sets it for `make run`. `quiet` keeps the logs to itself on failure.
+    `also_listen`: an address Redis listens on besides loopback (the test
+    cluster's bridge, for its sandbox hosts). `beat`: run Celery beat too."""
     from runtime import get_driver, registry
 
     workdir = Path(tempfile.mkdtemp(prefix="lab-site-"))
@@ -165,7 +168,12 @@ def live_site(prefix: str = SESSION_PREFIX, driver: str = "builtin", workers: in
     commands = {
         # As the Procfile: no snapshots while running, one on shutdown, so a
         # restarted Redis still has its queued tasks and channel groups.
-        "redis": ["redis-server", "--bind", "127.0.0.1", "--port", str(redis_port),
+        # Listening on the test cluster's bridge too, protected mode (loopback
+        # only without a password) would turn its hosts away: that bridge
+        # reaches nothing but this machine's test hosts.
+        "redis": ["redis-server", "--bind", "127.0.0.1",
+                  *([also_listen, "--protected-mode", "no"] if also_listen else []),
+                  "--port", str(redis_port),
                   "--save", "", "--appendonly", "no", "--dir", str(workdir),
                   "--dbfilename", "redis.rdb", "--shutdown-on-sigterm", "save",
                   "--shutdown-on-sigint", "save"],
@@ -182,6 +190,9 @@ def live_site(prefix: str = SESSION_PREFIX, driver: str = "builtin", workers: in
                   "worker", "-n", "nodes@%h", "-Q", f"nodes.{host}", "--loglevel=INFO", f"--concurrency={workers}",
                   "--without-gossip", "--without-mingle"],
     }
+    if beat:
+        commands["beat"] = [str(VENV_BIN / "celery"), "-A", "labs.celery:app", "beat",
+                            "--loglevel=INFO", "--schedule", str(workdir / "celerybeat-schedule")]
     site = LiveSite(url=f"http://127.0.0.1:{port}", env=env, workdir=workdir, prefix=prefix,
                     driver=driver, commands=commands)
     failed = True

@@ -29,9 +29,11 @@ def _as_postgres(*argv, **kwargs) -> subprocess.CompletedProcess:
 
 
 @contextlib.contextmanager
-def postgres_server(database: str = "lab"):
+def postgres_server(database: str = "lab", also_listen: str = "", clients: str = ""):
     """Yields the DATABASE_URL of a fresh database `database` (its owner may
-    create databases, as pytest-django's test databases need)."""
+    create databases, as pytest-django's test databases need). `also_listen`:
+    an address to listen on besides loopback, for the network `clients`
+    (CIDR; the test cluster's sandbox hosts)."""
     bindir = _bindir()
     top = tempfile.mkdtemp(prefix="lab-postgres-")
     data, port = os.path.join(top, "data"), free_port()
@@ -41,8 +43,12 @@ def postgres_server(database: str = "lab"):
         done = _as_postgres(f"{bindir}/initdb", "-D", data, "-U", "lab", "-A", "trust",
                             "--no-sync", "-E", "UTF8", "--locale", "C.UTF-8")
         assert done.returncode == 0, done.stdout + done.stderr
+        if clients:
+            with open(os.path.join(data, "pg_hba.conf"), "a") as hba:
+                hba.write(f"host all all {clients} trust\n")
+        listen = ",".join(filter(None, ["127.0.0.1", also_listen]))
         # fsync off: a test database need not survive a power cut.
-        options = f"-h 127.0.0.1 -p {port} -k {top} -c fsync=off -c max_connections=200"
+        options = f"-h {listen} -p {port} -k {top} -c fsync=off -c max_connections=300"
         done = _as_postgres(f"{bindir}/pg_ctl", "-D", data, "-l", os.path.join(top, "log"),
                             "-o", options, "-w", "-t", "60", "start")
         started = done.returncode == 0

@@ -1,0 +1,145 @@
+"""Three sandbox hosts on this machine, as a cluster: learners placed across
+them, lesson 1 on each through its own gateway, one host killed.
+
+The hosts are network namespaces with their own address, runtime directory,
+uid range, cgroup parent and registry, each running a real node worker (with
+its heartbeat), checks worker and gateway (tests/support/cluster.py); the
+site runs Daphne, its workers, beat, Redis and PostgreSQL. The site's own
+machine is drained, so every learner lands on a host.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+
+import psycopg
+
+from tests.support.cluster import cluster_site, host_rows
+from tests.support.labclient import Learner, next_event
+
+SLUG = "first-containers"
+LEARNERS = 6
+
+
+def step_done(step: int):
+    return lambda e: e.get("type") == "step" and e.get("step") == step and e.get("state") == "done"
+
+
+async def start_and_finish_step(learner: Learner, step: int, command: bytes) -> dict:
+    """Start the lesson (or reuse the running lab), then type `command` in the
+    node's terminal, opened as the page opens it; returns the session event."""
+    async with learner.connect(f"/ws/lessons/{SLUG}/") as lesson:
+        reply = await asyncio.to_thread(learner.start, SLUG)
+        assert reply.get("ok", True), reply
+        session = reply
+        if reply.get("state") != "ready":
+            session = await next_event(lesson, lambda e: e.get("type") == "session"
+                                       and e.get("state") in ("ready", "failed"), 120)
+        assert session["state"] == "ready", session
+        async with learner.terminal(session["node"]) as term:
+            await term.send(command + b"\r")
+            await next_event_or_output(lesson, term, step_done(step), 90)
+        return session
+
+
+async def next_event_or_output(lesson, term, wanted, seconds):
+    """The lesson event `wanted`, while the terminal's output is drained."""
+    async def drain():
+        while True:
+            await term.recv()
+    drainer = asyncio.ensure_future(drain())
+    try:
+        return await next_event(lesson, wanted, seconds)
+    finally:
+        drainer.cancel()
+
+
+def sessions_by_host(database_url: str) -> dict:
+    with psycopg.connect(database_url) as db:
+        rows = db.execute(
+            "SELECT u.username, h.name, s.state FROM labs_labsession s "
+            "JOIN auth_user u ON u.id = s.user_id LEFT JOIN labs_sandboxhost h ON h.id = s.host_id "
+            "ORDER BY s.id").fetchall()
+    return rows
+
+
+def done_steps(database_url: str) -> set:
+    with psycopg.connect(database_url) as db:
+        return set(db.execute(
+            "SELECT u.username, st.number FROM labs_stepprogress p JOIN auth_user u "
+            "ON u.id = p.user_id JOIN labs_step st ON st.id = p.step_id "
+            "WHERE p.state = 'done'").fetchall())
+
+
+def test_three_hosts_share_a_class_and_one_dies_without_losing_progress():
+    with cluster_site(3) as (site, cluster):
+        db = cluster.database_url
+        learners = {f"learner{i}": Learner(site.url) for i in range(LEARNERS)}
+        for name, learner in learners.items():
+            learner.signup(name)
+
+        async def everyone():
+            return await asyncio.gather(*(start_and_finish_step(
+                learner, 1, b"docker container run alpine hostname")
+                for learner in learners.values()))
+        asyncio.run(everyone())
+
+        # Spread over the three hosts, none on the drained site machine; each
+        # learner's step 1 was checked on their host and recorded in PostgreSQL.
+        placed = collections.Counter(host for _, host, _ in sessions_by_host(db))
+        assert placed == {"h1": 2, "h2": 2, "h3": 2}, placed
+        assert {(name, 1) for name in learners} <= done_steps(db)
+        on_h3 = sorted(name for name, host, _ in sessions_by_host(db) if host == "h3")
+
+        # h3 dies: its processes and nodes are SIGKILLed at once. The pages of
+        # its learners are open and hear it.
+        async def watch_loss(name, opened):
+            async with learners[name].connect(f"/ws/lessons/{SLUG}/") as lesson:
+                await next_event(lesson, lambda e: e.get("type") == "session", 30)
+                opened.release()
+                return await next_event(lesson, lambda e: e.get("type") == "session"
+                                        and e.get("state") == "lost", 60)
+
+        async def kill_and_watch():
+            opened = asyncio.Semaphore(0)
+            watchers = [asyncio.ensure_future(watch_loss(name, opened)) for name in on_h3]
+            for _ in on_h3:
+                await opened.acquire()
+            killed_at = time.monotonic()
+            await asyncio.to_thread(cluster.host("h3").kill)
+            events = await asyncio.gather(*watchers)
+            return events, time.monotonic() - killed_at
+        events, failover = asyncio.run(kill_and_watch())
+        print(f"failover: both pages on h3 said so {failover:.1f} s after its death")
+        for event in events:
+            assert "(h3) stopped answering" in event["error"], event
+            assert "progress is saved" in event["error"]
+        assert failover < 30
+        assert host_rows(db)["h3"][0] == "lost"
+
+        # They start again: new machines on the hosts that are there, step 1
+        # still done, step 2 done on the new machine (which needs a stopped
+        # container to list: the old one went with h3).
+        async def start_again():
+            await asyncio.gather(*(start_and_finish_step(
+                learners[name], 2, b"docker container run alpine true && docker container ls --all")
+                for name in on_h3))
+        asyncio.run(start_again())
+        rows = sessions_by_host(db)
+        for name in on_h3:
+            mine = [(host, state) for user, host, state in rows if user == name]
+            assert mine[0] == ("h3", "stopped") and mine[-1][0] in ("h1", "h2"), mine
+            assert (name, 1) in done_steps(db) and (name, 2) in done_steps(db)
+        assert {(name, 1) for name in learners} <= done_steps(db)  # nobody lost a step
+
+        # h3 comes back: it reaps the nodes it had before it takes sessions.
+        h3 = cluster.host("h3")
+        h3.start()
+        cluster.wait_ready([h3])
+        deadline = time.monotonic() + 60
+        while host_rows(db)["h3"][0] != "active" and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert host_rows(db)["h3"][0] == "active"
+        assert "reaped 2 orphaned node(s)" in h3.log("nodes"), h3.log("nodes")[-3000:]
+        assert not h3.node_pids()
