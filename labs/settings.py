@@ -288,6 +288,11 @@ LAB_GATEWAY_URL = env("LAB_GATEWAY_URL", "")
 # the site ("" derives one from SECRET_KEY), and how long a token opens a socket.
 LAB_GATEWAY_KEY = env("LAB_GATEWAY_KEY", "")
 LAB_GATEWAY_TOKEN_SECONDS = envint("LAB_GATEWAY_TOKEN_SECONDS", "60")
+# Joining hosts (`python -m runtime host join`): how long a join token works,
+# and the Redis and database addresses hosts use ("" : REDIS_URL, DATABASE_URL).
+LAB_JOIN_TOKEN_HOURS = envint("LAB_JOIN_TOKEN_HOURS", "24")
+LAB_HOSTS_REDIS_URL = env("LAB_HOSTS_REDIS_URL", "")
+LAB_HOSTS_DATABASE_URL = env("LAB_HOSTS_DATABASE_URL", "")
 
 LAB_DRIVER = env("LAB_DRIVER", "builtin")
 # Runtime session names are this prefix plus the LabSession id. Two sites (say

@@ -50,6 +50,22 @@ def main(argv=None) -> int:
     fill.add_argument("size", type=int)
     sub.add_parser("reap", help="remove nodes whose processes died")
 
+    host = sub.add_parser("host", help="this machine as a lab site's sandbox host").add_subparsers(
+        dest="cmd", required=True)
+    join = host.add_parser("join", help="join a lab site (asks it, sets up, starts the host's "
+                           "worker, gateway and registry)")
+    join.add_argument("--site", required=True, help="the site's URL, http://lab.example.org")
+    join.add_argument("--token", required=True, help="a join token (manage.py hosts token)")
+    join.add_argument("--name", help="this host's name (default: the machine's)")
+    join.add_argument("--gateway-url", help="where browsers reach this host's gateway "
+                      "(default: http://<this machine's name>:8001)")
+    join.add_argument("--no-setup", action="store_true", help="skip `make setup`")
+    join.add_argument("--no-start", action="store_true",
+                      help="join and write the host's settings (host.env) only")
+    hls = host.add_parser("ls", help="the site's hosts with their load")
+    hls.add_argument("--site", required=True)
+    hls.add_argument("--token", required=True)
+
     # `python -m runtime bench ...` is `python -m bench ...` (bench/): the library
     # itself knows nothing of the benchmarks or the site.
     sub.add_parser("bench", help="same as `python -m bench` (measure; print a report)",
@@ -69,6 +85,14 @@ def main(argv=None) -> int:
 
 
 async def _dispatch(args) -> int:
+    if args.group == "host":
+        from . import hostjoin
+        if args.cmd == "ls":
+            return hostjoin.list_hosts(args.site, args.token)
+        name = args.name or hostjoin.default_name()
+        gateway_url = args.gateway_url or f"http://{name}:8001"
+        return hostjoin.join(args.site, args.token, name, gateway_url,
+                             setup=not args.no_setup, start=not args.no_start)
     if args.group == "images":
         # The node image is rebuilt only when its recipe changes: running nodes
         # use it as their lower layer, so --force never replaces it under them.

@@ -22,6 +22,7 @@ import threading
 import time
 
 from django.conf import settings
+from django.core import signing
 from django.db import close_old_connections, models
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -40,6 +41,25 @@ SESSION_TASKS = {TASKS + "start_session": "nodes", TASKS + "stop_session": "node
 # A host's clock may differ from the site's by this much before it is refused
 # (session limits and heartbeats compare times written by both).
 CLOCK_SKEW_SECONDS = 5
+
+JOIN_SALT = "labs.sandboxes.hosts.join"
+
+
+def join_token() -> str:
+    """A token that lets a machine join as a host (or list the hosts) for
+    LAB_JOIN_TOKEN_HOURS; made by an operator: manage.py hosts token."""
+    from .gateway import key
+    return signing.TimestampSigner(key=key(), salt=JOIN_SALT).sign("join")
+
+
+def valid_join_token(token: str) -> bool:
+    from .gateway import key
+    try:
+        return signing.TimestampSigner(key=key(), salt=JOIN_SALT).unsign(
+            token, max_age=settings.LAB_JOIN_TOKEN_HOURS * 3600) == "join"
+    except signing.BadSignature:
+        return False
+
 
 def timeout() -> datetime.timedelta:
     return datetime.timedelta(seconds=settings.LAB_HOST_TIMEOUT)

@@ -15,7 +15,7 @@ import time
 
 import psycopg
 
-from tests.support.cluster import cluster_site, host_rows
+from tests.support.cluster import cluster_site, host_rows, leftovers
 from tests.support.labclient import Learner, next_event
 
 SLUG = "first-containers"
@@ -143,3 +143,5 @@ def test_three_hosts_share_a_class_and_one_dies_without_losing_progress():
         assert host_rows(db)["h3"][0] == "active"
         assert "reaped 2 orphaned node(s)" in h3.log("nodes"), h3.log("nodes")[-3000:]
         assert not h3.node_pids()
+    # Every host's processes, nodes, namespaces and cgroups are gone.
+    assert leftovers(cluster.tag) == []

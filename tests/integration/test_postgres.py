@@ -2,10 +2,9 @@
 
 SQLite stays the one-machine default; sandbox hosts on other machines need a
 database they all reach, set with DATABASE_URL. Here a throwaway PostgreSQL
-server (tests/support/postgres.py) takes the site's migrations, the unit
-tests that lean hardest on the database run against it, and the running
-site (Daphne and both Celery workers) takes a learner through lesson 1
-step 1, the worker's verdict landing in PostgreSQL.
+server (tests/support/postgres.py) takes the site's migrations and the unit
+tests that lean hardest on the database run against it. The running site
+and its hosts' workers write to PostgreSQL in tests/integration/test_cluster.py.
 """
 from __future__ import annotations
 
@@ -15,12 +14,9 @@ import sys
 
 import psycopg
 
-from tests.support.labclient import Learner
-from tests.support.livesite import ROOT, SESSION_PREFIX, live_site
+from tests.support.livesite import ROOT
 from tests.support.postgres import postgres_server
 
-from .test_lesson_flow import event_after_command, started_node
-from .test_restarts import step_done
 
 # The unit tests that lean on the database: its transactions, constraints,
 # aggregates and migrations (the state-only split is checked table by table).
@@ -44,21 +40,3 @@ def test_database_heavy_unit_tests_pass_on_postgresql():
     assert " passed" in done.stdout.splitlines()[-1], done.stdout[-2000:]
     assert "test_lab" in names, names
 
-
-def test_the_site_and_its_workers_write_to_postgresql():
-    with postgres_server() as url, live_site(prefix=SESSION_PREFIX + "pg", extra_env={"DATABASE_URL": url}) as site:
-        ada = Learner(site.url)
-        ada.signup("ada-postgres")
-        node = started_node(ada)
-        event = event_after_command(ada, node, b"docker container run alpine hostname\r",
-                                    step_done(1), 90)
-        assert event["state"] == "done"
-        # The Celery worker wrote the verdict to PostgreSQL (there is no SQLite
-        # file for it to have gone to: live_site's DB_PATH is never created).
-        with psycopg.connect(url) as db:
-            rows = db.execute(
-                "SELECT s.number, p.state FROM labs_stepprogress p "
-                "JOIN labs_step s ON s.id = p.step_id JOIN auth_user u ON u.id = p.user_id "
-                "WHERE u.username = %s ORDER BY s.number", ["ada-postgres"]).fetchall()
-        assert (1, "done") in rows, rows
-        assert not (site.workdir / "db.sqlite3").exists()

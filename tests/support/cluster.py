@@ -37,7 +37,9 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 # In the host's own mount namespace: a sysfs of its network namespace over
 # the net directories of /sys (cgroups and the rest stay the machine's), then
-# every process of the host, each logging to its own file; the script waits.
+# the host joins the site as an operator would have it join: `python -m
+# runtime host join`, which asks the site, writes the answer and runs the
+# host's processes (scripts/host.Procfile, under honcho).
 HOST_SCRIPT = r"""
 set -e
 mkdir -p "$WORK/sys"
@@ -46,16 +48,8 @@ mount --bind "$WORK/sys/class/net" /sys/class/net
 mount --bind "$WORK/sys/devices/virtual/net" /sys/devices/virtual/net
 ip link set lo up
 cd "$ROOT"
-"$PY" -m runtime registry serve > "$WORK/registry.log" 2>&1 &
-LAB_HOST_HEARTBEAT=1 "$BIN/celery" -A labs.celery:app worker -n "nodes@$LAB_HOST_NAME" \
-    -Q "nodes.$LAB_HOST_NAME" --loglevel=INFO --concurrency=2 --without-gossip --without-mingle \
-    > "$WORK/nodes.log" 2>&1 &
-"$BIN/celery" -A labs.celery:app worker -n "checks@$LAB_HOST_NAME" \
-    -Q "checks.$LAB_HOST_NAME" --loglevel=INFO --concurrency=2 --without-gossip --without-mingle \
-    > "$WORK/checks.log" 2>&1 &
-"$BIN/daphne" -b "$ADDRESS" -p "$GATEWAY_PORT" --websocket_connect_timeout 30 \
-    labs.gateway_asgi:application > "$WORK/gateway.log" 2>&1 &
-wait
+exec "$PY" -m runtime host join --site "$SITE" --token "$TOKEN" --name "$LAB_HOST_NAME" \
+    --gateway-url "$LAB_GATEWAY_URL" --no-setup
 """
 
 
@@ -91,9 +85,14 @@ class Host:
     def cgroup_parent(self) -> str:
         return f"dockerlab-{self.tag}-{self.name}"
 
-    def log(self, name: str) -> str:
-        path = self.work / f"{name}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
+    def log(self, name: str = "") -> str:
+        """The host's output (honcho's), or the lines of one of its processes."""
+        path = self.work / "host.log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        if not name:
+            return text
+        return "".join(line for line in text.splitlines(keepends=True)
+                       if f" {name}.1 " in line[:40])
 
     def start(self) -> None:
         log = open(self.work / "host.log", "ab")
@@ -104,12 +103,20 @@ class Host:
         log.close()
 
     def ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"host {self.name} ended: {self.log()[-2000:]}")
         try:
             with urllib.request.urlopen(self.gateway_url + "/health", timeout=2) as resp:
                 gateway = resp.status == 200
         except OSError:
             gateway = False
         return gateway and all(" ready." in self.log(n) for n in ("nodes", "checks"))
+
+    def pids(self) -> set:
+        """The host's own processes: everything in its network namespace (honcho
+        starts each of its processes in a session of its own)."""
+        done = run("ip", "netns", "pids", self.netns, check=False)
+        return {int(p) for p in done.stdout.split()} if done.returncode == 0 else set()
 
     def node_pids(self) -> set:
         pids = set()
@@ -120,28 +127,29 @@ class Host:
 
     def kill(self) -> None:
         """The host dies at once: every process of it and of its nodes, SIGKILLed."""
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
         for _ in range(50):
-            pids = self.node_pids()
+            pids = self.pids() | self.node_pids()
             if not pids:
                 break
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             time.sleep(0.1)
+        if self.proc is not None:
+            self.proc.wait()
 
     def stop(self) -> None:
-        """As an operator stops it: the processes end, the nodes stay (reaped later)."""
+        """As an operator stops it (honcho hears SIGTERM and ends its processes);
+        the nodes stay, for the host's next start to reap."""
         if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.terminate()
             try:
-                self.proc.wait(20)
+                self.proc.wait(30)
             except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+                pass
+        for pid in self.pids():  # what did not end in time
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def remove_nodes(self) -> None:
         """Every node this host's runtime still has, removed from inside the host."""
@@ -169,6 +177,7 @@ class Cluster:
     hosts: list
     bridge: str
     database_url: str = ""
+    tag: str = ""
 
     def host(self, name: str) -> Host:
         return next(h for h in self.hosts if h.name == name)
@@ -182,11 +191,16 @@ class Cluster:
                          for h in self.hosts for name in ("host", "nodes", "checks", "gateway"))
 
 
-def _host_env(site_env: dict, host: Host, database_url: str, redis_url: str) -> dict:
+def _host_env(site_env: dict, host: Host, site_url: str, token: str) -> dict:
+    """The host machine's own environment: where its runtime keeps its state;
+    what the site says (database, Redis, keys) comes with the join."""
     from runtime import paths, registry
+    env = {k: v for k, v in site_env.items()
+           if k not in ("DATABASE_URL", "REDIS_URL", "DB_PATH", "LAB_GATEWAY_KEY")}
     return {
-        **site_env,
-        "DATABASE_URL": database_url, "REDIS_URL": redis_url,
+        **env,
+        "SITE": site_url, "TOKEN": token, "LAB_GATEWAY_BIND": host.address,
+        "LAB_GATEWAY_PORT": str(GATEWAY_PORT),
         "LAB_HOST_NAME": host.name, "LAB_GATEWAY_URL": host.gateway_url,
         "LAB_RUNTIME_DIR": str(host.work / "runtime"),
         # The machine's node images and registry storage, read by every host.
@@ -196,10 +210,9 @@ def _host_env(site_env: dict, host: Host, database_url: str, redis_url: str) -> 
         "LAB_POOL_SIZE": "0",
         # Hosts on one machine share its memory: their room differs by their
         # node limit, not by the noise of what is free at each heartbeat.
-        "LAB_MAX_NODES": host.env.get("LAB_MAX_NODES", "4") if host.env else "4",
+        "LAB_MAX_NODES": "4",
         "WORK": str(host.work), "ROOT": str(ROOT), "PY": str(VENV_BIN / "python"),
-        "BIN": str(VENV_BIN), "ADDRESS": host.address, "GATEWAY_PORT": str(GATEWAY_PORT),
-        "PYTHONPATH": str(ROOT),
+        "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}", "PYTHONPATH": str(ROOT),
     }
 
 
@@ -230,19 +243,20 @@ def network(tag: str, count: int):
 
 
 @contextlib.contextmanager
-def hosts(site, database_url: str, tag: str, count: int):
+def hosts(site, database_url: str, tag: str, count: int, host_env: dict | None = None):
     """`count` sandbox hosts (h1, h2, ...) on network(tag, count), joined to the
-    running `site` (its Redis and `database_url` listening on SITE_ADDRESS)."""
+    running `site` (its Redis and `database_url` listening on SITE_ADDRESS);
+    `host_env` adds to (or overrides) each host's environment."""
     top = Path(tempfile.mkdtemp(prefix="lab-cluster-"))
     top.chmod(0o755)  # nodes run as mapped users: they must reach their directories
-    host_db = database_url.replace("127.0.0.1", SITE_ADDRESS)
-    redis_url = site.env["REDIS_URL"].replace("127.0.0.1", SITE_ADDRESS)
+    token = site.manage("hosts", "token").stdout.strip()
+    site_url = site.url.replace("127.0.0.1", SITE_ADDRESS)
     made = []
     try:
         for index in range(count):
             host = Host(name=f"h{index + 1}", index=index, tag=tag, work=top / f"h{index + 1}")
             host.work.mkdir(parents=True)
-            host.env = _host_env(site.env, host, host_db, redis_url)
+            host.env = {**_host_env(site.env, host, site_url, token), **(host_env or {})}
             made.append(host)
             host.start()
         yield Cluster(hosts=made, bridge=f"labtb{tag}")
@@ -267,10 +281,12 @@ def host_rows(database_url: str) -> dict:
 
 
 @contextlib.contextmanager
-def cluster_site(count: int = 3, extra_env: dict | None = None):
+def cluster_site(count: int = 3, extra_env: dict | None = None, host_env: dict | None = None,
+                 quiet: bool = False):
     """The site (Daphne, its workers, beat, Redis, a PostgreSQL of its own) and
     `count` sandbox hosts, each beating as active. The site's own machine is
-    drained: every learner goes to one of the hosts. Yields (site, cluster)."""
+    drained: every learner goes to one of the hosts. `extra_env` goes to the
+    site and the hosts, `host_env` to the hosts only. Yields (site, cluster)."""
     from tests.support.livesite import SESSION_PREFIX, live_site
     from tests.support.postgres import postgres_server
 
@@ -278,10 +294,15 @@ def cluster_site(count: int = 3, extra_env: dict | None = None):
     env = {"LAB_HOST_TIMEOUT": "8", "LAB_HOST_HEARTBEAT_SECONDS": "2", **(extra_env or {})}
     with network(tag, count), \
             postgres_server(also_listen=SITE_ADDRESS, clients=f"{SUBNET}.0/24") as database_url, \
-            live_site(prefix=SESSION_PREFIX, extra_env={"DATABASE_URL": database_url, **env},
-                      also_listen=SITE_ADDRESS, beat=True) as site, \
-            hosts(site, database_url, tag, count) as made:
-        made.database_url = database_url
+            live_site(prefix=SESSION_PREFIX, extra_env={
+                "DATABASE_URL": database_url, **env,
+                # The addresses the site gives the hosts that join (join's answer).
+                "LAB_HOSTS_DATABASE_URL": database_url.replace("127.0.0.1", SITE_ADDRESS),
+                # The hosts join at the site's address on the bridge.
+                "ALLOWED_HOSTS": f"127.0.0.1,localhost,{SITE_ADDRESS}"},
+                      also_listen=SITE_ADDRESS, beat=True, quiet=quiet) as site, \
+            hosts(site, database_url, tag, count, host_env) as made:
+        made.database_url, made.tag = database_url, tag
         try:
             made.wait_ready()
             names = {h.name for h in made.hosts} | {"local"}
@@ -292,6 +313,21 @@ def cluster_site(count: int = 3, extra_env: dict | None = None):
             assert drained.returncode == 0, drained.stderr
             yield site, made
         except BaseException:
-            import sys
-            sys.stderr.write(made.logs())
+            if not quiet:
+                import sys
+                sys.stderr.write(made.logs())
             raise
+
+
+def leftovers(tag: str) -> list:
+    """What a cluster with this tag left behind: namespaces, the bridge, cgroups,
+    host processes (its gateway and workers). Empty after a clean exit."""
+    found = [f"netns {name}" for name in run("ip", "netns", "list").stdout.split()
+             if name.startswith(f"lab{tag}")]
+    if run("ip", "link", "show", f"labtb{tag}", check=False).returncode == 0:
+        found.append(f"bridge labtb{tag}")
+    found += [f"cgroup {path}" for path in CGROUP_ROOT.glob(f"*/dockerlab-{tag}-*")]
+    procs = run("ps", "-eo", "pid,args").stdout.splitlines()
+    found += [f"process {line.strip()}" for line in procs
+              if "labs.gateway_asgi" in line or ("@h" in line and "celery" in line)]
+    return found

@@ -143,8 +143,8 @@ def live_site(prefix: str = SESSION_PREFIX, driver: str = "builtin", workers: in
     """The running site. `prefix` names its runtime sessions (and is what the
     clean-up removes); `workers` is the Celery worker's concurrency, as
     LAB_WORKERS sets it for `make run`. `quiet` keeps the logs to itself on failure.
-    `also_listen`: an address Redis listens on besides loopback (the test
-    cluster's bridge, for its sandbox hosts). `beat`: run Celery beat too."""
+    `also_listen`: an address Daphne and Redis listen on besides loopback (the
+    test cluster's bridge, for its sandbox hosts). `beat`: run Celery beat too."""
     from runtime import get_driver, registry
 
     workdir = Path(tempfile.mkdtemp(prefix="lab-site-"))
@@ -164,6 +164,8 @@ def live_site(prefix: str = SESSION_PREFIX, driver: str = "builtin", workers: in
         "LAB_POOL_SIZE": "0",
         **(extra_env or {}),
     }
+    if also_listen:  # the Redis address the site gives hosts that join
+        env.setdefault("LAB_HOSTS_REDIS_URL", f"redis://{also_listen}:{redis_port}/0")
     host = env.get("LAB_HOST_NAME", "local")
     commands = {
         # As the Procfile: no snapshots while running, one on shutdown, so a
@@ -180,6 +182,7 @@ def live_site(prefix: str = SESSION_PREFIX, driver: str = "builtin", workers: in
         # As the Procfile: a websocket may take up to 30 s to be accepted
         # when the site is busy (Daphne's default, 5 s, drops it silently).
         "web": [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port),
+                *(["-e", f"tcp:port={port}:interface={also_listen}"] if also_listen else []),
                 "--websocket_connect_timeout", "30", "labs.asgi:application"],
         # As the Procfile: one worker for checks, one for node work.
         "worker": [str(VENV_BIN / "celery"), "-A", "labs.celery:app", "worker", "-n", "checks@%h",

@@ -4,6 +4,7 @@
     manage.py hosts drain NAME      no new sessions there; running ones run out
     manage.py hosts activate NAME   take new sessions again
     manage.py hosts remove NAME     drained and without sessions: forgotten
+    manage.py hosts token           a join token for `python -m runtime host join`
 """
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
@@ -16,12 +17,19 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("action", nargs="?", default="ls",
-                            choices=["ls", "drain", "activate", "remove"])
+                            choices=["ls", "drain", "activate", "remove", "token"])
         parser.add_argument("name", nargs="?")
 
     def handle(self, *args, action="ls", name=None, **options):
         if action == "ls":
             self.list()
+            return
+        if action == "token":
+            from django.conf import settings
+            from labs.sandboxes.hosts import join_token
+            self.stdout.write(join_token())
+            self.stderr.write(f"valid for {settings.LAB_JOIN_TOKEN_HOURS} h: "
+                              "python -m runtime host join --site URL --token TOKEN")
             return
         if not name:
             raise CommandError(f"hosts {action} needs a host name (see: manage.py hosts)")
