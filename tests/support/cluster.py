@@ -46,6 +46,11 @@ mkdir -p "$WORK/sys"
 mount -t sysfs sysfs "$WORK/sys"
 mount --bind "$WORK/sys/class/net" /sys/class/net
 mount --bind "$WORK/sys/devices/virtual/net" /sys/devices/virtual/net
+# The host reaches no resolver: its nodes' DNS goes to the site's address on
+# the bridge, where no port 53 is open, and fails at once rather than after a
+# resolver's timeouts (10 s in every `docker pull`), as where DNS answers.
+printf 'nameserver %s\n' "$SITE_ADDRESS" > "$WORK/resolv.conf"
+mount --bind "$WORK/resolv.conf" /etc/resolv.conf
 ip link set lo up
 cd "$ROOT"
 exec "$PY" -m runtime host join --site "$SITE" --token "$TOKEN" --name "$LAB_HOST_NAME" \
@@ -200,6 +205,7 @@ def _host_env(site_env: dict, host: Host, site_url: str, token: str) -> dict:
     return {
         **env,
         "SITE": site_url, "TOKEN": token, "LAB_GATEWAY_BIND": host.address,
+        "SITE_ADDRESS": SITE_ADDRESS,
         "LAB_GATEWAY_PORT": str(GATEWAY_PORT),
         "LAB_HOST_NAME": host.name, "LAB_GATEWAY_URL": host.gateway_url,
         "LAB_RUNTIME_DIR": str(host.work / "runtime"),
