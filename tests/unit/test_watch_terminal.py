@@ -220,3 +220,31 @@ async def test_a_grant_left_in_the_database_gives_a_new_page_nothing(
     assert await term.receive_nothing(timeout=0.3)
     for comm in (watch, term):
         await comm.disconnect()
+
+
+async def test_a_watcher_of_a_node_on_another_host_gets_its_screen_from_that_host(
+        classroom, ready_session, iris, ws_headers, fake_driver, monkeypatch):
+    from labs.sandboxes import tasks
+    from labs.sandboxes.models import SandboxHost
+    asked = []
+    real_delay = tasks.send_screen.delay
+
+    def delay(*args):
+        asked.append(args)
+        return real_delay(*args)  # eager here; on a cluster, the host's checks worker
+    monkeypatch.setattr(tasks.send_screen, "delay", delay)
+    fake_driver.responder = lambda node, argv: (
+        ExecResult(0, "90 20 14 0\nroot@node1:~#\n")
+        if "capture-pane" in " ".join(argv) else ExecResult(0, ""))
+
+    def move():
+        host = SandboxHost.objects.create(name="beta", gateway_url="http://10.77.0.3:8001")
+        LabSession.objects.filter(pk=ready_session.pk).update(host=host)
+    await database_sync_to_async(move)()
+    node = await database_sync_to_async(ready_session.node1)()
+    watch = await connect(watch_path(classroom, node), await database_sync_to_async(ws_headers)(iris))
+    assert (await receive_text(watch, "control"))["granted"] is False
+    assert await receive_text(watch, "size") == {"type": "size", "cols": 90, "rows": 20}
+    assert await receive_bytes(watch) == b"\x1b[H\x1b[2Jroot@node1:~#\x1b[1;15H"
+    assert [args[:2] for args in asked] == [(ready_session.pk, node.pk)]
+    await watch.disconnect()
