@@ -2,8 +2,10 @@
 
 It serves the terminal websockets of the nodes on this host
 (ws/nodes/<pk>/terminal/?token=...), each opened with a token the site signed
-(labs/sandboxes/gateway.py), and nothing else: no pages, no cookies, no
-origin check (the token is the credential, and it names the node). The
+(labs/sandboxes/gateway.py), and their published ports on origins of their
+own (n<node>-<port>.<LAB_PORTS_DOMAIN>, entered with a token the site signed),
+and nothing else: no site pages, no site cookies, no origin check on the
+terminal (the token is the credential, and it names the node). The
 output's copies for watching instructors, the checks a command asks for and
 the hints go through the shared channel layer and Celery, as on the site.
 """
@@ -18,6 +20,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs
 from django.urls import path  # noqa: E402
 
 from labs.sandboxes.consumers import TerminalConsumer  # noqa: E402
+from labs.sandboxes.portproxy import PortOrigin, by_host  # noqa: E402
 
 
 def gateway_scope(app):
@@ -40,9 +43,13 @@ async def http_app(scope, receive, send):
     await send({"type": "http.response.body", "body": body})
 
 
+# Published ports of this host's nodes, each on its own origin under this
+# host's LAB_PORTS_DOMAIN (labs.sandboxes.portproxy; the site signs the way in).
+port_origin = PortOrigin()
+
 application = ProtocolTypeRouter({
-    "http": http_app,
-    "websocket": gateway_scope(URLRouter([
+    "http": by_host(port_origin, http_app),
+    "websocket": by_host(port_origin, gateway_scope(URLRouter([
         path("ws/nodes/<int:node>/terminal/", TerminalConsumer.as_asgi()),
-    ])),
+    ]))),
 })

@@ -81,7 +81,7 @@ def heartbeat(name: str, load: dict, gateway_url: str = "", version: str = "", r
     host, _ = SandboxHost.objects.get_or_create(name=name)
     fields = {key: load.get(key, 0) for key in ("max_nodes", "nodes_now", "room", "memory_free")}
     SandboxHost.objects.filter(pk=host.pk).update(
-        gateway_url=gateway_url, version=version, recipe=recipe, last_seen=Now(),
+        gateway_url=gateway_url, ports_domain=settings.LAB_PORTS_DOMAIN, version=version, recipe=recipe, last_seen=Now(),
         host_clock=(datetime.datetime.fromtimestamp(clock, datetime.timezone.utc)
                     if clock is not None else None), **fields)
     host.refresh_from_db()

@@ -33,6 +33,9 @@ class SandboxHost(models.Model):
     # Where the host's gateway serves terminals and published ports ("" for the
     # embedded host: the site itself does).
     gateway_url = models.CharField(max_length=200, blank=True)
+    # The DNS name under which its gateway serves published ports,
+    # n<node>-<port>.<ports_domain> (the host's LAB_PORTS_DOMAIN).
+    ports_domain = models.CharField(max_length=200, blank=True)
     # Why the site gives the host no sessions though it beats (its version or
     # image recipes differ from the site's, its clock is off; hosts.refusal,
     # written when the site last placed a session); "" when it may.

@@ -39,7 +39,7 @@ import logging
 import re
 import weakref
 from http.cookies import SimpleCookie
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -100,19 +100,35 @@ def parse_port_host(host: str) -> tuple | None:
     return (int(match.group(1)), port) if 0 < port <= 65535 else None
 
 
-def enter_url(request, node_pk: int, port: int, user, path: str) -> str:
-    """Where the site sends `user` to open `path` of the node's port: its origin, with a token."""
-    token = signing.dumps({"u": user.pk, "n": int(node_pk), "p": int(port)}, salt=TOKEN_SALT)
-    site_host = request.get_host()
-    site_port = site_host.rsplit(":", 1)[1] if ":" in site_host.rsplit("]", 1)[-1] else ""
-    origin = f"{request.scheme}://{port_host(node_pk, port)}" + (f":{site_port}" if site_port else "")
+def enter_url(request, node_pk: int, port: int, user, path: str, host=None) -> str:
+    """Where the site sends `user` to open `path` of the node's port: its origin,
+    with a token. A node on another host (`host`, with a gateway) has its ports
+    on that host's gateway, under the ports domain the host reported."""
+    token = signing.dumps({"u": user.pk, "n": int(node_pk), "p": int(port)}, salt=TOKEN_SALT,
+                          key=_key())
+    if host is not None and host.gateway_url and host.ports_domain:
+        gateway = urlsplit(host.gateway_url)
+        origin = (f"{gateway.scheme}://n{int(node_pk)}-{int(port)}.{host.ports_domain}"
+                  + (f":{gateway.port}" if gateway.port else ""))
+    else:
+        site_host = request.get_host()
+        site_port = site_host.rsplit(":", 1)[1] if ":" in site_host.rsplit("]", 1)[-1] else ""
+        origin = (f"{request.scheme}://{port_host(node_pk, port)}"
+                  + (f":{site_port}" if site_port else ""))
     return f"{origin}{ENTER_PATH}?token={quote(token)}&next={quote(path, safe='')}"
+
+
+def _key() -> str:
+    """Port tokens and cookies are made on the site and read on the node's host
+    (its gateway): signed with the key both have, the gateway key."""
+    from .gateway import key
+    return key()
 
 
 def _claims(value: str, salt: str, max_age: int, node_pk: int, port: int) -> int | None:
     """The user pk in a signed token or cookie, if it is valid and names this node and port."""
     try:
-        data = signing.loads(value, salt=salt, max_age=max_age)
+        data = signing.loads(value, salt=salt, max_age=max_age, key=_key())
     except (signing.BadSignature, ValueError, TypeError):
         return None
     if not isinstance(data, dict) or data.get("n") != node_pk or data.get("p") != port:
@@ -208,7 +224,8 @@ class PortOrigin:
         target = (query.get("next") or ["/"])[0]
         if not target.startswith("/") or target.startswith("//") or "\\" in target:
             target = "/"
-        value = signing.dumps({"u": user_pk, "n": node_pk, "p": port}, salt=COOKIE_SALT)
+        value = signing.dumps({"u": user_pk, "n": node_pk, "p": port}, salt=COOKIE_SALT,
+                              key=_key())
         cookie = (f"{COOKIE_NAME}={value}; Path=/; HttpOnly; SameSite=Lax; "
                   f"Max-Age={settings.LAB_PORTS_COOKIE_HOURS * 3600}")
         if scope.get("scheme") == "https":

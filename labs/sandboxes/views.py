@@ -18,7 +18,7 @@ from labs.courses.models import Lesson
 from runtime import LabRuntimeError, get_driver
 
 from . import checks, gateway, hosts, portproxy, tasks
-from .models import LabNode, LabSession
+from .models import LabNode, LabSession, SandboxHost
 
 log = logging.getLogger(__name__)
 
@@ -143,4 +143,5 @@ def open_port(request, pk, port, rest=None):
     path = rest or "/"
     if request.META.get("QUERY_STRING"):
         path += "?" + request.META["QUERY_STRING"]
-    return redirect(portproxy.enter_url(request, int(pk), port, request.user, path))
+    host = SandboxHost.objects.filter(sessions__nodes__pk=int(pk)).first()  # None: this machine
+    return redirect(portproxy.enter_url(request, int(pk), port, request.user, path, host))

@@ -55,6 +55,16 @@ async def next_event_or_output(lesson, term, wanted, seconds):
         drainer.cancel()
 
 
+async def publish(learner: Learner, command: bytes) -> dict:
+    """Type `command` in the learner's running lab; the ports event that follows."""
+    async with learner.connect(f"/ws/lessons/{SLUG}/") as lesson:
+        session = await next_event(lesson, lambda e: e.get("type") == "session", 30)
+        async with learner.terminal(session["node"]) as term:
+            await term.send(command + b"\r")
+            return await next_event_or_output(lesson, term, lambda e: e.get("type") == "ports"
+                                              and any(p["port"] == 8080 for p in e["ports"]), 120)
+
+
 def sessions_by_host(database_url: str) -> dict:
     with psycopg.connect(database_url) as db:
         rows = db.execute(
@@ -75,7 +85,8 @@ def done_steps(database_url: str) -> set:
 def test_three_hosts_share_a_class_and_one_dies_without_losing_progress():
     with cluster_site(3) as (site, cluster):
         db = cluster.database_url
-        learners = {f"learner{i}": Learner(site.url) for i in range(LEARNERS)}
+        learners = {f"learner{i}": Learner(site.url, names=cluster.names())
+                    for i in range(LEARNERS)}
         for name, learner in learners.items():
             learner.signup(name)
 
@@ -91,6 +102,16 @@ def test_three_hosts_share_a_class_and_one_dies_without_losing_progress():
         assert placed == {"h1": 2, "h2": 2, "h3": 2}, placed
         assert {(name, 1) for name in learners} <= done_steps(db)
         on_h3 = sorted(name for name, host, _ in sessions_by_host(db) if host == "h3")
+
+        # A published port of a node on h1 opens on h1's gateway, under h1's
+        # ports domain, through the site's link (which signs the way in).
+        on_h1 = next(name for name, host, _ in sessions_by_host(db) if host == "h1")
+        event = asyncio.run(publish(learners[on_h1], b"docker run -d -p 8080:80 nginx"))
+        (port,) = [p for p in event["ports"] if p["port"] == 8080]
+        with learners[on_h1].get(port["url"]) as response:
+            assert response.geturl() == f"http://n{event['node']}-8080.h1.lab.test:8001/"
+            assert "Welcome to nginx" in response.read().decode()
+        assert '"GET /.lab/enter' in cluster.host("h1").log("gateway")  # h1 let her in
 
         # h3 dies: its processes and nodes are SIGKILLed at once. The pages of
         # its learners are open and hear it.

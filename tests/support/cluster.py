@@ -87,6 +87,11 @@ class Host:
         return f"http://{self.address}:{GATEWAY_PORT}"
 
     @property
+    def ports_domain(self) -> str:
+        """Its published ports open on n<node>-<port>.<this> (its gateway)."""
+        return f"{self.name}.lab.test"
+
+    @property
     def cgroup_parent(self) -> str:
         return f"dockerlab-{self.tag}-{self.name}"
 
@@ -187,6 +192,10 @@ class Cluster:
     def host(self, name: str) -> Host:
         return next(h for h in self.hosts if h.name == name)
 
+    def names(self) -> dict:
+        """{ports domain: gateway address}: the DNS a client of the cluster needs."""
+        return {h.ports_domain: h.address for h in self.hosts}
+
     def wait_ready(self, hosts=None, seconds: float = 120) -> None:
         for host in hosts or self.hosts:
             wait_for(host.ready, seconds, f"sandbox host {host.name} to be ready", interval=0.5)
@@ -208,6 +217,7 @@ def _host_env(site_env: dict, host: Host, site_url: str, token: str) -> dict:
         "SITE_ADDRESS": SITE_ADDRESS,
         "LAB_GATEWAY_PORT": str(GATEWAY_PORT),
         "LAB_HOST_NAME": host.name, "LAB_GATEWAY_URL": host.gateway_url,
+        "LAB_PORTS_DOMAIN": host.ports_domain,
         "LAB_RUNTIME_DIR": str(host.work / "runtime"),
         # The machine's node images and registry storage, read by every host.
         "LAB_IMAGES_DIR": str(paths.images_dir()), "LAB_REGISTRY_DIR": str(registry.storage_dir()),

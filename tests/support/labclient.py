@@ -22,17 +22,23 @@ from labs.oslimits import raise_open_file_limit
 raise_open_file_limit()
 
 
-def _port_origin_handler(site: tuple):
+def _port_origin_handler(site: tuple, names: dict):
     """An HTTP handler that dials the site for *.localhost names, as browsers do.
 
     Published ports open on n<node>-<port>.localhost (labs.sandboxes.portproxy); browsers
     send every *.localhost name to the loopback address without asking DNS,
     and so does this client: to the site's own address, keeping the Host header.
+    `names` ({domain: address}) stands in for the DNS of sandbox hosts' port
+    domains (*.<domain> is that host's gateway).
     """
     class Connection(http.client.HTTPConnection):
         def connect(self):
+            found = next((address for domain, address in names.items()
+                          if self.host.endswith("." + domain)), None)
             if self.host.endswith(".localhost"):
                 self.sock = socket.create_connection((site[0], self.port), self.timeout)
+            elif found:
+                self.sock = socket.create_connection((found, self.port), self.timeout)
             else:
                 super().connect()
 
@@ -43,12 +49,13 @@ def _port_origin_handler(site: tuple):
 
 
 class Learner:
-    def __init__(self, base_url: str):
+    def __init__(self, base_url: str, names: dict | None = None):
         self.base = base_url
         self.jar = http.cookiejar.CookieJar()
         site = urllib.parse.urlsplit(base_url)
-        self.http = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar),
-                                                _port_origin_handler((site.hostname, site.port)))
+        self.http = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(self.jar),
+            _port_origin_handler((site.hostname, site.port), names or {}))
 
     def get(self, path: str):
         return self.http.open(self.base + path, timeout=30)

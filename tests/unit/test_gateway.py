@@ -120,3 +120,23 @@ async def test_the_sites_socket_sends_a_page_to_the_gateway_and_fails_nothing(
     await database_sync_to_async(node.refresh_from_db)()
     assert node.state == "ready"  # not this machine's node, not marked lost
     assert ("open_terminal", node.runtime_id) not in [c[:2] for c in fake_driver.calls]
+
+
+def test_a_port_of_a_node_on_another_host_opens_on_that_hosts_gateway(client, ready_session, ada):
+    node = ready_session.node1()
+    host = on_host(ready_session)
+    SandboxHost.objects.filter(pk=host.pk).update(ports_domain="beta.lab.example.org")
+    client.force_login(ada)
+    response = client.get(f"/nodes/{node.pk}/ports/8080/")
+    assert response.status_code == 302
+    location = response["Location"]
+    assert location.startswith(f"http://n{node.pk}-8080.beta.lab.example.org:8001/.lab/enter?token=")
+
+
+async def test_the_gateway_serves_port_origins_under_its_domain(settings):
+    from channels.testing import HttpCommunicator
+    settings.LAB_PORTS_DOMAIN = "beta.lab.example.org"
+    port = HttpCommunicator(gateway_app, "GET", "/", headers=[(b"host", b"n5-80.beta.lab.example.org")])
+    assert (await port.get_response())["status"] == 403  # the port origin: no cookie, no entry
+    other = HttpCommunicator(gateway_app, "GET", "/", headers=[(b"host", b"10.77.0.3:8001")])
+    assert (await other.get_response())["status"] == 404  # nothing of the site here
