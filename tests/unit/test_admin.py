@@ -14,8 +14,14 @@ def operator(django_user_model):
 
 
 def test_every_admin_page_opens(client, operator, classroom, ada, lesson):
+    from labs.sandboxes.hosts import heartbeat
     StepProgress.record(ada, lesson.steps.get(number=1), StepProgress.DONE, "")
+    host = heartbeat("h2", {"max_nodes": 40, "nodes_now": 3, "room": 37, "memory_free": 2**33},
+                     "http://h2.example.org:8001")
     client.force_login(operator)
+    hosts_page = client.get("/admin/sandboxes/sandboxhost/").content.decode()
+    assert "h2" in hosts_page and "http://h2.example.org:8001" in hosts_page
+    assert client.get(f"/admin/sandboxes/sandboxhost/{host.pk}/change/").status_code == 200
     for url in ["/admin/auth/user/", f"/admin/auth/user/{ada.pk}/change/", "/admin/classrooms/classroom/",
                 f"/admin/classrooms/classroom/{classroom.pk}/change/", "/admin/courses/lesson/",
                 f"/admin/courses/lesson/{lesson.pk}/change/", "/admin/courses/stepprogress/",
