@@ -270,6 +270,26 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         self.watched_until = time.monotonic() + WATCH_HELLO_SECONDS * 2.5
         if first or message.get("new"):
             await self._tell_size()
+        if message.get("new"):
+            self._redraw()
+
+    def _redraw(self):
+        """A new watcher: tmux redraws the whole screen, through this terminal's
+        stream, now that the watcher gets a copy of it. The watcher's first
+        frame (a capture, WatchConsumer) is read apart from the stream: what
+        was typed between that capture and this hello reached neither, and the
+        watch view lost it ("docker container run alpin" + the output)."""
+        command = ("for c in $(tmux list-clients -t main -F '#{client_name}'); "
+                   'do tmux refresh-client -t "$c"; done')
+
+        async def redraw():
+            try:
+                await get_driver().exec(self.node.runtime_id, ["sh", "-c", command], timeout=5)
+            except LabRuntimeError as exc:
+                log.info("could not redraw %s for a watcher: %s", self.node.runtime_id, exc.reason)
+        task = asyncio.ensure_future(redraw())
+        _background.add(task)
+        task.add_done_callback(_background.discard)
 
     async def term_input(self, message):
         """Keystrokes of the instructor the learner handed control to."""
