@@ -26,7 +26,7 @@ import psycopg
 
 from bench.runtime import percentile
 from bench.site import PROMPT, SLUG, Term, fmt, summary, type_keys
-from tests.support.cluster import cluster_site
+from tests.support.cluster import cluster_site, done_steps
 from tests.support.labclient import Learner, next_event
 
 log = logging.getLogger("bench.cluster")
@@ -81,14 +81,6 @@ def placements(database_url: str) -> dict:
         return dict(db.execute(
             "SELECT u.username, h.name FROM labs_labsession s JOIN auth_user u ON u.id = s.user_id "
             "JOIN labs_sandboxhost h ON h.id = s.host_id WHERE s.state = 'ready'").fetchall())
-
-
-def done_steps(database_url: str) -> set:
-    with psycopg.connect(database_url) as db:
-        return set(db.execute(
-            "SELECT u.username, st.number FROM labs_stepprogress p JOIN auth_user u "
-            "ON u.id = p.user_id JOIN labs_step st ON st.id = p.step_id "
-            "WHERE p.state = 'done'").fetchall())
 
 
 async def echo(learner: Learner, node: int, keys: int) -> dict:

@@ -88,15 +88,11 @@ def heartbeat(name: str, load: dict, gateway_url: str = "", version: str = "", r
     return host
 
 
-_site_versions: dict = {}
-
-
 def site_versions() -> dict:
-    """The site's own code and image-recipe versions (this process's files)."""
-    if not _site_versions:
-        from runtime import hostinfo
-        _site_versions.update(version=hostinfo.code_version(), recipe=hostinfo.recipe_version())
-    return _site_versions
+    """The site's own code and image-recipe versions (this process's files;
+    runtime.hostinfo computes each once)."""
+    from runtime import hostinfo
+    return {"version": hostinfo.code_version(), "recipe": hostinfo.recipe_version()}
 
 
 def refusal(host: SandboxHost) -> str:

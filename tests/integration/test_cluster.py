@@ -15,7 +15,7 @@ import time
 
 import psycopg
 
-from tests.support.cluster import cluster_site, host_rows, leftovers
+from tests.support.cluster import cluster_site, done_steps, host_rows, leftovers
 from tests.support.labclient import Learner, next_event
 
 SLUG = "first-containers"
@@ -72,14 +72,6 @@ def sessions_by_host(database_url: str) -> dict:
             "JOIN auth_user u ON u.id = s.user_id LEFT JOIN labs_sandboxhost h ON h.id = s.host_id "
             "ORDER BY s.id").fetchall()
     return rows
-
-
-def done_steps(database_url: str) -> set:
-    with psycopg.connect(database_url) as db:
-        return set(db.execute(
-            "SELECT u.username, st.number FROM labs_stepprogress p JOIN auth_user u "
-            "ON u.id = p.user_id JOIN labs_step st ON st.id = p.step_id "
-            "WHERE p.state = 'done'").fetchall())
 
 
 def test_three_hosts_share_a_class_and_one_dies_without_losing_progress():

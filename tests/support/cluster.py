@@ -296,6 +296,16 @@ def host_rows(database_url: str) -> dict:
             for name, state, refused, age in rows}
 
 
+def done_steps(database_url: str) -> set:
+    """{(username, step number)} of every step done, from the site's database."""
+    import psycopg
+    with psycopg.connect(database_url) as db:
+        return set(db.execute(
+            "SELECT u.username, st.number FROM labs_stepprogress p JOIN auth_user u "
+            "ON u.id = p.user_id JOIN labs_step st ON st.id = p.step_id "
+            "WHERE p.state = 'done'").fetchall())
+
+
 @contextlib.contextmanager
 def cluster_site(count: int = 3, extra_env: dict | None = None, host_env: dict | None = None,
                  quiet: bool = False):
