@@ -205,10 +205,13 @@ class BuiltinDriver(Launcher, WarmPool, SessionNetworks, Driver):
     def _remove_cgroup_tree(path: Path) -> None:
         if not path.exists():
             return
-        for sub in sorted((p for p in path.rglob("*") if p.is_dir()),
-                          key=lambda p: len(p.parts), reverse=True):
-            with contextlib.suppress(OSError):
-                sub.rmdir()
+        # Deepest first. Another stop of the same node (the pool's reaping and
+        # a returning host's both find a dead node) may remove directories
+        # under our feet: os.walk skips what vanished where rglob raised.
+        for parent, dirs, _ in os.walk(path, topdown=False):
+            for name in dirs:
+                with contextlib.suppress(OSError):
+                    os.rmdir(os.path.join(parent, name))
         for _ in range(100):
             try:
                 path.rmdir()

@@ -129,7 +129,11 @@ class WarmPool:
                 node = Node.from_json(json.loads(state.read_text()))
             except (OSError, ValueError, TypeError):
                 # Half-made (no state yet): leave it a minute, it may be starting.
-                if time.time() - directory.stat().st_mtime > 60:
+                # (Gone meanwhile: another process's stop removed it.)
+                age = 0.0
+                with contextlib.suppress(FileNotFoundError):
+                    age = time.time() - directory.stat().st_mtime
+                if age > 60:
                     self._stop(directory.name)
                     reaped.append(directory.name)
                 continue
