@@ -444,8 +444,12 @@ def on_every_host(task_name: str) -> list:
     names = list(SandboxHost.objects.filter(state__in=[SandboxHost.ACTIVE, SandboxHost.DRAINING])
                  .filter(last_seen__gte=timezone.now() - hosts.timeout())
                  .values_list("name", flat=True)) or [settings.LAB_HOST_NAME]
+    # A host that is down does not pile these up in its queue: each expires
+    # when beat would have sent the next one anyway.
+    every = settings.CELERY_BEAT_SCHEDULE[
+        {"maintain_pool": "maintain-pool", "reap_nodes": "reap-nodes"}[task_name]]["schedule"]
     for name in names:
-        task.apply_async(queue=f"nodes.{name}")
+        task.apply_async(queue=f"nodes.{name}", expires=every)
     return names
 
 

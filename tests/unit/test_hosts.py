@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import time
 
+from django.conf import settings
 from django.utils import timezone
 
 from labs.courses.models import StepProgress
@@ -162,7 +163,8 @@ def test_a_lost_host_that_comes_back_reaps_before_it_takes_sessions(db, fake_dri
 
 def test_beat_asks_every_live_host_to_look_after_its_own_nodes(db, monkeypatch):
     sent = []
-    monkeypatch.setattr(tasks.maintain_pool, "apply_async", lambda queue: sent.append(queue))
+    monkeypatch.setattr(tasks.maintain_pool, "apply_async",
+                        lambda queue, expires: sent.append((queue, expires)))
     assert tasks.on_every_host("maintain_pool") == ["local"]  # no host yet: this machine
     beat("alpha")
     beat("beta")
@@ -170,4 +172,6 @@ def test_beat_asks_every_live_host_to_look_after_its_own_nodes(db, monkeypatch):
     SandboxHost.objects.filter(name="gamma").update(
         last_seen=timezone.now() - datetime.timedelta(seconds=60))
     assert tasks.on_every_host("maintain_pool") == ["alpha", "beta"]
-    assert sent == ["nodes.local", "nodes.alpha", "nodes.beta"]
+    # Each expires by the next round, so a host that is down does not pile them up.
+    every = settings.CELERY_BEAT_SCHEDULE["maintain-pool"]["schedule"]
+    assert sent == [("nodes.local", every), ("nodes.alpha", every), ("nodes.beta", every)]
