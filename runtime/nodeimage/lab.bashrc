@@ -2,8 +2,9 @@
 # After each command, record it in the history file, and with its exit code in
 # /root/.lab_commands ("<code><TAB><command>", one line each: checks ask
 # `lab-ran` whether a command worked, not only whether it was typed), and
-# print a command-end mark with its exit code; the lab strips the mark from
-# the terminal output and checks the learner's work right away.
+# print a command-end mark with its exit code and command line; the lab strips
+# the mark from the terminal output, checks the learner's work right away and
+# puts the command on the recording's timeline.
 HISTCONTROL=
 HISTFILE=/root/.bash_history
 HISTSIZE=5000
@@ -20,10 +21,14 @@ __lab_prompt() {
         command=${command#*[[:space:]]}
         command=${command#"${command%%[![:space:]]*}"}
         printf '%s\t%s\n' "$code" "${command//$'\n'/ }" >> /root/.lab_commands
+        # The mark carries the command line for the recording's timeline:
+        # control characters would end the escape early, so they go.
+        local shown=${command//[[:cntrl:]]/ }
+        shown=${shown:0:500}
         if [ -n "$TMUX" ]; then
-            printf '\033Ptmux;\033\033]6973;cmd-end;%s\007\033\\' "$code"
+            printf '\033Ptmux;\033\033]6973;cmd-end;%s;%s\007\033\\' "$code" "$shown"
         else
-            printf '\033]6973;cmd-end;%s\007' "$code"
+            printf '\033]6973;cmd-end;%s;%s\007' "$code" "$shown"
         fi
     fi
     return $code
