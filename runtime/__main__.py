@@ -49,6 +49,8 @@ def main(argv=None) -> int:
     fill = pool.add_parser("fill", help="start pool nodes until SIZE are ready")
     fill.add_argument("size", type=int)
     sub.add_parser("reap", help="remove nodes whose processes died")
+    sub.add_parser("record", help="record the terminals of this host's lab nodes until killed "
+                   "($LAB_RECORD, $LAB_RECORD_MB, $LAB_RECORD_DAYS, $LAB_SESSION_PREFIX)")
 
     host = sub.add_parser("host", help="this machine as a lab site's sandbox host").add_subparsers(
         dest="cmd", required=True)
@@ -77,6 +79,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.group == "record":  # runs its own event loop, forever
+        from . import recorder
+        recorder.serve(get_driver(args.driver))
+        return 0
     try:
         return asyncio.run(_dispatch(args))
     except LabRuntimeError as e:

@@ -6,6 +6,7 @@ compare these values exactly.
 from __future__ import annotations
 
 import abc
+import asyncio
 import dataclasses
 import re
 from dataclasses import dataclass, field
@@ -176,6 +177,13 @@ class Driver(abc.ABC):
     @abc.abstractmethod
     async def open_terminal(self, node_id: str, cols: int = 80, rows: int = 24,
                             name: str = "main") -> Terminal: ...
+
+    async def open_control(self, node_id: str, name: str = "main") -> asyncio.subprocess.Process:
+        """A tmux control-mode client of the node's terminal `name` (made if it
+        is not there yet): a process with stdin and stdout pipes. It reports
+        the pane's own output whether or not a browser is attached, without
+        changing the terminal's size (runtime/recorder.py records from it)."""
+        raise LabRuntimeError(f"the {self.name} driver cannot record terminals", permanent=True)
 
     @abc.abstractmethod
     def list_nodes(self) -> list:

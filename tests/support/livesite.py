@@ -52,6 +52,16 @@ def wait_for(predicate, seconds: float, what: str, interval: float = 0.05):
     raise TimeoutError(f"gave up after {seconds:.0f}s waiting for {what}")
 
 
+def remove_test_recordings(prefix: str = SESSION_PREFIX) -> None:
+    """The recordings of this site's sessions (<prefix><number>), from the runtime directory."""
+    from runtime.recorder import recordings_dir
+    top = recordings_dir()
+    if top.is_dir():
+        for session in top.iterdir():
+            if session.name.startswith(prefix) and session.name[len(prefix):].isdigit():
+                shutil.rmtree(session, ignore_errors=True)
+
+
 def remove_test_nodes(driver, prefix: str = SESSION_PREFIX) -> None:
     """Stop every node of the test site's sessions (those named with `prefix`).
 
@@ -193,6 +203,8 @@ def live_site(prefix: str = SESSION_PREFIX, driver: str = "builtin", workers: in
                   "worker", "-n", "nodes@%h", "-Q", f"nodes.{host}", "--loglevel=INFO", f"--concurrency={workers}",
                   "--without-gossip", "--without-mingle"],
     }
+    # As the Procfile: every terminal of the site's sessions is recorded.
+    commands["recorder"] = [str(VENV_BIN / "python"), "-m", "runtime", "record"]
     if beat:
         commands["beat"] = [str(VENV_BIN / "celery"), "-A", "labs.celery:app", "beat",
                             "--loglevel=INFO", "--schedule", str(workdir / "celerybeat-schedule")]
@@ -224,6 +236,7 @@ def live_site(prefix: str = SESSION_PREFIX, driver: str = "builtin", workers: in
                     os.killpg(proc.pid, 9)
                     proc.wait()
             remove_test_nodes(runtime_driver, prefix)
+            remove_test_recordings(prefix)
             if failed and not quiet:
                 sys.stderr.write(site.dump_logs())
             shutil.rmtree(workdir, ignore_errors=True)

@@ -279,7 +279,8 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         frame (a capture, WatchConsumer) is read apart from the stream: what
         was typed between that capture and this hello reached neither, and the
         watch view lost it ("docker container run alpin" + the output)."""
-        command = ("for c in $(tmux list-clients -t main -F '#{client_name}'); "
+        # Not the recorder's control client (runtime/recorder.py): it gets no screen.
+        command = ("for c in $(tmux list-clients -t main -F '#{?client_control,,#{client_name}}'); "
                    'do tmux refresh-client -t "$c"; done')
 
         async def redraw():

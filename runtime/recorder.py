@@ -1,0 +1,337 @@
+"""Terminal recordings: each node's terminal as an asciicast v2 file on its host.
+
+One process per sandbox host (`python -m runtime record`, a line of the
+Procfile) follows the runtime's nodes. For every node in a lab session it
+attaches a tmux control-mode client (Driver.open_control): tmux reports the
+pane's own output (`%output`) whatever browser is or is not attached, and a
+control client does not change the terminal's size. The recorder writes that
+output, the terminal's resizes and each command's end (the prompt hook's mark,
+runtime/termmarks.py) to <runtime dir>/recordings/<session>/<node>.cast:
+
+    {"version": 2, "width": 80, "height": 24, "timestamp": 1764579000, ...}
+    [0.52, "o", "[node1] ~# "]
+    [3.1, "m", "$ docker container run alpine hostname [exit 0]"]
+    [9.0, "r", "120x30"]
+
+The files live outside the node, where its learner cannot write. The site adds
+its own markers (checks, steps done) when it serves a recording, so this file
+only holds what the terminal itself said.
+
+Caps: `cap_bytes` per session (shared by its nodes): past it the oldest output
+is dropped, markers and resizes kept, and a marker says where. Recordings whose
+last write is older than `keep_days` are deleted.
+"""
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+from .model import LabRuntimeError
+from .paths import base_dir
+from .termmarks import MarkParser
+
+log = logging.getLogger(__name__)
+
+POOL_SESSION = "warm-pool"
+SCAN_SECONDS = 1.0
+RETRY_SECONDS = 2.0
+KEEP_AFTER_TRIM = 0.75  # of the cap: a trim makes room for a while, not one line
+_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
+def recordings_dir() -> Path:
+    return base_dir() / "recordings"
+
+
+def cast_path(session: str, node_name: str) -> Path:
+    if not _SAFE.fullmatch(session) or not _SAFE.fullmatch(node_name):
+        raise ValueError(f"not a recording name: {session!r}/{node_name!r}")
+    return recordings_dir() / session / f"{node_name}.cast"
+
+
+def read_cast(path: Path) -> tuple:
+    """(header, events, damaged lines) of a recording. A line cut short by a
+    crash or a full disk is skipped; everything before and after it stays."""
+    header, events, damaged = None, [], 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                item = json.loads(line)
+            except ValueError:
+                damaged += 1
+                continue
+            if header is None and isinstance(item, dict):
+                header = item
+            elif isinstance(item, list) and len(item) == 3 and isinstance(item[0], (int, float)):
+                events.append(item)
+            else:
+                damaged += 1
+    if header is None:
+        raise ValueError(f"{path}: no asciicast header")
+    return header, events, damaged
+
+
+class CastWriter:
+    """Appends events to one recording; continues a file a crash left behind."""
+
+    def __init__(self, path: Path, cap_bytes: int, width: int, height: int, title: str):
+        self.path, self.cap_bytes = path, cap_bytes
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.started = None
+        if path.exists():
+            with contextlib.suppress(OSError, ValueError):
+                header, _, _ = read_cast(path)
+                self.started = float(header["timestamp"])
+        if self.started is None:
+            self.started = float(int(time.time()))
+            header = {"version": 2, "width": width, "height": height, "timestamp": int(self.started),
+                      "env": {"TERM": "xterm-256color", "SHELL": "/bin/bash"}, "title": title}
+            path.write_text(json.dumps(header) + "\n")
+        self.file = open(path, "a", encoding="utf-8")
+        self.size = path.stat().st_size
+        self.last_size = None
+
+    def now(self) -> float:
+        return round(time.time() - self.started, 3)
+
+    def output(self, text: str) -> None:
+        if text:
+            self._write([self.now(), "o", text])
+
+    def resize(self, cols: int, rows: int) -> None:
+        if (cols, rows) != self.last_size:  # tmux reports layout changes that keep the size too
+            self.last_size = (cols, rows)
+            self._write([self.now(), "r", f"{cols}x{rows}"])
+
+    def marker(self, label: str) -> None:
+        self._write([self.now(), "m", label])
+
+    def _write(self, event: list) -> None:
+        line = json.dumps(event, ensure_ascii=False) + "\n"
+        self.file.write(line)
+        self.file.flush()
+        self.size += len(line.encode())
+        if self.cap_bytes and self.size > self.cap_bytes:
+            self.trim()
+
+    def trim(self) -> None:
+        """Drop the oldest output until the file is well under its cap, keeping
+        every marker and resize, and say where output was dropped."""
+        self.file.close()
+        header, events, _ = read_cast(self.path)
+        budget = int(self.cap_bytes * KEEP_AFTER_TRIM)
+        kept, size = [], 0
+        for event in reversed(events):
+            line = json.dumps(event, ensure_ascii=False) + "\n"
+            if event[1] == "o":
+                if size + len(line.encode()) > budget:
+                    continue
+                size += len(line.encode())
+            kept.append(event)
+        kept.reverse()
+        # The marker goes where the kept output begins: what came before is gone.
+        first = next((e[0] for e in kept if e[1] == "o"), self.now())
+        cut = "output dropped before this point (recording cap %.1f MB)" % (self.cap_bytes / 2**20)
+        kept = [e for e in kept if not (e[1] == "m" and e[2] == cut)]
+        kept.append([first, "m", cut])
+        kept.sort(key=lambda e: e[0])
+        tmp = self.path.with_suffix(".trim")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(json.dumps(header) + "\n")
+            for event in kept:
+                f.write(json.dumps(event, ensure_ascii=False) + "\n")
+        os.replace(tmp, self.path)
+        self.file = open(self.path, "a", encoding="utf-8")
+        self.size = self.path.stat().st_size
+        log.info("recording %s past its cap: oldest output dropped", self.path)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.file.close()
+
+
+def _unescape(data: bytes) -> bytes:
+    r"""tmux control mode writes bytes below 32 and the backslash as \ooo."""
+    if b"\\" not in data:
+        return data
+    out, i = bytearray(), 0
+    while i < len(data):
+        c = data[i]
+        if c == 0x5C and len(data[i + 1:i + 4]) == 3 and data[i + 1:i + 4].isdigit():
+            out.append(int(data[i + 1:i + 4], 8) & 0xFF)
+            i += 4
+        else:
+            out.append(c)
+            i += 1
+    return bytes(out)
+
+
+_LAYOUT_SIZE = re.compile(rb"^%layout-change \S+ [0-9a-f]{4},(\d+)x(\d+),")
+
+
+class NodeRecorder:
+    """Records one node's terminal until the node or its tmux session ends."""
+
+    def __init__(self, driver, node, cap_bytes: int, name: str = "main"):
+        self.driver, self.node, self.cap_bytes, self.name = driver, node, cap_bytes, name
+
+    async def run(self) -> None:
+        proc = await self.driver.open_control(self.node.id, self.name)
+        writer = None
+        try:
+            # Ask for the size and the screen as it is now: a terminal opened
+            # before this client attached starts the recording where it stands.
+            proc.stdin.write(f"display-message -p -t {self.name} "
+                             "'#{window_width} #{window_height} #{cursor_x} #{cursor_y}'\n"
+                             f"capture-pane -p -e -t {self.name}\n".encode())
+            await proc.stdin.drain()
+            replies = []  # command blocks: the attach's, then the two above
+            block = None
+            decoder = codecs.getincrementaldecoder("utf-8")("replace")
+            marks = MarkParser()
+            while True:
+                line = await proc.stdout.readline()
+                if not line:
+                    break
+                line = line.rstrip(b"\n")
+                if block is not None:
+                    if line.startswith((b"%end ", b"%error ")):
+                        replies.append(block)
+                        block = None
+                        if len(replies) == 3:
+                            writer = self._open_writer(replies)
+                    else:
+                        block.append(line)
+                    continue
+                if line.startswith(b"%begin "):
+                    block = []
+                elif line.startswith(b"%output ") and writer is not None:
+                    data = _unescape(line.split(b" ", 2)[2] if line.count(b" ") >= 2 else b"")
+                    clean, found = marks.feed_marks(data)
+                    writer.output(decoder.decode(clean))
+                    for code, command in found:
+                        writer.marker(f"$ {command} [exit {code}]" if command else f"[exit {code}]")
+                elif line.startswith(b"%layout-change ") and writer is not None:
+                    m = _LAYOUT_SIZE.match(line)
+                    if m:
+                        writer.resize(int(m.group(1)), int(m.group(2)))
+                elif line.startswith(b"%exit"):
+                    break
+        finally:
+            if writer is not None:
+                writer.close()
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+
+    def _open_writer(self, replies: list) -> CastWriter:
+        try:
+            cols, rows, x, y = (int(v) for v in replies[1][0].split())
+        except (IndexError, ValueError):
+            cols, rows, x, y = 80, 24, 0, 0
+        writer = CastWriter(cast_path(self.node.session, self.node.name), self.cap_bytes, cols, rows,
+                            f"{self.node.name} of {self.node.session}")
+        writer.resize(cols, rows)
+        screen = "\r\n".join(line.decode("utf-8", "replace") for line in replies[2])
+        writer.output(f"\x1b[H\x1b[2J{screen.rstrip()}\x1b[{y + 1};{x + 1}H")
+        return writer
+
+
+class Recorder:
+    """Follows the driver's nodes and records each lab node's terminal."""
+
+    def __init__(self, driver, cap_mb: float = 20, keep_days: float = 30, prefix: str = ""):
+        self.driver = driver
+        # Sessions of one site are <prefix><number> (LAB_SESSION_PREFIX): a
+        # second site on the machine records its own.
+        self.sessions = re.compile(re.escape(prefix) + r"\d+") if prefix else None
+        self.cap_bytes = int(cap_mb * 2**20)
+        self.keep_days = keep_days
+        self.tasks: dict = {}  # node id -> asyncio task
+        self.retry_at: dict = {}
+
+    def wanted(self) -> list:
+        return [n for n in self.driver.list_nodes()
+                if n.session != POOL_SESSION and n.extra.get("state") == "running"
+                and (self.sessions is None or self.sessions.fullmatch(n.session))]
+
+    async def scan(self) -> None:
+        nodes = await asyncio.to_thread(self.wanted)
+        per_session: dict = {}
+        for node in nodes:
+            per_session[node.session] = per_session.get(node.session, 0) + 1
+        now = time.monotonic()
+        for node in nodes:
+            task = self.tasks.get(node.id)
+            if (task and not task.done()) or self.retry_at.get(node.id, 0) > now:
+                continue
+            # The session's cap is shared by its nodes.
+            cap = self.cap_bytes // per_session[node.session]
+            self.tasks[node.id] = asyncio.create_task(self._record(node, cap))
+        alive = {n.id for n in nodes}
+        for node_id in [k for k in self.tasks if k not in alive and self.tasks[k].done()]:
+            del self.tasks[node_id]
+            self.retry_at.pop(node_id, None)
+
+    async def _record(self, node, cap: int) -> None:
+        try:
+            await NodeRecorder(self.driver, node, cap).run()
+        except LabRuntimeError as exc:
+            log.debug("cannot record node %s: %s", node.id, exc.reason)
+        except Exception:
+            log.exception("recording of node %s failed", node.id)
+        # The shell exited (its tmux session ended) or the node went: if the
+        # node is still there, the next scan attaches again after a pause.
+        self.retry_at[node.id] = time.monotonic() + RETRY_SECONDS
+
+    def prune(self) -> list:
+        """Delete recordings not written to for keep_days; returns their paths."""
+        removed = []
+        top = recordings_dir()
+        if not top.is_dir() or self.keep_days <= 0:
+            return removed
+        horizon = time.time() - self.keep_days * 86400
+        for session in top.iterdir():
+            with contextlib.suppress(OSError):
+                newest = max((p.stat().st_mtime for p in session.iterdir()), default=0)
+                if newest < horizon:
+                    shutil.rmtree(session)
+                    removed.append(str(session))
+        return removed
+
+    async def run_forever(self) -> None:
+        log.info("recording terminals to %s (cap %.0f MB per session, kept %g days)",
+                 recordings_dir(), self.cap_bytes / 2**20, self.keep_days)
+        last_prune = 0.0
+        while True:
+            try:
+                await self.scan()
+                if time.monotonic() - last_prune > 3600:
+                    last_prune = time.monotonic()
+                    for path in await asyncio.to_thread(self.prune):
+                        log.info("removed recording %s (older than %g days)", path, self.keep_days)
+            except Exception:
+                log.exception("recorder scan failed")
+            await asyncio.sleep(SCAN_SECONDS)
+
+
+def serve(driver) -> None:
+    """`python -m runtime record`: record this host's lab terminals until killed.
+    With LAB_RECORD=0 it records nothing but keeps running, so the process
+    manager (honcho) does not take the other processes down with it."""
+    if os.environ.get("LAB_RECORD", "1") == "0":
+        log.info("terminal recording is off (LAB_RECORD=0)")
+        while True:
+            time.sleep(3600)
+    recorder = Recorder(driver, cap_mb=float(os.environ.get("LAB_RECORD_MB", "20")),
+                        keep_days=float(os.environ.get("LAB_RECORD_DAYS", "30")),
+                        prefix=os.environ.get("LAB_SESSION_PREFIX", "s"))
+    asyncio.run(recorder.run_forever())

@@ -1,0 +1,145 @@
+"""The terminal recorder (runtime/recorder.py): asciicast v2 files, their cap,
+crash-cut files, and a real tmux control-mode client read for output, command
+marks and resizes (this machine's tmux, on a private socket)."""
+import asyncio
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+from runtime import recorder
+from runtime.model import Node
+
+
+@pytest.fixture
+def runtime_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAB_RUNTIME_DIR", str(tmp_path))
+    return tmp_path
+
+
+def events(path):
+    header, items, damaged = recorder.read_cast(path)
+    return header, items, damaged
+
+
+def test_a_recording_is_asciicast_v2_and_goes_on_after_a_restart(runtime_dir):
+    path = recorder.cast_path("s7", "node1")
+    writer = recorder.CastWriter(path, 0, 100, 30, "node1 of s7")
+    writer.resize(100, 30)
+    writer.resize(100, 30)  # tmux reports layout changes that keep the size: one event
+    writer.output("hello\r\n")
+    writer.marker("$ echo hello [exit 0]")
+    writer.close()
+    again = recorder.CastWriter(path, 0, 80, 24, "node1 of s7")  # the recorder restarted
+    again.output("more")
+    again.close()
+    header, items, damaged = events(path)
+    assert header["version"] == 2 and (header["width"], header["height"]) == (100, 30)
+    assert [e[1:] for e in items] == [["r", "100x30"], ["o", "hello\r\n"],
+                                      ["m", "$ echo hello [exit 0]"], ["o", "more"]]
+    assert damaged == 0 and oct(path.parent.stat().st_mode & 0o777) == "0o700"
+
+
+def test_a_line_cut_by_a_crash_is_skipped_and_the_rest_plays(runtime_dir):
+    path = recorder.cast_path("s7", "node1")
+    recorder.CastWriter(path, 0, 80, 24, "t").output("kept")
+    with open(path, "a") as f:
+        f.write('[3.0, "o", "half wri')
+    header, items, damaged = events(path)
+    assert [e[2] for e in items] == ["kept"] and damaged == 1
+
+
+def test_past_its_cap_the_oldest_output_goes_and_every_marker_stays(runtime_dir):
+    path = recorder.cast_path("s7", "node1")
+    cap = 4000
+    writer = recorder.CastWriter(path, cap, 80, 24, "t")
+    for i in range(200):
+        writer.output(f"line {i:04d} " + "x" * 40 + "\r\n")
+        if i % 20 == 0:
+            writer.marker(f"$ command {i} [exit 0]")
+    writer.close()
+    assert path.stat().st_size <= cap
+    _, items, _ = events(path)
+    marks = [e[2] for e in items if e[1] == "m"]
+    assert [m for m in marks if m.startswith("$ ")] == [f"$ command {i} [exit 0]" for i in range(0, 200, 20)]
+    cut = [e for e in items if e[1] == "m" and e[2].startswith("output dropped before this point")]
+    assert len(cut) == 1
+    outputs = [e[2] for e in items if e[1] == "o"]
+    assert outputs[-1].startswith("line 0199") and not any(o.startswith("line 0000") for o in outputs)
+    first_output = next(e[0] for e in items if e[1] == "o")
+    assert cut[0][0] == first_output  # the marker sits where the kept output begins
+
+
+def test_recording_names_cannot_leave_the_recordings_directory(runtime_dir):
+    for session, node in (("..", "node1"), ("s1", "../x"), ("s1/..", "n"), ("", "node1")):
+        with pytest.raises(ValueError):
+            recorder.cast_path(session, node)
+
+
+def test_only_this_sites_running_lab_nodes_are_recorded():
+    class Nodes:
+        def list_nodes(self):
+            return [Node(id="a", session="s12", name="node1", driver="x", extra={"state": "running"}),
+                    Node(id="b", session="warm-pool", name="p", driver="x", extra={"state": "running"}),
+                    Node(id="c", session="s13", name="node1", driver="x", extra={"state": "starting"}),
+                    Node(id="d", session="t14", name="node1", driver="x", extra={"state": "running"}),
+                    Node(id="e", session="s", name="node1", driver="x", extra={"state": "running"})]
+    assert [n.id for n in recorder.Recorder(Nodes(), prefix="s").wanted()] == ["a"]
+
+
+# ---- a real tmux ----------------------------------------------------------------------
+
+class HostTmux:
+    """Driver.open_control on this machine's tmux, with `sh` as the shell."""
+
+    def __init__(self, socket):
+        self.socket = socket
+
+    async def open_control(self, node_id, name="main"):
+        return await asyncio.create_subprocess_exec(
+            "tmux", "-S", self.socket, "-f", "/dev/null", "-C", "new-session", "-A", "-s", name,
+            "-x", "80", "-y", "24", "sh",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL, env={**os.environ, "PS1": "$ ", "ENV": ""})
+
+    def tmux(self, *args):
+        subprocess.run(["tmux", "-S", self.socket, *args], check=True, capture_output=True)
+
+
+def test_a_tmux_session_is_recorded_with_its_command_marks_and_resizes(runtime_dir, tmp_path):
+    host = HostTmux(str(tmp_path / "tmux.sock"))
+    node = Node(id="n1", session="s21", name="node1", driver="x", extra={"state": "running"})
+
+    async def scenario():
+        task = asyncio.create_task(recorder.NodeRecorder(host, node, 0).run())
+        path = recorder.cast_path("s21", "node1")
+        deadline = time.monotonic() + 10
+        while not path.exists() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        # What the prompt hook prints inside tmux: the mark in tmux's passthrough.
+        host.tmux("send-keys", "-t", "main",
+                  r"echo hello_world; printf '\033Ptmux;\033\033]6973;cmd-end;3;echo hello_world\007\033\\'",
+                  "Enter")
+        await asyncio.sleep(0.5)
+        host.tmux("resize-window", "-t", "main", "-x", "100", "-y", "30")
+        await asyncio.sleep(0.5)
+        host.tmux("send-keys", "-t", "main", "exit", "Enter")  # the session ends: so does the recorder
+        await asyncio.wait_for(task, 10)
+        return path
+
+    try:
+        path = asyncio.run(scenario())
+    finally:
+        subprocess.run(["tmux", "-S", host.socket, "kill-server"], capture_output=True)
+    header, items, damaged = events(path)
+    assert (header["width"], header["height"]) == (80, 24) and damaged == 0
+    output = "".join(e[2] for e in items if e[1] == "o")
+    assert "hello_world\r\n" in output
+    # The typed command line shows; the mark the shell printed does not.
+    assert "\x1b]6973" not in output and "\x1bPtmux" not in output
+    assert ["m", "$ echo hello_world [exit 3]"] in [e[1:] for e in items]
+    assert ["r", "100x30"] in [e[1:] for e in items]
+    times = [e[0] for e in items]
+    assert times == sorted(times)
