@@ -537,6 +537,9 @@
 
   startButton.addEventListener("click", start);
   retryButton.addEventListener("click", start);
+  // The page renders Start disabled, so a click before this script ran (it
+  // comes after xterm.js, half a megabyte) cannot be lost.
+  startButton.disabled = false;
 
   // Check my work: says that it is checking, then what the check run found
   // (the worker sends "checked" with the steps still open after every run).

@@ -35,7 +35,7 @@ def test_ada_sees_stored_progress(client, lesson, ada):
     html = client.get("/lessons/first-containers/").content.decode()
     assert re.findall(r'data-step="(\d+)" data-state="(\w+)"', html) == [("1", "done"), ("2", "pending")]
     assert "List them all" in html
-    assert 'id="start-button" class="button primary" >' in html  # shown: no machine yet
+    assert 'id="start-button" class="button primary" disabled >' in html  # shown: no machine yet
     assert 'data-node=""' in html
     assert "/static/vendor/xterm/xterm.js" in html
 
