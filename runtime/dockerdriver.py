@@ -585,14 +585,8 @@ class DockerDriver(Driver):
                                           env=self._env())
 
     async def open_control(self, node_id, name="main"):
-        container = await self._running(node_id)
-        if not name.replace("-", "").isalnum():
-            raise LabRuntimeError(f"invalid terminal name {name!r}", permanent=True)
-        return await asyncio.create_subprocess_exec(
-            self._cli(), "exec", "-i", *self._env_args(tty=True), container,
-            "tmux", "-C", "new-session", "-A", "-s", name, "-c", "/root",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL, env=self._env(), start_new_session=True)
+        return await self.spawn_control([self._cli(), "exec", "-i", *self._env_args(tty=True),
+                                         await self._running(node_id)], name, env=self._env())
 
     async def open_terminal(self, node_id, cols=80, rows=24, name="main"):
         container = await self._running(node_id)
@@ -603,5 +597,3 @@ class DockerDriver(Driver):
         argv = ["setsid", "-c", self._cli(), "exec", "-it", *self._env_args(tty=True),
                 container, "tmux", "-u", "new-session", "-A", "-s", name, "-c", "/root"]
         return await PtyTerminal.spawn(argv, cols, rows, env=self._env())
-
-

@@ -185,6 +185,16 @@ class Driver(abc.ABC):
         changing the terminal's size (runtime/recorder.py records from it)."""
         raise LabRuntimeError(f"the {self.name} driver cannot record terminals", permanent=True)
 
+    @staticmethod
+    async def spawn_control(enter: list, name: str, **options) -> asyncio.subprocess.Process:
+        """open_control for a driver whose `enter` argv runs a command in the node."""
+        if not name.replace("-", "").isalnum():
+            raise LabRuntimeError(f"invalid terminal name {name!r}", permanent=True)
+        return await asyncio.create_subprocess_exec(
+            *enter, "tmux", "-C", "new-session", "-A", "-s", name, "-c", "/root",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL, start_new_session=True, **options)
+
     @abc.abstractmethod
     def list_nodes(self) -> list:
         """Every node this driver knows about (from its persisted state)."""

@@ -239,6 +239,7 @@ class NodeRecorder:
             cols, rows, x, y = 80, 24, 0, 0
         writer = CastWriter(cast_path(self.node.session, self.node.name), self.cap_bytes, cols, rows,
                             f"{self.node.name} of {self.node.session}")
+        log.info("recording node %s (%s/%s)", self.node.id, self.node.session, self.node.name)
         writer.resize(cols, rows)
         screen = "\r\n".join(line.decode("utf-8", "replace") for line in replies[2])
         writer.output(f"\x1b[H\x1b[2J{screen.rstrip()}\x1b[{y + 1};{x + 1}H")

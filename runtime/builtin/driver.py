@@ -249,14 +249,8 @@ class BuiltinDriver(Launcher, WarmPool, SessionNetworks, Driver):
                                           preexec_fn=seccomp.install)
 
     async def open_control(self, node_id, name="main"):
-        pid = self._running_pid(node_id)
-        if not name.replace("-", "").isalnum():
-            raise LabRuntimeError(f"invalid terminal name {name!r}", permanent=True)
-        return await asyncio.create_subprocess_exec(
-            *self._enter_argv(pid, node_id, ["tmux", "-C", "new-session", "-A", "-s", name, "-c", "/root"]),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL, env=dict(NODE_ENV), preexec_fn=seccomp.install,
-            start_new_session=True)
+        enter = self._enter_argv(self._running_pid(node_id), node_id, [])
+        return await self.spawn_control(enter, name, env=dict(NODE_ENV), preexec_fn=seccomp.install)
 
     async def open_terminal(self, node_id, cols=80, rows=24, name="main"):
         pid = self._running_pid(node_id)
