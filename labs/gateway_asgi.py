@@ -9,7 +9,10 @@ terminal (the token is the credential, and it names the node). The
 output's copies for watching instructors, the checks a command asks for and
 the hints go through the shared channel layer and Celery, as on the site.
 """
+import asyncio
 import os
+import re
+from urllib.parse import parse_qs
 
 from django.core.asgi import get_asgi_application
 
@@ -30,16 +33,41 @@ def gateway_scope(app):
     return middleware
 
 
+RECORDING_PATH = re.compile(r"/recordings/(\d+)\.cast")
+
+
+def recording(path: str, query: bytes) -> tuple:
+    """(status, body) for GET /recordings/<node pk>.cast?token=...: the node's
+    terminal recording as this host wrote it, to the site that signed the
+    token (it merges its own marks in and answers the browser)."""
+    from labs.sandboxes import gateway, recordings
+    match = RECORDING_PATH.fullmatch(path)
+    token = (parse_qs(query.decode("latin-1")).get("token") or [""])[0]
+    claims = gateway.verify(token, int(match.group(1)), purpose=recordings.PURPOSE) if match else None
+    if claims is None:
+        return 403, b"Not allowed.\n"
+    try:
+        return 200, recordings.local_path(claims["r"]).read_bytes()
+    except (OSError, ValueError):
+        return 404, b"No recording.\n"
+
+
 async def http_app(scope, receive, send):
-    """Only /health answers (for an operator's or a balancer's probe)."""
+    """/health (for an operator's or a balancer's probe) and the recordings
+    of this host's nodes (for the site); nothing else."""
     if scope["type"] != "http":
         return
     while (await receive()).get("more_body"):
         pass
-    ok = scope["path"] == "/health"
-    body = b"ok\n" if ok else b"Not here: this is a lab host's gateway.\n"
-    await send({"type": "http.response.start", "status": 200 if ok else 404,
-                "headers": [(b"content-type", b"text/plain")]})
+    if scope["path"] == "/health":
+        status, body, kind = 200, b"ok\n", b"text/plain"
+    elif scope["path"].startswith("/recordings/"):
+        status, body = await asyncio.to_thread(recording, scope["path"], scope.get("query_string", b""))
+        kind = b"application/x-asciicast" if status == 200 else b"text/plain"
+    else:
+        status, body, kind = 404, b"Not here: this is a lab host's gateway.\n", b"text/plain"
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", kind)]})
     await send({"type": "http.response.body", "body": body})
 
 

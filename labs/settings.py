@@ -257,6 +257,13 @@ LAB_SESSION_WARN_MINUTES = envint("LAB_SESSION_WARN_MINUTES", "5")
 LAB_NODES_PER_LEARNER = envint("LAB_NODES_PER_LEARNER", "3")
 # The instructor's grid flags a learner on the same step for longer than this.
 LAB_STUCK_MINUTES = envint("LAB_STUCK_MINUTES", "10")
+# Terminal recordings (runtime/recorder.py, run by each host's `recorder`
+# process, which reads the same variables): on unless LAB_RECORD=0; each
+# session's recordings capped at LAB_RECORD_MB (oldest output dropped first)
+# and deleted LAB_RECORD_DAYS after their last write.
+LAB_RECORD = env("LAB_RECORD", "1") != "0"
+LAB_RECORD_MB = envint("LAB_RECORD_MB", "20")
+LAB_RECORD_DAYS = envint("LAB_RECORD_DAYS", "30")
 # Ready nodes kept waiting so Start is near instant (0: start every node cold).
 LAB_POOL_SIZE = envint("LAB_POOL_SIZE", "2")
 

@@ -6,14 +6,16 @@ sandboxes (which machines run) and accounts (guests) for one classroom.
 from __future__ import annotations
 
 import statistics
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.db import models
+from django.urls import reverse
 from django.utils import timezone
 
 from labs.accounts.models import Profile, is_guest
 from labs.courses.models import LessonActivity, StepProgress
-from labs.sandboxes.models import LabSession
+from labs.sandboxes.models import LabSession, SessionMark
 
 from .models import Membership
 
@@ -32,6 +34,7 @@ def learner_row(room, user, lessons=None, now=None) -> dict:
     activity = {a.lesson_id: a for a in LessonActivity.objects.filter(user=user, lesson__in=lessons)}
     sessions = {s.lesson_id: s for s in LabSession.objects.filter(
         user=user, lesson__in=lessons).exclude(state=LabSession.STOPPED).prefetch_related("nodes")}
+    marks = latest_marks(user, lessons)
     cells, currents = {}, []
     for lesson in lessons:
         act = activity.get(lesson.pk)
@@ -40,19 +43,30 @@ def learner_row(room, user, lessons=None, now=None) -> dict:
         for step in lesson.steps.all():
             p = progress.get(step.pk)
             state = p.state if p else StepProgress.PENDING
+            mark = marks.get((lesson.slug, step.number))
             cells[f"{lesson.slug}:{step.number}"] = {
                 "state": state, "done_at": p.done_at.isoformat() if p and p.done_at else None,
-                "message": (p.message[:200] if p and state != StepProgress.DONE else "")}
+                "message": (p.message[:200] if p and state != StepProgress.DONE else ""),
+                "failed": p.failed_checks if p else 0,
+                # The replay at the moment the step was done, or last failed.
+                "replay": replay_url(mark) if mark else None}
             if state == StepProgress.DONE and p.done_at:
                 since = max(since, p.done_at) if since else p.done_at
             elif current is None and act is not None:
                 current = {"lesson": lesson.slug, "step": step.number, "since": since}
+                if p and p.failed_checks and p.message and mark and mark["kind"] == SessionMark.FAILED:
+                    # Why they are stuck: the latest reason their step's check gave.
+                    current.update(reason=p.message[:300], failed=p.failed_checks,
+                                   failed_at=p.failed_at.isoformat() if p.failed_at else None,
+                                   replay=replay_url(mark))
         if current is not None:
             currents.append((act.last, current))
     current = None
     if currents:
         current = max(currents, key=lambda pair: pair[0])[1]
         current["since"] = (current["since"] or timezone.now()).isoformat()
+    latest = (LabSession.objects.filter(user=user, lesson__in=lessons, nodes__isnull=False)
+              .order_by("-created").values_list("pk", flat=True).first())
     last_seen = max((a.last for a in activity.values()), default=None)
     nodes = []
     for lesson in lessons:
@@ -63,7 +77,31 @@ def learner_row(room, user, lessons=None, now=None) -> dict:
     return {"user": user.pk, "name": user.username, "guest": is_guest(user),
             "hand": membership.hand_raised.isoformat() if membership and membership.hand_raised else None,
             "cells": cells, "current": current, "nodes": nodes,
+            "replay": reverse("replay", args=[latest]) if latest else None,
             "last_seen": last_seen.isoformat() if last_seen else None}
+
+
+def latest_marks(user, lessons) -> dict:
+    """{(lesson slug, step number): the latest mark of the learner's sessions
+    there, as {session, node, at, kind}}: a step done, or else its latest
+    failed check (the grid's replay links)."""
+    found = {}
+    rows = (SessionMark.objects.filter(session__user=user, session__lesson__in=lessons)
+            .order_by("at", "pk").values("session_id", "session__lesson__slug", "step", "node",
+                                         "at", "kind"))
+    for row in rows:
+        key = (row["session__lesson__slug"], row["step"])
+        if found.get(key, {}).get("kind") == SessionMark.DONE:
+            continue  # done is the moment that matters once there is one
+        found[key] = {"session": row["session_id"], "node": row["node"], "at": row["at"],
+                      "kind": row["kind"]}
+    return found
+
+
+def replay_url(mark: dict) -> str:
+    """The replay of the mark's node, opened a moment before the mark."""
+    return (reverse("replay", args=[mark["session"]]) + "?" +
+            urlencode({"node": mark["node"], "at": f"{mark['at'].timestamp():.3f}"}))
 
 
 def grid(room) -> dict:
@@ -128,7 +166,7 @@ def stats(room, lessons=None) -> dict:
 
 
 CSV_HEADER = ["learner", "guest", "joined", "lesson", "step", "title", "state", "done_at",
-              "seconds_on_step"]
+              "seconds_on_step", "failed_checks"]
 
 
 def csv_rows(room):
@@ -148,4 +186,5 @@ def csv_rows(room):
                        joined[user.pk].isoformat(), lesson.slug, step.number, step.title,
                        p.state if p else StepProgress.PENDING,
                        p.done_at.isoformat() if p and p.done_at and p.state == StepProgress.DONE else "",
-                       round(seconds) if seconds is not None else ""]
+                       round(seconds) if seconds is not None else "",
+                       p.failed_checks if p else 0]

@@ -246,6 +246,10 @@ class StepProgress(models.Model):
     message = models.TextField(blank=True)
     checked_at = models.DateTimeField(null=True, blank=True)
     done_at = models.DateTimeField(null=True, blank=True)
+    # Checks that failed while this was the learner's current step (one per
+    # attempt: labs/sandboxes/tasks.py), and when the latest did.
+    failed_checks = models.PositiveIntegerField(default=0, db_default=0)  # old code paths insert without it
+    failed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         db_table = "labs_stepprogress"

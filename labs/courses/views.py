@@ -76,6 +76,7 @@ def lesson_page(request, slug):
         "in_classroom": bool(classrooms), "hand_raised": hand,
         "class_messages": messages,
         "warn_seconds": settings.LAB_SESSION_WARN_MINUTES * 60,
+        "recording": settings.LAB_RECORD,
     })
 
 
@@ -94,6 +95,10 @@ def dashboard(request):
         "rows": rows, "running": LabSession.running_for(request.user),
         "nodes_limit": settings.LAB_NODES_PER_LEARNER,
         "memberships": memberships, "guest": is_guest(request.user),
+        # Sessions that had machines: their terminals may be replayed.
+        "replays": (LabSession.objects.filter(user=request.user, nodes__isnull=False).distinct()
+                    .select_related("lesson").order_by("-created")[:12]),
+        "record_days": settings.LAB_RECORD_DAYS,
         "messages_for_me": ClassMessage.recent_for(request.user, hours=24)})
 
 

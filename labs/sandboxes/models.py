@@ -362,3 +362,30 @@ class LabNode(models.Model):
             return None
         return (cls.objects.select_related("session", "session__lesson")
                 .filter(pk=pk, session__user=user).first())
+
+
+class SessionMark(models.Model):
+    """A moment on a session's recording timeline that the site knows of: a
+    check that failed on the step the learner was on, a step done. The
+    terminal's own marks (commands, resizes) are in the recording file
+    (runtime/recorder.py); the replay merges both (labs/sandboxes/recordings.py)."""
+    FAILED, DONE = "failed", "done"
+    KINDS = [(FAILED, FAILED), (DONE, DONE)]
+
+    session = models.ForeignKey(LabSession, on_delete=models.CASCADE, related_name="marks")
+    at = models.DateTimeField(default=timezone.now)
+    kind = models.CharField(max_length=10, choices=KINDS)
+    step = models.PositiveIntegerField()
+    node = models.CharField(max_length=31, default="node1")  # the node the step's check ran in
+    text = models.TextField(blank=True)
+
+    class Meta:
+        db_table = "labs_sessionmark"
+        ordering = ["at", "pk"]
+        indexes = [models.Index(fields=["session", "step", "kind"])]
+
+    def label(self) -> str:
+        """As on the replay's timeline (static/labs/replay.js styles these by prefix)."""
+        if self.kind == self.DONE:
+            return f"step {self.step} done"
+        return f"check failed (step {self.step}): {self.text}"

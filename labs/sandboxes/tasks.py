@@ -15,7 +15,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from runtime import LabFull, LabRuntimeError, NodeSpec, checkbatch, get_driver, ports
@@ -24,7 +24,7 @@ from labs import broadcast
 from labs.courses.models import StepProgress
 
 from . import hosts
-from .models import LabNode, LabSession, SandboxHost
+from .models import LabNode, LabSession, SandboxHost, SessionMark
 
 log = logging.getLogger(__name__)
 
@@ -152,16 +152,23 @@ def run_checks(session_id: int) -> dict | None:
     timing = {}
     unchanged = set()
 
+    # The step the learner is on: its failures go on the recording's timeline
+    # and into "why the class is stuck" (the later steps fail too, unasked).
+    current = open_steps[0] if open_steps else None
+
     def record(step, state, message):
         t0 = time.monotonic()
         timing.setdefault("first_result", t0 - began)
         progress, changed = StepProgress.record(session.user, step, state, message)
+        noted = note_check(session, step, state, message,
+                           changed, step is current)
         timing["record"] = timing.get("record", 0) + time.monotonic() - t0
         results[step.number] = progress.state
         if changed:
             broadcast.push(group, progress.event())
+        if changed or noted:
             broadcast.grid_rows_changed(session.user, session.lesson_id)
-        else:
+        if not changed:
             unchanged.add(step.pk)
 
     def on_result(name: str, key: str, result) -> None:
@@ -198,6 +205,36 @@ def run_checks(session_id: int) -> dict | None:
                            "open": sorted(n for n, state in results.items()
                                           if state != StepProgress.DONE)})
     return results
+
+
+# Checks of one step that fail with the same reason within this many seconds
+# are one attempt (a command's check run and the trailing one after its
+# engine events), not two.
+SAME_ATTEMPT_SECONDS = 5.0
+
+
+def note_check(session, step, state, message: str, changed: bool, current: bool) -> bool:
+    """Put a check result on the session's timeline: every step done, and a
+    failure of the learner's current step (counted on their progress).
+    True when a failure was noted (the classroom's grid shows the reason)."""
+    if state == StepProgress.DONE:
+        if changed:
+            SessionMark.objects.create(session=session, kind=SessionMark.DONE, step=step.number,
+                                       node=step.node)
+        return False
+    if state != StepProgress.PENDING or not current:
+        return False  # "could not check" is the lab's trouble, not the learner's
+    now = timezone.now()
+    last = (SessionMark.objects.filter(session=session, step=step.number, kind=SessionMark.FAILED)
+            .order_by("-at").first())
+    if last is not None and last.text == message and \
+            (now - last.at).total_seconds() < SAME_ATTEMPT_SECONDS:
+        return False
+    SessionMark.objects.create(session=session, kind=SessionMark.FAILED, step=step.number,
+                               node=step.node, text=message[:500], at=now)
+    StepProgress.objects.filter(user=session.user, step=step).update(
+        failed_checks=F("failed_checks") + 1, failed_at=now)
+    return True
 
 
 async def _run_batches(driver, nodes: dict, batches: dict, on_result) -> dict:

@@ -6,8 +6,8 @@ import logging
 
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
-from django.http import HttpResponseForbidden, HttpResponseNotFound, JsonResponse
-from django.shortcuts import get_object_or_404, redirect
+from django.http import Http404, HttpResponse, HttpResponseForbidden, HttpResponseNotFound, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
@@ -17,7 +17,7 @@ from labs.classrooms.access import visible_node
 from labs.courses.models import Lesson
 from runtime import LabRuntimeError, get_driver
 
-from . import checks, gateway, hosts, portproxy, tasks
+from . import checks, gateway, hosts, portproxy, recordings, tasks
 from .models import LabNode, LabSession, SandboxHost
 
 log = logging.getLogger(__name__)
@@ -145,3 +145,42 @@ def open_port(request, pk, port, rest=None):
         path += "?" + request.META["QUERY_STRING"]
     host = SandboxHost.objects.filter(sessions__nodes__pk=int(pk)).first()  # None: this machine
     return redirect(portproxy.enter_url(request, int(pk), port, request.user, path, host))
+
+
+# ---- replays ------------------------------------------------------------------------
+
+def _replay_node(request, pk, name):
+    session = recordings.replayable_session(request.user, pk)
+    nodes = list(session.nodes.order_by("name"))
+    node = next((n for n in nodes if n.name == (name or (nodes[0].name if nodes else ""))), None)
+    if node is None:
+        raise Http404("This lab session has no such machine.")
+    return session, nodes, node
+
+
+@login_required
+def replay(request, pk):
+    """A node's terminal played back against the session's timeline (?node=
+    picks the machine, ?at=<unix seconds> opens paused at that moment)."""
+    session, nodes, node = _replay_node(request, pk, request.GET.get("node"))
+    try:
+        at = float(request.GET.get("at", ""))
+    except ValueError:
+        at = None
+    return render(request, "sandboxes/replay.html", {
+        "session": session, "nodes": nodes, "node": node, "at": at,
+        "mine": session.user_id == request.user.pk})
+
+
+@login_required
+def replay_cast(request, pk, name):
+    """The recording (asciicast v2) with the session's marks merged in;
+    ?download=1 saves it as a .cast file."""
+    session, _, node = _replay_node(request, pk, name)
+    response = HttpResponse(recordings.merged_cast(node),
+                            content_type="application/x-asciicast; charset=utf-8")
+    response["Cache-Control"] = "no-store"
+    if request.GET.get("download"):
+        filename = f"{session.user.username}-{session.lesson.slug}-{session.pk}-{node.name}.cast"
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response

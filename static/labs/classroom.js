@@ -79,6 +79,10 @@
     }
     const info = el("div", {className: "learner-info"});
     info.appendChild(el("span", {className: "on-step", "data-since": row.current ? row.current.since : ""}));
+    if (row.replay) {
+      info.appendChild(el("a", {href: row.replay, className: "replay-link", target: "_blank",
+                                title: "Replay " + row.name + "'s latest lab, with its timeline"}, "replay"));
+    }
     row.nodes.forEach(function (node) {
       if (node.state !== "ready") return;
       const link = el("a", {href: base + "nodes/" + node.id + "/watch/", className: "watch-link",
@@ -110,13 +114,74 @@
                              "data-state": cell.state,
                              title: step.number + ". " + step.title + ": " +
                                     (cell.state === "done" ? "done " + new Date(cell.done_at).toLocaleTimeString()
-                                                           : (cell.message || "not done yet"))});
+                                                           : (cell.message || "not done yet")) +
+                                    (cell.failed ? " (" + cell.failed + " failed check" + (cell.failed === 1 ? "" : "s") + ")" : "")});
+        if (cell.replay) {
+          // The cell opens the replay where the step was done (or last failed).
+          td.appendChild(el("a", {href: cell.replay, className: "cell-link", target: "_blank",
+                                  "aria-label": "Replay " + row.name + " at step " + step.number}));
+        }
         fresh.appendChild(td);
       });
     });
     if (tr) tr.replaceWith(fresh); else table.tBodies[0].appendChild(fresh);
     updateTimes();
     fillRecipients();
+    renderStuck();
+  }
+
+  // ---- why the class is stuck -----------------------------------------------------
+  // Per step, the learners on it whose latest check failed, grouped by the
+  // reason it gave; rebuilt from the rows whenever one changes.
+  const stuckList = document.getElementById("stuck-list");
+  function renderStuck() {
+    const steps = {};
+    Object.keys(rows).forEach(function (id) {
+      const current = rows[id].current;
+      if (!current || !current.reason) return;
+      const key = current.lesson + ":" + current.step;
+      const step = steps[key] || (steps[key] = {lesson: current.lesson, number: current.step, reasons: {}});
+      (step.reasons[current.reason] = step.reasons[current.reason] || []).push(rows[id]);
+    });
+    const order = [];
+    grid.columns.forEach(function (col) {
+      col.steps.forEach(function (s) {
+        const key = col.lesson + ":" + s.number;
+        if (steps[key]) order.push({key: key, title: (grid.columns.length > 1 ? col.title + ", " : "") +
+                                                      "step " + s.number + ": " + s.title});
+      });
+    });
+    stuckList.textContent = "";
+    if (!order.length) {
+      stuckList.appendChild(el("p", {className: "meta"}, "No failing checks on anyone's current step."));
+      return;
+    }
+    order.forEach(function (item) {
+      const box = el("div", {className: "stuck-step", "data-step": item.key});
+      box.appendChild(el("h3", {}, item.title));
+      const list = el("ul", {className: "stuck-reasons"});
+      const reasons = steps[item.key].reasons;
+      Object.keys(reasons).sort(function (a, b) { return reasons[b].length - reasons[a].length; })
+        .forEach(function (reason) {
+          const learners = reasons[reason];
+          const li = el("li", {className: "stuck-reason"});
+          li.appendChild(el("strong", {className: "stuck-count"},
+                            learners.length + " learner" + (learners.length === 1 ? "" : "s") + ": "));
+          li.appendChild(el("span", {className: "stuck-text"}, reason));
+          const names = el("span", {className: "stuck-names"});
+          learners.forEach(function (row, i) {
+            if (i) names.appendChild(document.createTextNode(", "));
+            const c = row.current;
+            names.appendChild(el("a", {href: c.replay, target: "_blank", className: "stuck-name",
+                                       title: c.failed + " failed check" + (c.failed === 1 ? "" : "s") +
+                                              "; opens the replay at the latest"}, row.name));
+          });
+          li.appendChild(names);
+          list.appendChild(li);
+        });
+      box.appendChild(list);
+      stuckList.appendChild(box);
+    });
   }
 
   function updateTimes() {
@@ -159,7 +224,9 @@
       tr.appendChild(el("td", {colspan: "99"}, "No learners yet. Share the code or the link."));
       table.tBodies[0].appendChild(tr);
     }
+    Object.keys(rows).forEach(function (id) { delete rows[id]; });
     grid.rows.forEach(renderRow);
+    renderStuck();
     drawCharts(grid.stats);
   }
 
