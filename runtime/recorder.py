@@ -41,7 +41,8 @@ from .termmarks import MarkParser
 log = logging.getLogger(__name__)
 
 POOL_SESSION = "warm-pool"
-SCAN_SECONDS = 1.0
+SCAN_SECONDS = 2.0
+WAKE_POLL_SECONDS = 0.05
 RETRY_SECONDS = 2.0
 KEEP_AFTER_TRIM = 0.75  # of the cap: a trim makes room for a while, not one line
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
@@ -49,6 +50,22 @@ _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 def recordings_dir() -> Path:
     return base_dir() / "recordings"
+
+
+def wake() -> None:
+    """Tell this host's recorder that lab nodes are ready: it scans at once
+    rather than at its next full scan (the learner's first command counts)."""
+    with contextlib.suppress(OSError):
+        top = recordings_dir()
+        top.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (top / ".wake").touch()
+
+
+def _woken_at() -> float:
+    try:
+        return (recordings_dir() / ".wake").stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def cast_path(session: str, node_name: str) -> Path:
@@ -301,6 +318,8 @@ class Recorder:
             return removed
         horizon = time.time() - self.keep_days * 86400
         for session in top.iterdir():
+            if not session.is_dir():
+                continue
             with contextlib.suppress(OSError):
                 newest = max((p.stat().st_mtime for p in session.iterdir()), default=0)
                 if newest < horizon:
@@ -321,7 +340,11 @@ class Recorder:
                         log.info("removed recording %s (older than %g days)", path, self.keep_days)
             except Exception:
                 log.exception("recorder scan failed")
-            await asyncio.sleep(SCAN_SECONDS)
+            # A full scan reads every node's state: every SCAN_SECONDS, or at
+            # once when a node worker says new nodes are ready (wake(): a stat).
+            woken, until = _woken_at(), time.monotonic() + SCAN_SECONDS
+            while time.monotonic() < until and _woken_at() == woken:
+                await asyncio.sleep(WAKE_POLL_SECONDS)
 
 
 def serve(driver) -> None:

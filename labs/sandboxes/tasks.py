@@ -18,7 +18,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from runtime import LabFull, LabRuntimeError, NodeSpec, checkbatch, get_driver, ports
+from runtime import LabFull, LabRuntimeError, NodeSpec, checkbatch, get_driver, ports, recorder
 
 from labs import broadcast
 from labs.courses.models import StepProgress
@@ -85,6 +85,9 @@ def start_session(session_id: int) -> str | None:
             return LabSession.FAILED
         node.mark_ready(started.id)
         log.info("started %s/%s as %s", spec.session, spec.name, started.id)
+    # This host's recorder attaches to the new nodes now, not at its next
+    # scan: the learner's first command is on the recording.
+    recorder.wake()
     mark_session(session, LabSession.READY)
     if settings.LAB_POOL_SIZE:  # replace what this start took from this host's pool
         maintain_pool.apply_async(queue=f"nodes.{settings.LAB_HOST_NAME}")

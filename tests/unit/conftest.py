@@ -36,6 +36,15 @@ def unit_settings(settings, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def runtime_dir(tmp_path_factory, monkeypatch):
+    """The runtime's directory of a unit test: its own, never the machine's
+    /var/lib/dockerlab (a start wakes the recorder there, for one)."""
+    path = tmp_path_factory.mktemp("runtime")
+    monkeypatch.setenv("LAB_RUNTIME_DIR", str(path))
+    return path
+
+
+@pytest.fixture(autouse=True)
 def fake_driver(monkeypatch):
     """A fresh in-memory driver per test, returned by runtime.get_driver()."""
     driver = FakeDriver()

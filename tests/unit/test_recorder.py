@@ -2,7 +2,6 @@
 crash-cut files, and a real tmux control-mode client read for output, command
 marks and resizes (this machine's tmux, on a private socket)."""
 import asyncio
-import json
 import os
 import subprocess
 import time
@@ -11,12 +10,6 @@ import pytest
 
 from runtime import recorder
 from runtime.model import Node
-
-
-@pytest.fixture
-def runtime_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("LAB_RUNTIME_DIR", str(tmp_path))
-    return tmp_path
 
 
 def events(path):
@@ -87,6 +80,28 @@ def test_only_this_sites_running_lab_nodes_are_recorded():
                     Node(id="d", session="t14", name="node1", driver="x", extra={"state": "running"}),
                     Node(id="e", session="s", name="node1", driver="x", extra={"state": "running"})]
     assert [n.id for n in recorder.Recorder(Nodes(), prefix="s").wanted()] == ["a"]
+
+
+def test_a_node_worker_wakes_the_recorder_for_new_nodes_at_once():
+    class Nodes:
+        scans = 0
+
+        def list_nodes(self):
+            Nodes.scans += 1
+            return []
+
+    async def scenario():
+        task = asyncio.create_task(recorder.Recorder(Nodes()).run_forever())
+        await asyncio.sleep(0.3)
+        before = Nodes.scans
+        recorder.wake()  # what start_session does once a session's nodes are ready
+        await asyncio.sleep(0.3)
+        task.cancel()
+        return before, Nodes.scans
+
+    before, after = asyncio.run(scenario())
+    assert (before, after) == (1, 2)  # without the wake, the next scan is SCAN_SECONDS away
+    assert recorder.SCAN_SECONDS >= 1
 
 
 # ---- a real tmux ----------------------------------------------------------------------

@@ -104,12 +104,6 @@ def test_anonymous_visitors_are_sent_to_log_in(client, ready_session):
 
 # ---- the recording with the timeline merged in ----------------------------------------
 
-@pytest.fixture
-def runtime_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("LAB_RUNTIME_DIR", str(tmp_path))
-    return tmp_path
-
-
 def write_recording(session, lines: list) -> None:
     path = recorder.cast_path(session.runtime_name, "node1")
     path.parent.mkdir(parents=True)
