@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
+import re
 import time
 
 import psycopg
@@ -115,6 +117,16 @@ def test_three_hosts_share_a_class_and_one_dies_without_losing_progress():
             assert response.geturl() == f"http://n{event['node']}-8080.h1.lab.test:8001/"
             assert "Welcome to nginx" in response.read().decode()
         assert '"GET /.lab/enter' in cluster.host("h1").log("gateway")  # h1 let her in
+
+        # Her terminal was recorded on h1; the site serves the replay from h1's
+        # gateway, with its own timeline merged in.
+        dashboard = learners[on_h1].get("/dashboard/").read().decode()
+        (replay,) = re.findall(r'href="(/replays/\d+/)"', dashboard)
+        lines = learners[on_h1].get(replay + "node1.cast").read().decode().splitlines()
+        events = [json.loads(line) for line in lines[1:]]
+        assert "docker container run alpine hostname" in "".join(e[2] for e in events if e[1] == "o")
+        assert "step 1 done" in [e[2] for e in events if e[1] == "m"]
+        assert '"GET /recordings/' in cluster.host("h1").log("gateway")
 
         # h3 dies: its processes and nodes are SIGKILLed at once. The pages of
         # its learners are open and hear it.
