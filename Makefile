@@ -6,7 +6,7 @@ PORT ?= 8000
 PY := .venv/bin/python
 export PATH := $(PATH):/usr/local/sbin:/usr/sbin:/sbin
 
-.PHONY: run test setup preflight deps venv images db bench-cluster
+.PHONY: run test setup preflight deps venv images db bench-cluster bench-recording
 
 run: setup
 	@if curl -fsS -o /dev/null "http://127.0.0.1:$(PORT)/" 2>/dev/null; then \
@@ -20,6 +20,9 @@ test: setup
 # The site and three sandbox hosts on this machine, 30 learners, one host killed.
 bench-cluster: setup
 	$(PY) -m bench.cluster
+
+bench-recording: setup
+	$(PY) -m bench.recording
 
 setup: preflight deps venv images db
 
