@@ -134,7 +134,6 @@ class CastWriter:
     def _write(self, event: list) -> None:
         line = json.dumps(event, ensure_ascii=False) + "\n"
         self.file.write(line)
-        self.file.flush()
         self.size += len(line.encode())
         if self.cap_bytes and self.size > self.cap_bytes:
             self.trim()
@@ -170,25 +169,25 @@ class CastWriter:
         self.size = self.path.stat().st_size
         log.info("recording %s past its cap: oldest output dropped", self.path)
 
+    def flush(self) -> None:
+        """Events reach the file (the site reads it) after each batch, not each event."""
+        with contextlib.suppress(OSError):
+            self.file.flush()
+
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.file.close()
+
+
+_OCTAL = re.compile(rb"\\([0-7]{3})")
+_BYTES = {b"%03o" % i: bytes([i]) for i in range(256)}
 
 
 def _unescape(data: bytes) -> bytes:
     r"""tmux control mode writes bytes below 32 and the backslash as \ooo."""
     if b"\\" not in data:
         return data
-    out, i = bytearray(), 0
-    while i < len(data):
-        c = data[i]
-        if c == 0x5C and len(data[i + 1:i + 4]) == 3 and data[i + 1:i + 4].isdigit():
-            out.append(int(data[i + 1:i + 4], 8) & 0xFF)
-            i += 4
-        else:
-            out.append(c)
-            i += 1
-    return bytes(out)
+    return _OCTAL.sub(lambda m: _BYTES[m.group(1)], data)
 
 
 _LAYOUT_SIZE = re.compile(rb"^%layout-change \S+ [0-9a-f]{4},(\d+)x(\d+),")
@@ -199,10 +198,15 @@ class NodeRecorder:
 
     def __init__(self, driver, node, cap_bytes: int, name: str = "main"):
         self.driver, self.node, self.cap_bytes, self.name = driver, node, cap_bytes, name
+        self.writer = None
+        self.replies: list = []  # command blocks: the attach's, then the two asked below
+        self.block = None
+        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self.marks = MarkParser()
+        self.output: list = []  # output bytes read but not written yet
 
     async def run(self) -> None:
         proc = await self.driver.open_control(self.node.id, self.name)
-        writer = None
         try:
             # Ask for the size and the screen as it is now: a terminal opened
             # before this client attached starts the recording where it stands.
@@ -210,44 +214,63 @@ class NodeRecorder:
                              "'#{window_width} #{window_height} #{cursor_x} #{cursor_y}'\n"
                              f"capture-pane -p -e -t {self.name}\n".encode())
             await proc.stdin.drain()
-            replies = []  # command blocks: the attach's, then the two above
-            block = None
-            decoder = codecs.getincrementaldecoder("utf-8")("replace")
-            marks = MarkParser()
+            pending = b""
+            # Whatever tmux sent since the last read is handled at once: its
+            # output becomes one event and one write (a flood comes in many
+            # %output lines; an event and a flush for each cost the CPU the
+            # learners' terminals need).
             while True:
-                line = await proc.stdout.readline()
-                if not line:
+                chunk = await proc.stdout.read(1 << 16)
+                if not chunk:
                     break
-                line = line.rstrip(b"\n")
-                if block is not None:
-                    if line.startswith((b"%end ", b"%error ")):
-                        replies.append(block)
-                        block = None
-                        if len(replies) == 3:
-                            writer = self._open_writer(replies)
-                    else:
-                        block.append(line)
-                    continue
-                if line.startswith(b"%begin "):
-                    block = []
-                elif line.startswith(b"%output ") and writer is not None:
-                    data = _unescape(line.split(b" ", 2)[2] if line.count(b" ") >= 2 else b"")
-                    clean, found = marks.feed_marks(data)
-                    writer.output(decoder.decode(clean))
-                    for code, command in found:
-                        writer.marker(f"$ {command} [exit {code}]" if command else f"[exit {code}]")
-                elif line.startswith(b"%layout-change ") and writer is not None:
-                    m = _LAYOUT_SIZE.match(line)
-                    if m:
-                        writer.resize(int(m.group(1)), int(m.group(2)))
-                elif line.startswith(b"%exit"):
+                lines = (pending + chunk).split(b"\n")
+                pending = lines.pop()
+                if not all(self.line(line) for line in lines):
                     break
+                self.flush()
         finally:
-            if writer is not None:
-                writer.close()
+            self.flush()
+            if self.writer is not None:
+                self.writer.close()
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
+
+    def line(self, line: bytes) -> bool:
+        """One line of tmux's control protocol; False when tmux is done."""
+        if self.block is not None:
+            if line.startswith((b"%end ", b"%error ")):
+                self.replies.append(self.block)
+                self.block = None
+                if len(self.replies) == 3:
+                    self.writer = self._open_writer(self.replies)
+            else:
+                self.block.append(line)
+        elif line.startswith(b"%output "):
+            if self.writer is not None:
+                # "%output %<pane> <data>"
+                self.output.append(_unescape(line[line.find(b" ", 8) + 1:]))
+        elif line.startswith(b"%begin "):
+            self.block = []
+        elif line.startswith(b"%layout-change ") and self.writer is not None:
+            m = _LAYOUT_SIZE.match(line)
+            if m:
+                self.flush()
+                self.writer.resize(int(m.group(1)), int(m.group(2)))
+        elif line.startswith(b"%exit"):
+            return False
+        return True
+
+    def flush(self) -> None:
+        """Write the output read so far, its command marks as markers after it."""
+        if not self.output or self.writer is None:
+            return
+        clean, found = self.marks.feed_marks(b"".join(self.output))
+        self.output.clear()
+        self.writer.output(self.decoder.decode(clean))
+        for code, command in found:
+            self.writer.marker(f"$ {command} [exit {code}]" if command else f"[exit {code}]")
+        self.writer.flush()
 
     def _open_writer(self, replies: list) -> CastWriter:
         try:
@@ -355,6 +378,9 @@ def serve(driver) -> None:
         log.info("terminal recording is off (LAB_RECORD=0)")
         while True:
             time.sleep(3600)
+    # Behind the learners' terminals and checks when the CPU is short: events
+    # are stamped when read, so a late read costs a few ms of timing, not a keystroke.
+    os.nice(10)
     recorder = Recorder(driver, cap_mb=float(os.environ.get("LAB_RECORD_MB", "20")),
                         keep_days=float(os.environ.get("LAB_RECORD_DAYS", "30")),
                         prefix=os.environ.get("LAB_SESSION_PREFIX", "s"))
