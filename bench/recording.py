@@ -18,11 +18,12 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import sys
 import time
 
 from bench import site as bs
-from runtime.recorder import recordings_dir
+from runtime.recorder import cast_path
 from tests.support.livesite import SESSION_PREFIX, live_site
 
 log = logging.getLogger("bench.recording")
@@ -58,15 +59,6 @@ def recorder_off(site) -> None:
         proc.wait(10)
 
 
-def recordings_bytes(prefix: str) -> int:
-    total = 0
-    top = recordings_dir()
-    if top.is_dir():
-        for path in top.glob(f"{prefix}*/*.cast"):
-            total += path.stat().st_size
-    return total
-
-
 async def typed(term: bs.Term, command: str, timeout: float = 300) -> None:
     for char in command:
         await term.ws.send(char.encode())
@@ -95,15 +87,18 @@ async def run(site, args) -> dict:
                      echo["many"]["p99"], flood["file_mb_s"])
     # Disk: a learner through lesson 1 (the recorder is on after the last round).
     seat = seats[-1]
+    dashboard = seat.learner.get("/dashboard/").read().decode()
+    session = re.search(r'href="/replays/(\d+)/"', dashboard).group(1)
+    path = cast_path(f"{site.prefix}{session}", "node1")
     term = await bs.open_term(seat.learner, seat.node)
-    before, began = recordings_bytes(site.prefix), time.monotonic()
+    before, began = path.stat().st_size, time.monotonic()
     try:
         for command in LESSON:
             await typed(term, command)
     finally:
         await term.ws.close()
     await asyncio.sleep(2)
-    written = recordings_bytes(site.prefix) - before
+    written = path.stat().st_size - before
     return {"rounds": rounds, "lesson": {"commands": len(LESSON), "bytes": written,
                                          "seconds": time.monotonic() - began}}
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import collections
 import contextlib
 import json
 import logging
@@ -194,33 +195,56 @@ _LAYOUT_SIZE = re.compile(rb"^%layout-change \S+ [0-9a-f]{4},(\d+)x(\d+),")
 
 
 class NodeRecorder:
-    """Records one node's terminal until the node or its tmux session ends."""
+    """Records one node's terminal until the node or its tmux session ends.
+
+    A flood (more than FLOOD_BYTES of output within a second: a `cat` of a big
+    file, a loop printing) is not written: replaying megabytes nobody can read
+    helps no one, writing them took the CPU the other learners' terminals need
+    (a recorded flood ran at half the rate), and one flood would have pushed
+    the whole lesson out of the capped recording. Its commands' marks are
+    still read, a marker says how much was left out, and the screen as it
+    stands after the flood is recorded (tmux's capture-pane).
+    """
+
+    FLOOD_BYTES = 512 * 1024
+    QUIET_SECONDS = 0.5  # a flood has ended when nothing came for this long
 
     def __init__(self, driver, node, cap_bytes: int, name: str = "main"):
         self.driver, self.node, self.cap_bytes, self.name = driver, node, cap_bytes, name
+        self.proc = None
         self.writer = None
-        self.replies: list = []  # command blocks: the attach's, then the two asked below
+        self.expect = collections.deque(["attach", "size", "screen"])  # replies to come
         self.block = None
+        self.size = (80, 24, 0, 0)
         self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self.marks = MarkParser()
         self.output: list = []  # output bytes read but not written yet
+        self.window_start, self.window_bytes = 0.0, 0
+        self.skipped = None  # bytes left out of the flood going on (None: no flood)
+
+    def ask_screen(self) -> None:
+        self.proc.stdin.write(f"display-message -p -t {self.name} "
+                              "'#{window_width} #{window_height} #{cursor_x} #{cursor_y}'\n"
+                              f"capture-pane -p -e -t {self.name}\n".encode())
 
     async def run(self) -> None:
-        proc = await self.driver.open_control(self.node.id, self.name)
+        self.proc = proc = await self.driver.open_control(self.node.id, self.name)
         try:
-            # Ask for the size and the screen as it is now: a terminal opened
-            # before this client attached starts the recording where it stands.
-            proc.stdin.write(f"display-message -p -t {self.name} "
-                             "'#{window_width} #{window_height} #{cursor_x} #{cursor_y}'\n"
-                             f"capture-pane -p -e -t {self.name}\n".encode())
+            # The size and the screen as they are now: a terminal opened before
+            # this client attached starts the recording where it stands.
+            self.ask_screen()
             await proc.stdin.drain()
             pending = b""
             # Whatever tmux sent since the last read is handled at once: its
-            # output becomes one event and one write (a flood comes in many
-            # %output lines; an event and a flush for each cost the CPU the
-            # learners' terminals need).
+            # output becomes one event and one write.
             while True:
-                chunk = await proc.stdout.read(1 << 16)
+                try:
+                    chunk = await asyncio.wait_for(
+                        proc.stdout.read(1 << 16), self.QUIET_SECONDS if self.skipped is not None else None)
+                except asyncio.TimeoutError:
+                    self.flood_ended()
+                    await proc.stdin.drain()
+                    continue
                 if not chunk:
                     break
                 lines = (pending + chunk).split(b"\n")
@@ -240,16 +264,20 @@ class NodeRecorder:
         """One line of tmux's control protocol; False when tmux is done."""
         if self.block is not None:
             if line.startswith((b"%end ", b"%error ")):
-                self.replies.append(self.block)
+                self.reply(self.expect.popleft() if self.expect else "", self.block)
                 self.block = None
-                if len(self.replies) == 3:
-                    self.writer = self._open_writer(self.replies)
             else:
                 self.block.append(line)
         elif line.startswith(b"%output "):
-            if self.writer is not None:
-                # "%output %<pane> <data>"
-                self.output.append(_unescape(line[line.find(b" ", 8) + 1:]))
+            data = line[line.find(b" ", 8) + 1:]  # "%output %<pane> <data>"
+            if self.writer is None:
+                pass
+            elif self.skipped is None:
+                self.output.append(_unescape(data))
+            else:
+                self.skipped += len(data)
+                if b"]6973;cmd-end;" in data:  # a command ended within the flood
+                    self.write_marks(self.marks.feed_marks(_unescape(data))[1])
         elif line.startswith(b"%begin "):
             self.block = []
         elif line.startswith(b"%layout-change ") and self.writer is not None:
@@ -261,28 +289,56 @@ class NodeRecorder:
             return False
         return True
 
+    def reply(self, kind: str, lines: list) -> None:
+        if kind == "size":
+            with contextlib.suppress(IndexError, ValueError):
+                cols, rows, x, y = (int(v) for v in lines[0].split())
+                self.size = (cols, rows, x, y)
+        elif kind == "screen":
+            if self.writer is None:
+                self.writer = self._open_writer()
+            cols, rows, x, y = self.size
+            screen = "\r\n".join(line.decode("utf-8", "replace") for line in lines)
+            self.writer.output(f"\x1b[H\x1b[2J{screen.rstrip()}\x1b[{y + 1};{x + 1}H")
+            self.writer.flush()
+
     def flush(self) -> None:
         """Write the output read so far, its command marks as markers after it."""
         if not self.output or self.writer is None:
             return
-        clean, found = self.marks.feed_marks(b"".join(self.output))
+        data = b"".join(self.output)
         self.output.clear()
+        now = time.monotonic()
+        if now - self.window_start > 1.0:
+            self.window_start, self.window_bytes = now, 0
+        self.window_bytes += len(data)
+        clean, found = self.marks.feed_marks(data)
         self.writer.output(self.decoder.decode(clean))
-        for code, command in found:
-            self.writer.marker(f"$ {command} [exit {code}]" if command else f"[exit {code}]")
+        self.write_marks(found)
+        if self.window_bytes > self.FLOOD_BYTES:
+            self.skipped = 0
         self.writer.flush()
 
-    def _open_writer(self, replies: list) -> CastWriter:
-        try:
-            cols, rows, x, y = (int(v) for v in replies[1][0].split())
-        except (IndexError, ValueError):
-            cols, rows, x, y = 80, 24, 0, 0
+    def write_marks(self, found: list) -> None:
+        for code, command in found:
+            self.writer.marker(f"$ {command} [exit {code}]" if command else f"[exit {code}]")
+
+    def flood_ended(self) -> None:
+        self.writer.marker("%.1f MB of output not recorded (a flood: more than %d KB a second); "
+                           "the screen after it follows" % (self.skipped / 1e6, self.FLOOD_BYTES // 1024))
+        self.writer.flush()
+        self.skipped = None
+        self.window_start, self.window_bytes = time.monotonic(), 0
+        self.decoder.reset()
+        self.expect.extend(["size", "screen"])
+        self.ask_screen()
+
+    def _open_writer(self) -> CastWriter:
+        cols, rows, _, _ = self.size
         writer = CastWriter(cast_path(self.node.session, self.node.name), self.cap_bytes, cols, rows,
                             f"{self.node.name} of {self.node.session}")
         log.info("recording node %s (%s/%s)", self.node.id, self.node.session, self.node.name)
         writer.resize(cols, rows)
-        screen = "\r\n".join(line.decode("utf-8", "replace") for line in replies[2])
-        writer.output(f"\x1b[H\x1b[2J{screen.rstrip()}\x1b[{y + 1};{x + 1}H")
         return writer
 
 

@@ -158,3 +158,38 @@ def test_a_tmux_session_is_recorded_with_its_command_marks_and_resizes(runtime_d
     assert ["r", "100x30"] in [e[1:] for e in items]
     times = [e[0] for e in items]
     assert times == sorted(times)
+
+
+def test_a_flood_is_left_out_with_a_marker_and_the_screen_after_it(tmp_path):
+    host = HostTmux(str(tmp_path / "tmux.sock"))
+    node = Node(id="n1", session="s22", name="node1", driver="x", extra={"state": "running"})
+
+    async def scenario():
+        task = asyncio.create_task(recorder.NodeRecorder(host, node, 0).run())
+        path = recorder.cast_path("s22", "node1")
+        deadline = time.monotonic() + 10
+        while not path.exists() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        # Some 2 MB at once, then the mark the prompt hook prints.
+        host.tmux("send-keys", "-t", "main",
+                  r"seq 1 300000; printf '\033Ptmux;\033\033]6973;cmd-end;0;seq 1 300000\007\033\\'",
+                  "Enter")
+        await asyncio.sleep(3)
+        host.tmux("send-keys", "-t", "main", "echo after_$((6*7))", "Enter")
+        await asyncio.sleep(0.5)
+        host.tmux("send-keys", "-t", "main", "exit", "Enter")
+        await asyncio.wait_for(task, 10)
+        return path
+
+    try:
+        path = asyncio.run(scenario())
+    finally:
+        subprocess.run(["tmux", "-S", host.socket, "kill-server"], capture_output=True)
+    _, items, _ = events(path)
+    marks = [e[2] for e in items if e[1] == "m"]
+    assert "$ seq 1 300000 [exit 0]" in marks  # read within the flood
+    (skipped,) = [m for m in marks if "MB of output not recorded" in m]
+    assert float(skipped.split()[0]) > 1.0, skipped
+    output = "".join(e[2] for e in items if e[1] == "o")
+    assert "after_42" in output and "299999" in output  # the screen after the flood shows its end
+    assert path.stat().st_size < 1_000_000
