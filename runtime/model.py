@@ -185,6 +185,11 @@ class Driver(abc.ABC):
         changing the terminal's size (runtime/recorder.py records from it)."""
         raise LabRuntimeError(f"the {self.name} driver cannot record terminals", permanent=True)
 
+    def node_path(self, node_id: str, path: str) -> str:
+        """The host's path to `path` inside the running node (the recorder reads
+        the terminal's output from a pipe there)."""
+        raise LabRuntimeError(f"the {self.name} driver cannot record terminals", permanent=True)
+
     @staticmethod
     async def spawn_control(enter: list, name: str, **options) -> asyncio.subprocess.Process:
         """open_control for a driver whose `enter` argv runs a command in the node."""

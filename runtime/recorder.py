@@ -180,85 +180,124 @@ class CastWriter:
             self.file.close()
 
 
-_OCTAL = re.compile(rb"\\([0-7]{3})")
-_BYTES = {b"%03o" % i: bytes([i]) for i in range(256)}
-
-
-def _unescape(data: bytes) -> bytes:
-    r"""tmux control mode writes bytes below 32 and the backslash as \ooo."""
-    if b"\\" not in data:
-        return data
-    return _OCTAL.sub(lambda m: _BYTES[m.group(1)], data)
-
-
 _LAYOUT_SIZE = re.compile(rb"^%layout-change \S+ [0-9a-f]{4},(\d+)x(\d+),")
 
 
 class NodeRecorder:
     """Records one node's terminal until the node or its tmux session ends.
 
+    Two channels to the node's tmux: `pipe-pane` copies the pane's raw output
+    into a FIFO in the node that this process reads from the host; a control
+    client that asks for no output (`refresh-client -f no-output`) reports
+    resizes and answers commands (the screen, when recording begins). A
+    control client that gets the output itself cost tmux so much that a flood
+    ran at a third of its rate; a pipe costs it next to nothing.
+
     A flood (more than FLOOD_BYTES of output within a second: a `cat` of a big
     file, a loop printing) is not written: replaying megabytes nobody can read
-    helps no one, writing them took the CPU the other learners' terminals need
-    (a recorded flood ran at half the rate), and one flood would have pushed
-    the whole lesson out of the capped recording. Its commands' marks are
-    still read, a marker says how much was left out, and the screen as it
-    stands after the flood is recorded (tmux's capture-pane).
+    helps no one, and one flood would push the whole lesson out of the capped
+    recording. Its commands' marks are still read, a marker says how much was
+    left out, and the screen as it stands after the flood is recorded.
     """
 
     FLOOD_BYTES = 512 * 1024
     QUIET_SECONDS = 0.5  # a flood has ended when nothing came for this long
 
-    def __init__(self, driver, node, cap_bytes: int, name: str = "main"):
+    def __init__(self, driver, node, cap_bytes: int, name: str = "main", fifo: str = ""):
         self.driver, self.node, self.cap_bytes, self.name = driver, node, cap_bytes, name
+        self.fifo = fifo or f"/run/lab-record-{name}.fifo"  # in the node
         self.proc = None
         self.writer = None
-        self.expect = collections.deque(["attach", "size", "screen"])  # replies to come
+        # Replies to come, in order: the attach's, then the commands sent in run().
+        self.expect = collections.deque(["attach", "", "", "size", "screen"])
         self.block = None
         self.size = (80, 24, 0, 0)
         self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self.marks = MarkParser()
-        self.output: list = []  # output bytes read but not written yet
         self.window_start, self.window_bytes = 0.0, 0
         self.skipped = None  # bytes left out of the flood going on (None: no flood)
 
-    def ask_screen(self) -> None:
-        self.proc.stdin.write(f"display-message -p -t {self.name} "
-                              "'#{window_width} #{window_height} #{cursor_x} #{cursor_y}'\n"
-                              f"capture-pane -p -e -t {self.name}\n".encode())
+    def screen_commands(self) -> str:
+        return (f"display-message -p -t {self.name} "
+                "'#{window_width} #{window_height} #{cursor_x} #{cursor_y}'\n"
+                f"capture-pane -p -e -t {self.name}\n")
 
     async def run(self) -> None:
+        host_fifo = self.driver.node_path(self.node.id, self.fifo)  # raises for a driver that cannot
+        made = await self.driver.exec(self.node.id, ["sh", "-c", 'rm -f "$1" && mkfifo -m 600 "$1"',
+                                                     "sh", self.fifo], timeout=10)
+        if not made.ok:
+            raise LabRuntimeError(f"could not make {self.fifo}: {made.output.strip()}")
+        # Opened for writing too, by us: without a writer (before tmux's pipe
+        # opens it, or between two pipes) a FIFO reads as ended.
+        reading = os.open(host_fifo, os.O_RDONLY | os.O_NONBLOCK)
+        keep_open = os.open(host_fifo, os.O_WRONLY | os.O_NONBLOCK)
         self.proc = proc = await self.driver.open_control(self.node.id, self.name)
+        output = asyncio.create_task(self.read_output(reading))
         try:
-            # The size and the screen as they are now: a terminal opened before
-            # this client attached starts the recording where it stands.
-            self.ask_screen()
+            proc.stdin.write((f"refresh-client -f no-output\n"
+                              f"pipe-pane -O -t {self.name} 'exec cat > {self.fifo}'\n"
+                              + self.screen_commands()).encode())
             await proc.stdin.drain()
-            pending = b""
-            # Whatever tmux sent since the last read is handled at once: its
-            # output becomes one event and one write.
             while True:
-                try:
-                    chunk = await asyncio.wait_for(
-                        proc.stdout.read(1 << 16), self.QUIET_SECONDS if self.skipped is not None else None)
-                except asyncio.TimeoutError:
-                    self.flood_ended()
+                line = await proc.stdout.readline()
+                if not line or not self.line(line.rstrip(b"\n")):
+                    break
+                # (tmux may be gone by now: the shell exited, the node stopped)
+                with contextlib.suppress(ConnectionError):
                     await proc.stdin.drain()
-                    continue
-                if not chunk:
-                    break
-                lines = (pending + chunk).split(b"\n")
-                pending = lines.pop()
-                if not all(self.line(line) for line in lines):
-                    break
-                self.flush()
         finally:
-            self.flush()
+            output.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await output
+            for fd in (reading, keep_open):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
             if self.writer is not None:
                 self.writer.close()
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
+
+    async def read_output(self, fd: int) -> None:
+        """The pane's output from the FIFO: whatever has arrived since the
+        last read is one event and one write."""
+        loop = asyncio.get_running_loop()
+        ready = asyncio.Event()
+        loop.add_reader(fd, ready.set)
+        try:
+            while True:
+                timeout = self.QUIET_SECONDS if self.skipped is not None else None
+                try:
+                    await asyncio.wait_for(ready.wait(), timeout)
+                except asyncio.TimeoutError:
+                    self.flood_ended()
+                    continue
+                ready.clear()
+                try:
+                    data = os.read(fd, 1 << 16)
+                except BlockingIOError:
+                    continue
+                if data and self.writer is not None:  # before the first screen: in it
+                    self.output(data)
+        finally:
+            loop.remove_reader(fd)
+
+    def output(self, data: bytes) -> None:
+        now = time.monotonic()
+        if now - self.window_start > 1.0:
+            self.window_start, self.window_bytes = now, 0
+        self.window_bytes += len(data)
+        if self.skipped is not None:
+            self.skipped += len(data)
+            self.write_marks(self.marks.feed_marks(data)[1])  # commands that ended within it
+            return
+        clean, found = self.marks.feed_marks(data)
+        self.writer.output(self.decoder.decode(clean))
+        self.write_marks(found)
+        if self.window_bytes > self.FLOOD_BYTES:
+            self.skipped = 0
+        self.writer.flush()
 
     def line(self, line: bytes) -> bool:
         """One line of tmux's control protocol; False when tmux is done."""
@@ -268,23 +307,13 @@ class NodeRecorder:
                 self.block = None
             else:
                 self.block.append(line)
-        elif line.startswith(b"%output "):
-            data = line[line.find(b" ", 8) + 1:]  # "%output %<pane> <data>"
-            if self.writer is None:
-                pass
-            elif self.skipped is None:
-                self.output.append(_unescape(data))
-            else:
-                self.skipped += len(data)
-                if b"]6973;cmd-end;" in data:  # a command ended within the flood
-                    self.write_marks(self.marks.feed_marks(_unescape(data))[1])
         elif line.startswith(b"%begin "):
             self.block = []
         elif line.startswith(b"%layout-change ") and self.writer is not None:
             m = _LAYOUT_SIZE.match(line)
             if m:
-                self.flush()
                 self.writer.resize(int(m.group(1)), int(m.group(2)))
+                self.writer.flush()
         elif line.startswith(b"%exit"):
             return False
         return True
@@ -302,23 +331,6 @@ class NodeRecorder:
             self.writer.output(f"\x1b[H\x1b[2J{screen.rstrip()}\x1b[{y + 1};{x + 1}H")
             self.writer.flush()
 
-    def flush(self) -> None:
-        """Write the output read so far, its command marks as markers after it."""
-        if not self.output or self.writer is None:
-            return
-        data = b"".join(self.output)
-        self.output.clear()
-        now = time.monotonic()
-        if now - self.window_start > 1.0:
-            self.window_start, self.window_bytes = now, 0
-        self.window_bytes += len(data)
-        clean, found = self.marks.feed_marks(data)
-        self.writer.output(self.decoder.decode(clean))
-        self.write_marks(found)
-        if self.window_bytes > self.FLOOD_BYTES:
-            self.skipped = 0
-        self.writer.flush()
-
     def write_marks(self, found: list) -> None:
         for code, command in found:
             self.writer.marker(f"$ {command} [exit {code}]" if command else f"[exit {code}]")
@@ -331,7 +343,8 @@ class NodeRecorder:
         self.window_start, self.window_bytes = time.monotonic(), 0
         self.decoder.reset()
         self.expect.extend(["size", "screen"])
-        self.ask_screen()
+        with contextlib.suppress(ConnectionError):
+            self.proc.stdin.write(self.screen_commands().encode())
 
     def _open_writer(self) -> CastWriter:
         cols, rows, _, _ = self.size

@@ -248,6 +248,9 @@ class BuiltinDriver(Launcher, WarmPool, SessionNetworks, Driver):
                                           input=input, on_output=on_output, env=dict(NODE_ENV),
                                           preexec_fn=seccomp.install)
 
+    def node_path(self, node_id, path):
+        return f"/proc/{self._running_pid(node_id)}/root{path}"
+
     async def open_control(self, node_id, name="main"):
         enter = self._enter_argv(self._running_pid(node_id), node_id, [])
         return await self.spawn_control(enter, name, env=dict(NODE_ENV), preexec_fn=seccomp.install)

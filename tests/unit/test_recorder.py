@@ -107,10 +107,19 @@ def test_a_node_worker_wakes_the_recorder_for_new_nodes_at_once():
 # ---- a real tmux ----------------------------------------------------------------------
 
 class HostTmux:
-    """Driver.open_control on this machine's tmux, with `sh` as the shell."""
+    """A driver's open_control, exec and node_path on this machine's tmux, with
+    `sh` as the shell: the "node" is this machine."""
 
     def __init__(self, socket):
         self.socket = socket
+
+    def node_path(self, node_id, path):
+        return path
+
+    async def exec(self, node_id, argv, timeout=30.0):
+        from runtime.model import ExecResult
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        return ExecResult(proc.returncode, proc.stdout + proc.stderr)
 
     async def open_control(self, node_id, name="main"):
         return await asyncio.create_subprocess_exec(
@@ -128,7 +137,7 @@ def test_a_tmux_session_is_recorded_with_its_command_marks_and_resizes(runtime_d
     node = Node(id="n1", session="s21", name="node1", driver="x", extra={"state": "running"})
 
     async def scenario():
-        task = asyncio.create_task(recorder.NodeRecorder(host, node, 0).run())
+        task = asyncio.create_task(recorder.NodeRecorder(host, node, 0, fifo=str(tmp_path / "rec.fifo")).run())
         path = recorder.cast_path("s21", "node1")
         deadline = time.monotonic() + 10
         while not path.exists() and time.monotonic() < deadline:
@@ -165,7 +174,7 @@ def test_a_flood_is_left_out_with_a_marker_and_the_screen_after_it(tmp_path):
     node = Node(id="n1", session="s22", name="node1", driver="x", extra={"state": "running"})
 
     async def scenario():
-        task = asyncio.create_task(recorder.NodeRecorder(host, node, 0).run())
+        task = asyncio.create_task(recorder.NodeRecorder(host, node, 0, fifo=str(tmp_path / "rec.fifo")).run())
         path = recorder.cast_path("s22", "node1")
         deadline = time.monotonic() + 10
         while not path.exists() and time.monotonic() < deadline:
