@@ -2,11 +2,10 @@
 
 One process per sandbox host (`python -m runtime record`, a line of the
 Procfile) follows the runtime's nodes. For every node in a lab session it
-attaches a tmux control-mode client (Driver.open_control): tmux reports the
-pane's own output (`%output`) whatever browser is or is not attached, and a
-control client does not change the terminal's size. The recorder writes that
-output, the terminal's resizes and each command's end (the prompt hook's mark,
-runtime/termmarks.py) to <runtime dir>/recordings/<session>/<node>.cast:
+reads the pane's own output through tmux's pipe-pane (whatever browser is or
+is not attached) and its resizes through a control client (NodeRecorder),
+and writes the output, the resizes and each command's end (the prompt hook's
+mark, runtime/termmarks.py) to <runtime dir>/recordings/<session>/<node>.cast:
 
     {"version": 2, "width": 80, "height": 24, "timestamp": 1764579000, ...}
     [0.52, "o", "[node1] ~# "]
