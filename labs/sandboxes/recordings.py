@@ -78,33 +78,13 @@ def raw_recording(node: LabNode) -> str | None:
         return None
 
 
-def _parse(text: str) -> tuple:
-    """(header, events, damaged lines) of a recording's text, as runtime.recorder.read_cast."""
-    header, events, damaged = None, [], 0
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except ValueError:
-            damaged += 1
-            continue
-        if header is None and isinstance(item, dict):
-            header = item
-        elif isinstance(item, list) and len(item) == 3 and isinstance(item[0], (int, float)):
-            events.append(item)
-        else:
-            damaged += 1
-    return header, events, damaged
-
-
 def merged_cast(node: LabNode) -> str:
     """The node's recording with the session's marks (checks, steps) merged in,
     as asciicast v2 text. With no recording file, the marks alone (so the
     timeline of checks is there even when recording was off)."""
     session = node.session
     text = raw_recording(node)
-    header, events, damaged = _parse(text) if text else (None, [], 0)
+    header, events, damaged = recorder.parse_cast(text.splitlines()) if text else (None, [], 0)
     if header is None:
         header = {"version": 2, "width": 80, "height": 24,
                   "timestamp": int(session.created.timestamp())}
