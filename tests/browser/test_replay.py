@@ -1,11 +1,12 @@
 """Replay and why the class is stuck, in real browsers against the real lab.
 
-Lena does lesson 1 steps 1 and 2 in her terminal. Iris, her instructor, opens
+Lena (signed up as rhea: the test site is shared, names are unique) does
+lesson 1 steps 1 and 2 in her terminal. Iris (rita), her instructor, opens
 Lena's replay from the grid: the commands play back, and "step 1 done" on the
 timeline jumps to the moment step 1 was done (its command and output on the
-screen, step 2's command not yet). Max runs a command that does not do step 1:
+screen, step 2's command not yet). Max (remy) runs a command that does not do step 1:
 he appears under step 1's reason on Iris's classroom page without a reload,
-and his name opens his replay at that failure. Otto, who teaches nobody and is
+and his name opens his replay at that failure. Otto (rolf), who teaches nobody and is
 in no class, gets 403 on both replays.
 """
 from __future__ import annotations
@@ -51,8 +52,8 @@ def test_instructor_replays_a_learner_and_sees_why_the_class_is_stuck(browser, l
     contexts = [browser.new_context(viewport={"width": 1400, "height": 900}) for _ in range(4)]
     iris, lena, max_, otto = (c.new_page() for c in contexts)
     try:
-        sign_up(iris, url, "iris")
-        assert live_site.manage("instructor", "iris").returncode == 0
+        sign_up(iris, url, "rita")
+        assert live_site.manage("instructor", "rita").returncode == 0
         iris.goto(url + "/classrooms/")
         iris.fill("#id_name", "Replay class")
         iris.get_by_label("Run your first containers").check()
@@ -60,7 +61,7 @@ def test_instructor_replays_a_learner_and_sees_why_the_class_is_stuck(browser, l
         expect(iris.locator("#live-state")).to_have_text("live")
         code = iris.locator("#join-code").inner_text()
 
-        sign_up(lena, url, "lena")
+        sign_up(lena, url, "rhea")
         join(lena, url, code)
         expect(lena.locator("#record-note")).to_contain_text("you and your instructors can replay it")
         start_lab(lena)
@@ -70,7 +71,7 @@ def test_instructor_replays_a_learner_and_sees_why_the_class_is_stuck(browser, l
         expect(lena.locator('[data-step="2"]')).to_have_attribute("data-state", "done", timeout=60_000)
 
         # Iris opens Lena's replay from the grid.
-        lena_row = iris.locator("#grid tbody tr", has_text="lena")
+        lena_row = iris.locator("#grid tbody tr", has_text="rhea")
         link = lena_row.locator("a.replay-link")
         expect(link).to_be_visible(timeout=30_000)
         expect(lena_row.locator('td[data-cell="first-containers:1"] a.cell-link')).to_have_count(1)
@@ -97,8 +98,8 @@ def test_instructor_replays_a_learner_and_sees_why_the_class_is_stuck(browser, l
         # The container's hostname (its short id) printed after the pull.
         assert re.search(r"\n[0-9a-f]{12}\n", shown.split(STEP1, 1)[1]), shown
 
-        # Max runs a command that does not do step 1: Iris sees why, live.
-        sign_up(max_, url, "max")
+        # Max (remy) runs a command that does not do step 1: Iris sees why, live.
+        sign_up(max_, url, "remy")
         join(max_, url, code)
         start_lab(max_)
         run(max_, "docker container ls")
@@ -107,7 +108,7 @@ def test_instructor_replays_a_learner_and_sees_why_the_class_is_stuck(browser, l
         stuck = iris.locator('#stuck-list .stuck-step[data-step="first-containers:1"]')
         expect(stuck).to_contain_text("1 learner:", timeout=30_000)
         expect(stuck.locator(".stuck-text")).to_have_text(reason.inner_text().strip())
-        name = stuck.locator("a.stuck-name", has_text="max")
+        name = stuck.locator("a.stuck-name", has_text="remy")
         expect(name).to_have_count(1)
         assert iris.evaluate("performance.getEntriesByType('navigation').length") == 1  # no reload
         max_replay = name.get_attribute("href")
@@ -121,7 +122,7 @@ def test_instructor_replays_a_learner_and_sees_why_the_class_is_stuck(browser, l
         expect(at_failure.locator("#replay-term .xterm-rows")).to_contain_text("docker container ls")
 
         # Otto is nobody's instructor and in no class: 403 on both replays.
-        sign_up(otto, url, "otto")
+        sign_up(otto, url, "rolf")
         for path in (lena_replay, max_replay.split("?")[0]):
             session = path.rstrip("/").split("/")[-1]
             assert otto.request.get(url + path).status == 403, path

@@ -51,8 +51,11 @@ def test_learner_completes_step_one_in_the_terminal(live_site):
             await term.send(b"docker container run alpine hostname\r")
             step = await next_event(lesson, lambda e: e.get("type") == "step"
                                     and e.get("step") == 1 and e.get("state") == "done", 90)
+            # The hostname (the container's short id) on its own line; drawn
+            # with a newline, or by tmux's redraw (cursor moves) when the
+            # terminal attached at a size other than the session's.
             seen = b""
-            while not re.search(rb"\n[0-9a-f]{12}\r", seen):
+            while not re.search(rb"(\n|\x1b\[[0-9;]*H)[0-9a-f]{12}\r", seen):
                 seen += await asyncio.wait_for(term.recv(), 10)
             return step, seen
 
