@@ -34,13 +34,13 @@ import shutil
 import time
 from pathlib import Path
 
+from .builtin.common import POOL_SESSION
 from .model import LabRuntimeError
 from .paths import base_dir
 from .termmarks import MarkParser
 
 log = logging.getLogger(__name__)
 
-POOL_SESSION = "warm-pool"
 SCAN_SECONDS = 2.0
 WAKE_POLL_SECONDS = 0.05
 RETRY_SECONDS = 2.0

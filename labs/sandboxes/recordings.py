@@ -19,7 +19,6 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlencode
 
-from django.conf import settings
 from django.http import Http404
 from django.core.exceptions import PermissionDenied
 
@@ -98,11 +97,3 @@ def merged_cast(node: LabNode) -> str:
     events.sort(key=lambda e: e[0])  # stable: the terminal's own order stays
     lines = [json.dumps(header)] + [json.dumps(e, ensure_ascii=False) for e in events]
     return "\n".join(lines) + "\n"
-
-
-def session_nodes(session: LabSession) -> list:
-    return list(session.nodes.order_by("name"))
-
-
-def recording_enabled() -> bool:
-    return settings.LAB_RECORD

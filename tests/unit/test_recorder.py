@@ -107,6 +107,16 @@ def test_a_node_worker_wakes_the_recorder_for_new_nodes_at_once():
 
 # ---- a real tmux ----------------------------------------------------------------------
 
+async def start_recording(host, node, tmp_path) -> tuple:
+    """(task, path) of a NodeRecorder on `host`'s tmux, once its file is there."""
+    task = asyncio.create_task(recorder.NodeRecorder(host, node, 0, fifo=str(tmp_path / "rec.fifo")).run())
+    path = recorder.cast_path(node.session, node.name)
+    deadline = time.monotonic() + 10
+    while not path.exists() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return task, path
+
+
 async def until_recorded(path, done, seconds: float = 10) -> None:
     """Wait until the recording's events satisfy `done` (or time is up)."""
     deadline = time.monotonic() + seconds
@@ -156,11 +166,7 @@ def test_a_tmux_session_is_recorded_with_its_command_marks_and_resizes(runtime_d
     node = Node(id="n1", session="s21", name="node1", driver="x", extra={"state": "running"})
 
     async def scenario():
-        task = asyncio.create_task(recorder.NodeRecorder(host, node, 0, fifo=str(tmp_path / "rec.fifo")).run())
-        path = recorder.cast_path("s21", "node1")
-        deadline = time.monotonic() + 10
-        while not path.exists() and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        task, path = await start_recording(host, node, tmp_path)
         # What the prompt hook prints inside tmux: the mark in tmux's passthrough.
         host.tmux("send-keys", "-t", "main",
                   r"echo hello_world; printf '\033Ptmux;\033\033]6973;cmd-end;3;echo hello_world\007\033\\'",
@@ -193,11 +199,7 @@ def test_a_flood_is_left_out_with_a_marker_and_the_screen_after_it(tmp_path):
     node = Node(id="n1", session="s22", name="node1", driver="x", extra={"state": "running"})
 
     async def scenario():
-        task = asyncio.create_task(recorder.NodeRecorder(host, node, 0, fifo=str(tmp_path / "rec.fifo")).run())
-        path = recorder.cast_path("s22", "node1")
-        deadline = time.monotonic() + 10
-        while not path.exists() and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        task, path = await start_recording(host, node, tmp_path)
         # Some 2 MB at once, then the mark the prompt hook prints.
         host.tmux("send-keys", "-t", "main",
                   r"seq 1 300000; printf '\033Ptmux;\033\033]6973;cmd-end;0;seq 1 300000\007\033\\'",
