@@ -6,7 +6,8 @@ process is stopped and started between rounds (off, on, off, on...), so the
 same nodes and terminals are measured both ways:
 
 - keystroke echo with TERMINALS terminals typing at once (median, p99);
-- the flood rate: `cat` of a FLOOD_MB file through one terminal (MB/s).
+- the flood rate: `cat` of a FLOOD_MB file through one terminal (MB/s), and
+  the recorder's own CPU meanwhile.
 
 Then the disk a recording takes: one learner types lesson 1's commands key by
 key (as people do; each echo is an event), and the recording's size is given
@@ -80,8 +81,11 @@ async def run(site, args) -> dict:
             await asyncio.sleep(1)
             echo = await bs.echo_stage(seats, args.terminals, args.keys, (0.15, 0.35))
             flood = await bs.flood_stage(seats, args.flood_mb, 0)
+            # The recorder's own CPU while the flood ran (a share of one core).
+            recorder_cpu = sum(share for name, share in flood["cpu"] if name == "runtime record")
             rounds.append({"recording": recording, "echo": echo["many"],
-                           "terminals": echo.get("terminals", 0), "flood_mb_s": flood["file_mb_s"]})
+                           "terminals": echo.get("terminals", 0), "flood_mb_s": flood["file_mb_s"],
+                           "recorder_cpu": recorder_cpu})
             log.info("round %d, recording %s: echo median %.1f ms p99 %.1f ms, flood %.1f MB/s",
                      i + 1, "on" if recording else "off", echo["many"]["median"],
                      echo["many"]["p99"], flood["file_mb_s"])
@@ -106,11 +110,12 @@ async def run(site, args) -> dict:
 def render(r: dict, args) -> str:
     lines = [f"Recording cost, side by side in one run ({args.learners} nodes; "
              f"{r['rounds'][0]['terminals']} terminals typing at once; recorder off/on alternating)",
-             f"{'round':<7}{'recording':<11}{'echo median':>13}{'echo p99':>11}{'flood':>12}"]
+             f"{'round':<7}{'recording':<11}{'echo median':>13}{'echo p99':>11}{'flood':>12}"
+             f"{'recorder CPU in flood':>24}"]
     for i, row in enumerate(r["rounds"]):
         lines.append(f"{i // 2 + 1:<7}{'on' if row['recording'] else 'off':<11}"
                      f"{row['echo']['median']:>10.1f} ms{row['echo']['p99']:>8.1f} ms"
-                     f"{row['flood_mb_s']:>7.1f} MB/s")
+                     f"{row['flood_mb_s']:>7.1f} MB/s{row['recorder_cpu'] * 100:>19.0f}% core")
     for label, pick in (("echo median", lambda x: x["echo"]["median"]),
                         ("echo p99", lambda x: x["echo"]["p99"]), ("flood", lambda x: x["flood_mb_s"])):
         off = [pick(x) for x in r["rounds"] if not x["recording"]]

@@ -344,6 +344,43 @@ async def echo_stage(seats: list, terminals: int, keys: int, think: tuple) -> di
 
 # ----------------------------------------------------------------- flood and Ctrl-C
 
+def cpu_ticks() -> dict:
+    """CPU time (clock ticks) used so far by every process on the machine,
+    by pid: (name, ticks). Python processes are named by their module or
+    script (the recorder, daphne, a celery worker...)."""
+    ticks = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                stat = f.read()
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        comm = stat[stat.index(b"(") + 1:stat.rindex(b")")].decode(errors="replace")
+        fields = stat[stat.rindex(b")") + 2:].split()
+        if comm.startswith("python") and len(argv) > 1:
+            words = [a.decode(errors="replace") for a in argv[1:4] if a and a != b"-m"]
+            comm = os.path.basename(words[0]) + (" " + words[1] if len(words) > 1 else "")
+        ticks[int(entry.name)] = (comm, int(fields[11]) + int(fields[12]))
+    return ticks
+
+
+def cpu_used(before: dict, after: dict, seconds: float, top: int = 8) -> list:
+    """The processes that used the most CPU between two cpu_ticks(), summed by
+    name: [(name, share of one core)]."""
+    hz = os.sysconf("SC_CLK_TCK")
+    by_name: dict = {}
+    for pid, (name, t) in after.items():
+        used = t - before.get(pid, (name, 0))[1]
+        if used > 0:
+            by_name[name] = by_name.get(name, 0) + used
+    ranked = sorted(by_name.items(), key=lambda kv: -kv[1])[:top]
+    return [(name, t / hz / seconds) for name, t in ranked]
+
+
 async def flood_stage(seats: list, mebibytes: int, interrupts: int) -> dict:
     flooder, watcher = seats[0], seats[1] if len(seats) > 1 else None
     term = await open_term(flooder.learner, flooder.node)
@@ -370,6 +407,7 @@ async def flood_stage(seats: list, mebibytes: int, interrupts: int) -> dict:
         try:
             # The shell prints "flood-42-end" (typed as $((6*7)), so the echo of
             # the command line never matches) once cat is done; base64 has no "-".
+            cpu_before = cpu_ticks()
             await term.ws.send(b"cat /tmp/flood; echo flood-$((6*7))-end\r")
             sent = last = now()
             got = 0
@@ -388,6 +426,9 @@ async def flood_stage(seats: list, mebibytes: int, interrupts: int) -> dict:
                 if b"flood-42-end" in tail:
                     break
             elapsed = now() - sent
+            result["cpu"] = cpu_used(cpu_before, cpu_ticks(), elapsed)
+            log.info("CPU during the flood (cores): %s",
+                     ", ".join(f"{name} {share:.2f}" for name, share in result["cpu"]))
         finally:
             stop_typing.set()
             with contextlib.suppress(Exception):

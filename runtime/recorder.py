@@ -46,6 +46,7 @@ WAKE_POLL_SECONDS = 0.05
 RETRY_SECONDS = 2.0
 KEEP_AFTER_TRIM = 0.75  # of the cap: a trim makes room for a while, not one line
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def recordings_dir() -> Path:
@@ -190,6 +191,17 @@ class CastWriter:
 _LAYOUT_SIZE = re.compile(rb"^%layout-change \S+ [0-9a-f]{4},(\d+)x(\d+),")
 
 
+class Flood:
+    """A flood going on: what is known of it so far."""
+
+    def __init__(self, reads, commands_offset):
+        self.reads = reads  # the tmux server's read counter when last looked at
+        self.commands_offset = commands_offset  # the command log's size when it began
+        self.skipped = 0  # bytes left out
+        self.quiet = 0.0  # seconds tmux has read little
+        self.marks_seen = []  # marks that came through the pipe before it closed
+
+
 class NodeRecorder:
     """Records one node's terminal until the node or its tmux session ends.
 
@@ -203,26 +215,39 @@ class NodeRecorder:
     A flood (more than FLOOD_BYTES of output within a second: a `cat` of a big
     file, a loop printing) is not written: replaying megabytes nobody can read
     helps no one, and one flood would push the whole lesson out of the capped
-    recording. Its commands' marks are still read, a marker says how much was
-    left out, and the screen as it stands after the flood is recorded.
+    recording. The pipe is closed for the flood's length, so that tmux, the
+    pipe's `cat` and this process spend nothing on it (kept open, reading
+    and dropping it took a third of the flood's rate on two cores). Meanwhile
+    the tmux server's read counter (/proc/<pid>/io) says when it has ended;
+    then a marker says how much was left out, the commands that ended within
+    it come from the shell's command log (their marks went with the output),
+    and the screen as it stands is recorded before the pipe opens again.
     """
 
     FLOOD_BYTES = 512 * 1024
-    QUIET_SECONDS = 0.5  # a flood has ended when nothing came for this long
+    POLL_SECONDS = 0.25  # how often the read counter is looked at in a flood
+    QUIET_SECONDS = 0.5  # a flood has ended when tmux read little for this long
+    QUIET_BYTES = 64 * 1024  # "little": typing and the prompt, not a flood
 
-    def __init__(self, driver, node, cap_bytes: int, name: str = "main", fifo: str = ""):
+    def __init__(self, driver, node, cap_bytes: int, name: str = "main", fifo: str = "",
+                 commands: str = "/root/.lab_commands"):
         self.driver, self.node, self.cap_bytes, self.name = driver, node, cap_bytes, name
         self.fifo = fifo or f"/run/lab-record-{name}.fifo"  # in the node
+        self.commands = commands  # in the node: the prompt hook's "<code>\t<command>" lines
         self.proc = None
         self.writer = None
         # Replies to come, in order: the attach's, then the commands sent in run().
-        self.expect = collections.deque(["attach", "", "", "size", "screen"])
+        self.expect = collections.deque(["attach", "", "", "pid", "size", "screen"])
         self.block = None
         self.size = (80, 24, 0, 0)
+        self.tmux_pid = None  # the tmux server's, as the node sees it
         self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self.marks = MarkParser()
         self.window_start, self.window_bytes = 0.0, 0
-        self.skipped = None  # bytes left out of the flood going on (None: no flood)
+        self.flood = None  # the flood going on (None: none)
+
+    def pipe_command(self) -> str:
+        return f"pipe-pane -O -t {self.name} 'exec cat > {self.fifo}'\n"
 
     def screen_commands(self) -> str:
         return (f"display-message -p -t {self.name} "
@@ -242,9 +267,8 @@ class NodeRecorder:
         self.proc = proc = await self.driver.open_control(self.node.id, self.name)
         output = asyncio.create_task(self.read_output(reading))
         try:
-            proc.stdin.write((f"refresh-client -f no-output\n"
-                              f"pipe-pane -O -t {self.name} 'exec cat > {self.fifo}'\n"
-                              + self.screen_commands()).encode())
+            proc.stdin.write(("refresh-client -f no-output\n" + self.pipe_command()
+                              + "display-message -p '#{pid}'\n" + self.screen_commands()).encode())
             await proc.stdin.drain()
             while True:
                 try:
@@ -292,10 +316,10 @@ class NodeRecorder:
                 # swallow the cancel that ends this task, and run() then
                 # waited for it forever (one unit run in six).
                 try:
-                    async with asyncio.timeout(self.QUIET_SECONDS if self.skipped is not None else None):
+                    async with asyncio.timeout(self.POLL_SECONDS if self.flood is not None else None):
                         await ready.wait()
                 except TimeoutError:
-                    self.flood_ended()
+                    self.flood_poll()
                     continue
                 ready.clear()
                 try:
@@ -312,16 +336,82 @@ class NodeRecorder:
         if now - self.window_start > 1.0:
             self.window_start, self.window_bytes = now, 0
         self.window_bytes += len(data)
-        if self.skipped is not None:
-            self.skipped += len(data)
-            self.write_marks(self.marks.feed_marks(data)[1])  # commands that ended within it
+        if self.flood is not None:
+            # What was in the pipe before tmux closed it.
+            self.flood.skipped += len(data)
+            found = self.marks.feed_marks(data)[1]
+            self.flood.marks_seen.extend(found)
+            self.write_marks(found)
             return
         clean, found = self.marks.feed_marks(data)
         self.writer.output(self.decoder.decode(clean))
         self.write_marks(found)
         if self.window_bytes > self.FLOOD_BYTES:
-            self.skipped = 0
+            self.flood_began()
         self.writer.flush()
+
+    def flood_began(self) -> None:
+        self.flood = Flood(self.tmux_reads(), self.commands_size())
+        log.info("node %s: a flood, its pipe closed (tmux read counter: %s)", self.node.id,
+                 "none" if self.flood.reads is None else "yes")
+        self.expect.append("")
+        with contextlib.suppress(ConnectionError):
+            self.proc.stdin.write(f"pipe-pane -t {self.name}\n".encode())  # closes it
+
+    def flood_poll(self) -> None:
+        """In a flood, every POLL_SECONDS: has tmux stopped reading much?"""
+        flood = self.flood
+        reads = self.tmux_reads()
+        if reads is None or flood.reads is None:
+            flood.quiet += self.POLL_SECONDS  # no counter to go by: end it, try again
+        elif reads - flood.reads < self.QUIET_BYTES * self.POLL_SECONDS / self.QUIET_SECONDS:
+            flood.quiet += self.POLL_SECONDS
+        else:
+            flood.quiet = 0.0
+            flood.skipped += reads - flood.reads
+        flood.reads = reads
+        if flood.quiet >= self.QUIET_SECONDS:
+            self.flood_ended()
+
+    def tmux_reads(self):
+        """Bytes the node's tmux server has read so far (its terminals'
+        output, mostly), or None when that cannot be known."""
+        if self.tmux_pid is None:
+            return None
+        try:
+            with open(self.driver.node_path(self.node.id, f"/proc/{self.tmux_pid}/io"), "rb") as f:
+                for line in f:
+                    if line.startswith(b"rchar:"):
+                        return int(line.split()[1])
+        except (OSError, ValueError, LabRuntimeError):
+            pass
+        return None
+
+    def commands_size(self):
+        try:
+            return os.stat(self.driver.node_path(self.node.id, self.commands)).st_size
+        except FileNotFoundError:
+            return 0  # not written yet: all of it will be new
+        except (OSError, LabRuntimeError):
+            return None
+
+    def commands_since(self, offset) -> list:
+        """The shell's command log from `offset` on, as marks: [(code, command)]."""
+        if offset is None:
+            return []
+        try:
+            with open(self.driver.node_path(self.node.id, self.commands), "rb") as f:
+                f.seek(offset)
+                text = f.read(1 << 16).decode("utf-8", "replace")
+        except (OSError, LabRuntimeError):
+            return []
+        found = []
+        for line in text.split("\n")[:-1]:  # the last: empty, or a line being written
+            code, tab, command = line.partition("\t")
+            if tab and code.isdigit():
+                # As the mark would have carried it (lab.bashrc).
+                found.append((int(code), _CONTROL.sub(" ", command)[:500]))
+        return found
 
     def line(self, line: bytes) -> bool:
         """One line of tmux's control protocol; False when tmux is done."""
@@ -346,7 +436,10 @@ class NodeRecorder:
         return True
 
     def reply(self, kind: str, lines: list) -> None:
-        if kind == "size":
+        if kind == "pid":
+            with contextlib.suppress(IndexError, ValueError):
+                self.tmux_pid = int(lines[0])
+        elif kind == "size":
             with contextlib.suppress(IndexError, ValueError):
                 cols, rows, x, y = (int(v) for v in lines[0].split())
                 self.size = (cols, rows, x, y)
@@ -363,15 +456,26 @@ class NodeRecorder:
             self.writer.marker(f"$ {command} [exit {code}]" if command else f"[exit {code}]")
 
     def flood_ended(self) -> None:
+        flood, self.flood = self.flood, None
+        log.info("node %s: the flood ended, %.1f MB left out; its pipe opens again", self.node.id,
+                 flood.skipped / 1e6)
         self.writer.marker("%.1f MB of output not recorded (a flood: more than %d KB a second); "
-                           "the screen after it follows" % (self.skipped / 1e6, self.FLOOD_BYTES // 1024))
+                           "the screen after it follows" % (flood.skipped / 1e6, self.FLOOD_BYTES // 1024))
+        # The commands that ended in the flood, but for those whose mark came
+        # through the pipe before it closed.
+        seen = list(flood.marks_seen)
+        for mark in self.commands_since(flood.commands_offset):
+            if seen and seen[0] == mark:
+                seen.pop(0)
+            else:
+                self.write_marks([mark])
         self.writer.flush()
-        self.skipped = None
         self.window_start, self.window_bytes = time.monotonic(), 0
         self.decoder.reset()
-        self.expect.extend(["size", "screen"])
+        self.marks = MarkParser()  # a mark cut in two by the pipe's closing is gone
+        self.expect.extend(["", "size", "screen"])
         with contextlib.suppress(ConnectionError):
-            self.proc.stdin.write(self.screen_commands().encode())
+            self.proc.stdin.write((self.pipe_command() + self.screen_commands()).encode())
 
     def _open_writer(self) -> CastWriter:
         cols, rows, _, _ = self.size

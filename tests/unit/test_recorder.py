@@ -109,7 +109,8 @@ def test_a_node_worker_wakes_the_recorder_for_new_nodes_at_once():
 
 async def start_recording(host, node, tmp_path) -> tuple:
     """(task, path) of a NodeRecorder on `host`'s tmux, once its file is there."""
-    task = asyncio.create_task(recorder.NodeRecorder(host, node, 0, fifo=str(tmp_path / "rec.fifo")).run())
+    task = asyncio.create_task(recorder.NodeRecorder(host, node, 0, fifo=str(tmp_path / "rec.fifo"),
+                                                     commands=str(tmp_path / "commands")).run())
     path = recorder.cast_path(node.session, node.name)
     deadline = time.monotonic() + 10
     while not path.exists() and time.monotonic() < deadline:
@@ -200,9 +201,12 @@ def test_a_flood_is_left_out_with_a_marker_and_the_screen_after_it(tmp_path):
 
     async def scenario():
         task, path = await start_recording(host, node, tmp_path)
-        # Some 2 MB at once, then the mark the prompt hook prints.
+        # Some 2 MB at once, then what the prompt hook does: a line in the
+        # command log, and the mark (printed while the pipe is closed: lost).
+        log = tmp_path / "commands"
         host.tmux("send-keys", "-t", "main",
-                  r"seq 1 300000; printf '\033Ptmux;\033\033]6973;cmd-end;0;seq 1 300000\007\033\\'",
+                  f"seq 1 300000; printf '0\\tseq 1 300000\\n' >> {log}; "
+                  r"printf '\033Ptmux;\033\033]6973;cmd-end;0;seq 1 300000\007\033\\'",
                   "Enter")
         await asyncio.sleep(3)
         host.tmux("send-keys", "-t", "main", "echo after_$((6*7))", "Enter")
@@ -216,9 +220,35 @@ def test_a_flood_is_left_out_with_a_marker_and_the_screen_after_it(tmp_path):
         subprocess.run(["tmux", "-S", host.socket, "kill-server"], capture_output=True)
     _, items, _ = events(path)
     marks = [e[2] for e in items if e[1] == "m"]
-    assert "$ seq 1 300000 [exit 0]" in marks  # read within the flood
+    assert marks.count("$ seq 1 300000 [exit 0]") == 1  # from the command log, once
     (skipped,) = [m for m in marks if "MB of output not recorded" in m]
     assert float(skipped.split()[0]) > 1.0, skipped
     output = "".join(e[2] for e in items if e[1] == "o")
     assert "after_42" in output and "299999" in output  # the screen after the flood shows its end
     assert path.stat().st_size < 1_000_000
+
+
+def test_a_command_that_ended_in_a_flood_is_marked_once(runtime_dir, tmp_path):
+    """Its mark may have come through the pipe before tmux closed it, and its
+    line is in the command log too: one marker."""
+    class Stdin:
+        def write(self, data):
+            pass
+
+    class Proc:
+        stdin = Stdin()
+
+    (tmp_path / "commands").write_bytes(b"0\tcat big\n2\tls \x1b[31mnope\n")
+    node = Node(id="n1", session="s23", name="node1", driver="x", extra={"state": "running"})
+    rec = recorder.NodeRecorder(HostTmux(""), node, 0, commands=str(tmp_path / "commands"))
+    rec.proc, rec.writer = Proc(), recorder.CastWriter(recorder.cast_path("s23", "node1"), 0, 80, 24, "t")
+    rec.flood = recorder.Flood(reads=None, commands_offset=0)
+    rec.flood.skipped = 3_000_000
+    rec.flood.marks_seen = [(0, "cat big")]  # (output() wrote its marker then)
+    rec.flood_ended()
+    rec.writer.close()
+    _, items, _ = events(recorder.cast_path("s23", "node1"))
+    assert [e[2] for e in items if e[1] == "m"] == [
+        "3.0 MB of output not recorded (a flood: more than 512 KB a second); the screen after it follows",
+        "$ ls  [31mnope [exit 2]"]
+    assert rec.flood is None and list(rec.expect)[-3:] == ["", "size", "screen"]
