@@ -115,7 +115,7 @@ def render(r: dict, args) -> str:
     for i, row in enumerate(r["rounds"]):
         lines.append(f"{i // 2 + 1:<7}{'on' if row['recording'] else 'off':<11}"
                      f"{row['echo']['median']:>10.1f} ms{row['echo']['p99']:>8.1f} ms"
-                     f"{row['flood_mb_s']:>7.1f} MB/s{row['recorder_cpu'] * 100:>19.0f}% core")
+                     f"{row['flood_mb_s']:>7.1f} MB/s{row['recorder_cpu'] * 100:>19.1f}% core")
     for label, pick in (("echo median", lambda x: x["echo"]["median"]),
                         ("echo p99", lambda x: x["echo"]["p99"]), ("flood", lambda x: x["flood_mb_s"])):
         off = [pick(x) for x in r["rounds"] if not x["recording"]]

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+import time
 
 from . import get_driver, images
 from .model import LabRuntimeError, NodeSpec
@@ -22,6 +23,10 @@ def main(argv=None) -> int:
     create = node.add_parser("create", help="start a node and print its id")
     create.add_argument("--session", required=True)
     create.add_argument("--name", default="node1")
+    create.add_argument("--restore", default="", metavar="KEY", help="start from a saved machine")
+    save = node.add_parser("save", help="stop a node, keeping its state as a saved machine")
+    save.add_argument("id")
+    save.add_argument("key", help="owner/lesson/node, e.g. u12/first-containers/node1")
     ex = node.add_parser("exec", help="run a command in a node: node exec ID -- CMD ARGS...")
     ex.add_argument("id")
     ex.add_argument("argv", nargs=argparse.REMAINDER)
@@ -34,6 +39,13 @@ def main(argv=None) -> int:
     session = sub.add_parser("session", help="manage sessions").add_subparsers(dest="cmd", required=True)
     srm = session.add_parser("rm", help="remove every node of a session")
     srm.add_argument("session")
+
+    sv = sub.add_parser("saves", help="saved machines (in $LAB_SAVE_DIR)").add_subparsers(
+        dest="cmd", required=True)
+    sls = sv.add_parser("ls", help="list saved machines")
+    sls.add_argument("prefix", nargs="?", default="", help="only keys starting with this (an owner: u12/)")
+    srm_save = sv.add_parser("rm", help="delete saved machines")
+    srm_save.add_argument("keys", nargs="+")
 
     img = sub.add_parser("images", help="node and lesson images").add_subparsers(dest="cmd", required=True)
     build = img.add_parser("build", help="build the node image (and lesson images) if missing")
@@ -107,6 +119,19 @@ async def _dispatch(args) -> int:
             from . import lessonimages
             await lessonimages.build_all(get_driver(args.driver), force=args.force)
         return 0
+    if args.group == "saves":
+        from . import saves
+        store = saves.get_store()
+        if args.cmd == "ls":
+            print(f"{'KEY':48}{'SIZE':>10}  {'SAVED':20}IMAGE")
+            for info in store.list(args.prefix):
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.created))
+                print(f"{info.key:48}{info.size / 2**20:>7.1f} MB  {when:20}{info.meta.get('image', '?')}")
+            return 0
+        missing = [key for key in args.keys if not store.delete(key)]
+        for key in missing:
+            print(f"error: no saved machine {key}", file=sys.stderr)
+        return 1 if missing else 0
     if args.group == "registry" and args.cmd == "serve":
         from . import registry
         registry.serve()  # replaces this process
@@ -120,9 +145,13 @@ async def _dispatch(args) -> int:
             print(node_id)
         return 0
     if args.group == "node" and args.cmd == "create":
-        node = await driver.start(NodeSpec(session=args.session, name=args.name),
+        node = await driver.start(NodeSpec(session=args.session, name=args.name, restore=args.restore),
                                   on_progress=lambda e: logging.getLogger("runtime").debug("%s", e))
         print(node.id)
+        return 0
+    if args.group == "node" and args.cmd == "save":
+        info = await driver.save_and_stop(args.id, args.key)
+        print(f"{info.key} {info.size / 2**20:.1f} MB")
         return 0
     if args.group == "node" and args.cmd == "exec":
         argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv

@@ -25,6 +25,15 @@ def make(directory: Path, size: int, subdirs=()) -> Path:
     return fs
 
 
+def mount(directory: Path) -> Path:
+    """Mount an existing directory/disk.img (a restored node's) on directory/fs."""
+    fs = directory / "fs"
+    fs.mkdir(exist_ok=True)
+    # A disk saved from a node that was killed mid-write: the journal is replayed here.
+    _run(["mount", "-o", "loop,nosuid,nodev", str(directory / "disk.img"), str(fs)])
+    return fs
+
+
 def mounted(paths) -> list:
     """Which of `paths` are mount points now (os.path.ismount misses same-fs binds)."""
     wanted = {str(p) for p in paths}

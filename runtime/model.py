@@ -65,6 +65,8 @@ class NodeSpec:
     # Files to place in the node before it starts: (absolute path, str or bytes)
     # or (absolute path, content, mode) tuples.
     files: tuple = ()
+    # A saved machine to start from (runtime/saves.py: its key), not a fresh one.
+    restore: str = ""
 
     def __post_init__(self):
         check_name("session", self.session)
@@ -184,6 +186,15 @@ class Driver(abc.ABC):
         the pane's own output whether or not a browser is attached, without
         changing the terminal's size (runtime/recorder.py records from it)."""
         raise LabRuntimeError(f"the {self.name} driver cannot record terminals", permanent=True)
+
+    saves_machines = False  # save_and_stop keeps the node's state
+
+    async def save_and_stop(self, node_id: str, key: str, limit_bytes: int = 0):
+        """Stop the node and keep its state under `key` (runtime/saves.py) for a
+        later start with NodeSpec(restore=key): a SaveInfo. The node is removed
+        even when the save fails (saves.SaveError says why)."""
+        await self.stop(node_id)
+        raise LabRuntimeError(f"the {self.name} driver cannot save machines", permanent=True)
 
     def node_path(self, node_id: str, path: str) -> str:
         """The host's path to `path` inside the running node (the recorder reads

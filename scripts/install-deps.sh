@@ -3,6 +3,7 @@
 set -eu
 PACKAGES="redis-server docker-registry mmdebstrap busybox-static iptables iproute2 util-linux
 tmux ca-certificates python3 python3-venv chromium fonts-dejavu-core procps curl docker.io
+zstd tar
 postgresql"
 missing=""
 for p in $PACKAGES; do

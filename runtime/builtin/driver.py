@@ -24,7 +24,7 @@ import signal
 import time
 from pathlib import Path
 
-from .. import hostexec, images, netplan, seccomp
+from .. import hostexec, images, netplan, saves, seccomp
 from ..limits import capacity, mem_available
 from ..model import Driver, ExecResult, LabFull, LabRuntimeError, Node, NodeNotFound, NodeSpec
 from ..paths import nodes_dir, sessions_dir
@@ -32,6 +32,7 @@ from ..pty_terminal import PtyTerminal
 from .common import (_has_own_root, host_lock, _is_zombie, NODE_ENV, _pid_alive, POOL_SESSION, run,
                      START_TIMEOUT)
 from .launch import Launcher
+from .persist import Persist
 from .pool import WarmPool
 from .sessions import SessionNetworks
 from .cgroups import CGROUP_PARENT, node_cgroup_dirs, node_pids
@@ -41,8 +42,9 @@ log = logging.getLogger(__name__)
 
 
 
-class BuiltinDriver(Launcher, WarmPool, SessionNetworks, Driver):
+class BuiltinDriver(Launcher, Persist, WarmPool, SessionNetworks, Driver):
     name = "builtin"
+    saves_machines = True
 
     def __init__(self):
         with contextlib.suppress(OSError):  # not root: preflight says so
@@ -121,7 +123,7 @@ class BuiltinDriver(Launcher, WarmPool, SessionNetworks, Driver):
         problems = self.preflight()
         if problems:
             raise LabRuntimeError("; ".join(problems), permanent=True)
-        if spec.session != POOL_SESSION:
+        if spec.session != POOL_SESSION and not spec.restore:
             claimed = self._claim(spec, progress)
             if claimed is not None:
                 return claimed
@@ -166,9 +168,28 @@ class BuiltinDriver(Launcher, WarmPool, SessionNetworks, Driver):
                 return  # already gone: success
             node = Node(id=node_id, session="", name="", driver=self.name)
         cg_dirs = node_cgroup_dirs(node_id)
-        # Kill everything in the node's cgroups (the nested containers too)
-        # until nothing is left; killing PID 1 alone would do, but the cgroup
-        # is the truth if the init was already gone.
+        self._kill_node(node_id, node)
+        for path in cg_dirs:
+            self._remove_cgroup_tree(path)
+        self._release_host_mounts(self._node_dir(node_id))
+        host_if, _ = netplan.veth_names(node_id)
+        if Path(f"/sys/class/net/{host_if}").exists():
+            run(["ip", "link", "del", host_if], check=False)
+        directory = self._node_dir(node_id)
+        if directory.exists():
+            # --one-file-system: never follow into a mount, should one be left.
+            run(["rm", "-rf", "--one-file-system", str(directory)], check=False)
+        if node.session:
+            with host_lock():
+                self._remove_session_net_if_empty(node.session)
+        log.info("node %s removed", node_id)
+
+    def _kill_node(self, node_id: str, node: Node | None = None) -> None:
+        """Kill everything in the node's cgroups (the nested containers too)
+        until nothing is left; killing PID 1 alone would do, but the cgroup
+        is the truth if the init was already gone."""
+        if node is None:
+            node = self._load(node_id)
         deadline = time.monotonic() + 15
         while True:
             pids = node_pids(node_id)
@@ -186,20 +207,10 @@ class BuiltinDriver(Launcher, WarmPool, SessionNetworks, Driver):
         for pid in (node.extra.get("pid"), node.extra.get("keeper")):
             while pid and _pid_alive(pid) and not _is_zombie(pid) and time.monotonic() < deadline:
                 time.sleep(0.005)
-        for path in cg_dirs:
-            self._remove_cgroup_tree(path)
-        self._release_host_mounts(self._node_dir(node_id))
-        host_if, _ = netplan.veth_names(node_id)
-        if Path(f"/sys/class/net/{host_if}").exists():
-            run(["ip", "link", "del", host_if], check=False)
-        directory = self._node_dir(node_id)
-        if directory.exists():
-            # --one-file-system: never follow into a mount, should one be left.
-            run(["rm", "-rf", "--one-file-system", str(directory)], check=False)
-        if node.session:
-            with host_lock():
-                self._remove_session_net_if_empty(node.session)
-        log.info("node %s removed", node_id)
+
+    async def save_and_stop(self, node_id: str, key: str, limit_bytes: int = 0):
+        return await asyncio.to_thread(self._save_and_stop, node_id, key, limit_bytes,
+                                       saves.get_store())
 
     @staticmethod
     def _remove_cgroup_tree(path: Path) -> None:

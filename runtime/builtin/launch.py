@@ -50,12 +50,17 @@ class Launcher:
                                    "gateway": net.gateway, "state": "starting",
                                    "uid_base": uid_base})
                 self._save(node)
-            progress({"progress": 10, "message": "making the node's disk"})
-            self._make_disk(node, directory)
+            restored = None
+            if spec.restore:
+                progress({"progress": 10, "message": "bringing back your saved machine"})
+                restored = self._restore_disk(node, directory, spec.restore, image)
+            else:
+                progress({"progress": 10, "message": "making the node's disk"})
+                self._make_disk(node, directory)
             self._write_node_files(directory / "fs", spec, net, address, peers)
             progress({"progress": 20, "message": "connecting the node to its network"})
             with self._namespace_holder(node) as holder:
-                self._prepare_ownership(node, image, directory, holder)
+                self._prepare_ownership(node, image, directory, holder, restored)
                 self._make_netns(node, net, holder)
                 progress({"progress": 35, "message": "starting the node"})
                 keeper, pid = self._launch(node, image, directory, holder)
@@ -66,8 +71,12 @@ class Launcher:
             self._wait_for_engine(node, pid, keeper)
             # The node holds its own copies of its disk and image mounts now.
             self._release_host_mounts(directory)
+            if restored is not None:
+                progress({"progress": 90, "message": "starting the containers that were running"})
+                self._resume_containers(node, pid, restored)
             node = Node(**{**node.to_json(), "extra": {**node.extra, "state": "running",
-                           "start_seconds": round(time.monotonic() - started, 3)}})
+                           "start_seconds": round(time.monotonic() - started, 3),
+                           "restored": spec.restore}})
             self._save(node)
             self._refresh_session_hosts(spec.session)
         except BaseException as e:
@@ -119,9 +128,13 @@ class Launcher:
             holder.kill()
             holder.wait()
 
-    def _prepare_ownership(self, node: Node, image: Path, directory: Path, holder: int) -> None:
+    def _prepare_ownership(self, node: Node, image: Path, directory: Path, holder: int,
+                           restored: dict | None = None) -> None:
         """Hand the node's directories to its root and map the image into its range."""
-        if USERNS:
+        if USERNS and restored is not None:
+            self._restored_ownership(directory, restored, node.extra["uid_base"])
+            idmap.idmapped_bind(str(image), str(directory / "lower"), f"/proc/{holder}/ns/user")
+        elif USERNS:
             base = node.extra["uid_base"]
             for sub in ("upper", "work", "docker", "root"):
                 for path in [directory / "fs" / sub, *(directory / "fs" / sub).rglob("*")]:

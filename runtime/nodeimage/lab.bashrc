@@ -36,3 +36,8 @@ __lab_prompt() {
 PROMPT_COMMAND=__lab_prompt
 PS1='[\h] \w\$ '
 alias ls='ls --color=auto'
+# A machine brought back from a save says so, once (runtime/builtin/persist.py).
+if [ -r /run/lab-motd ]; then
+    cat /run/lab-motd
+    rm -f /run/lab-motd
+fi

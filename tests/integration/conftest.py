@@ -45,11 +45,11 @@ class NodeFactory:
         self.sessions.add(name)
         return name
 
-    def start(self, session=None, name="node1"):
+    def start(self, session=None, name="node1", restore=""):
         from runtime import NodeSpec
         session = session or self.session()
         self.sessions.add(session)
-        return asyncio.run(self.driver.start(NodeSpec(session=session, name=name)))
+        return asyncio.run(self.driver.start(NodeSpec(session=session, name=name, restore=restore)))
 
     def exec(self, node, argv, **kw):
         return asyncio.run(self.driver.exec(node.id, argv, **kw))

@@ -1,0 +1,82 @@
+"""Saved machines with real nodes: a node's files, images and containers
+survive its end and come back on a new node, also one with another uid range
+(runtime/builtin/persist.py, runtime/saves.py)."""
+import asyncio
+import json
+import subprocess
+
+import pytest
+
+from runtime import saves
+from runtime.builtin.cgroups import node_pids
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAB_SAVE_DIR", str(tmp_path / "saves"))
+    return saves.get_store()
+
+
+def test_a_saved_machine_comes_back_with_its_files_images_and_running_containers(
+        driver, nodes, store, lab_registry):
+    node = nodes.start()
+    made = nodes.sh(node, "echo kept > /root/note.txt && "
+                          "docker run -d --name keeper alpine sleep 100000 >/dev/null && "
+                          "docker exec keeper sh -c 'touch /owned && chown 999:998 /owned' && "
+                          "docker commit keeper ourbox:v1 >/dev/null && "
+                          "docker run --name done alpine true && docker ps -q | wc -l", timeout=180)
+    assert made.ok and made.output.split()[-1] == "1", made.output
+    info = asyncio.run(driver.save_and_stop(node.id, "u1/first-containers/node1"))
+    # The node is gone at once (its disk was kept aside, then packed).
+    assert not node_pids(node.id) and not driver._node_dir(node.id).exists()
+    assert info.meta["running"][0][1] == "keeper" and info.size < 200 * 2**20
+
+    # Another node takes the first free uid range: the restored one gets another.
+    other = nodes.start()
+    again = nodes.start(restore="u1/first-containers/node1")
+    assert again.extra["uid_base"] != info.meta["uid_base"]
+    seen = nodes.sh(again, "cat /root/note.txt; docker image ls --format '{{.Repository}}:{{.Tag}}' "
+                           "| sort; docker ps --format '{{.Names}}'; docker ps -a --format "
+                           "'{{.Names}} {{.Status}}' | grep '^done '; stat -c '%u %g' /root/note.txt; "
+                           "docker exec keeper stat -c 'owned %u %g' /owned; cat /run/lab-motd")
+    assert seen.ok, seen.output
+    lines = seen.output.splitlines()
+    assert lines[0] == "kept"
+    assert "ourbox:v1" in lines and "alpine:latest" in lines
+    assert "keeper" in lines and any(line.startswith("done Exited (0)") for line in lines)
+    assert "0 0" in lines  # root's file is root's in the node, in its new uid range
+    assert "owned 999 998" in lines  # and so are a container's files of other users
+    assert "Your machine is back as you left it." in lines and "Running again: keeper." in lines
+    # A fresh node next to it has an empty engine.
+    fresh = nodes.sh(other, "docker image ls -q | wc -l; ls /root/note.txt 2>&1")
+    assert fresh.output.splitlines()[0] == "0" and "No such file" in fresh.output
+
+
+def test_a_damaged_save_or_one_from_another_node_image_is_refused(driver, nodes, store):
+    node = nodes.start()
+    asyncio.run(driver.save_and_stop(node.id, "u2/first-containers/node1"))
+    path = store.fetch("u2/first-containers/node1")
+    meta = json.loads((path / saves.META).read_text())
+    (path / saves.META).write_text(json.dumps({**meta, "image": "node-0000000000000000"}))
+    with pytest.raises(saves.SaveError, match="older node image; start fresh"):
+        nodes.start(restore="u2/first-containers/node1")
+    (path / saves.META).write_text(json.dumps(meta))
+    data = (path / saves.DATA).read_bytes()
+    (path / saves.DATA).write_bytes(data[: len(data) // 3])
+    with pytest.raises(saves.SaveError, match="damaged"):
+        nodes.start(restore="u2/first-containers/node1")
+    with pytest.raises(saves.SaveError, match="no saved machine"):
+        nodes.start(restore="u2/first-containers/node2")
+    # Nothing of the refused starts is left behind.
+    assert [n for n in driver.list_nodes() if n.session in nodes.sessions] == []
+    assert subprocess.run(["losetup", "-j", str(path / saves.DATA)], capture_output=True,
+                          text=True).stdout == ""
+
+
+def test_a_save_over_the_limit_fails_cleanly_and_the_node_is_still_removed(driver, nodes, store):
+    node = nodes.start()
+    nodes.sh(node, "head -c 3000000 /dev/urandom > /root/noise")
+    with pytest.raises(saves.SaveError, match="more than the"):
+        asyncio.run(driver.save_and_stop(node.id, "u3/first-containers/node1", limit_bytes=2**20))
+    assert not driver._node_dir(node.id).exists() and store.list() == []
+    assert not list((driver._node_dir(node.id).parent.parent / "saves-staging").glob("*"))
