@@ -240,6 +240,7 @@ CELERY_BEAT_SCHEDULE = {
     "lose-dead-hosts": {"task": "labs.sandboxes.tasks.lose_dead_hosts",
                         "schedule": float(envint("LAB_HOST_HEARTBEAT_SECONDS", "5"))},
     "remove-stale-guests": {"task": "labs.accounts.tasks.remove_stale_guests", "schedule": 3600.0},
+    "prune-saves": {"task": "labs.sandboxes.tasks.prune_saves", "schedule": 3600.0},
 }
 # Guest users idle this many days (and in no classroom) are deleted with
 # their progress (0: keep every guest).
@@ -264,6 +265,14 @@ LAB_STUCK_MINUTES = envint("LAB_STUCK_MINUTES", "10")
 LAB_RECORD = env("LAB_RECORD", "1") != "0"
 LAB_RECORD_MB = envint("LAB_RECORD_MB", "20")
 LAB_RECORD_DAYS = envint("LAB_RECORD_DAYS", "30")
+
+# Saved machines (runtime/saves.py): when a session ends, each node's state is
+# kept (LAB_SAVE=0: not), within LAB_SAVE_MB per learner, for LAB_SAVE_DAYS;
+# the next Start offers to resume it. Saves live in $LAB_SAVE_DIR (default
+# <runtime dir>/saves), which every sandbox host must share.
+LAB_SAVE = env("LAB_SAVE", "1") != "0"
+LAB_SAVE_MB = envint("LAB_SAVE_MB", "2048")
+LAB_SAVE_DAYS = envint("LAB_SAVE_DAYS", "14")
 # Ready nodes kept waiting so Start is near instant (0: start every node cold).
 LAB_POOL_SIZE = envint("LAB_POOL_SIZE", "2")
 

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import tempfile
 import time
+from pathlib import Path
 from typing import Callable, Optional
 
-from . import checkbatch
+from . import checkbatch, saves
 from .model import Driver, ExecResult, LabRuntimeError, Node, NodeNotFound, NodeSpec, Terminal
 
 
@@ -41,6 +44,10 @@ class FakeTerminal(Terminal):
 class FakeDriver(Driver):
     name = "fake"
 
+    # Saves (runtime/saves.py) are off unless a test turns them on: then
+    # save_and_stop stores a small real save, and a start with restore= needs one.
+    saves_machines = False
+
     def __init__(self, responder: Optional[Callable] = None, fail_start: Optional[str] = None):
         self.nodes: dict = {}
         self.calls: list = []
@@ -55,6 +62,11 @@ class FakeDriver(Driver):
             on_progress({"progress": 10, "message": "creating node"})
         if self.fail_start:
             raise LabRuntimeError(self.fail_start)
+        if spec.restore:
+            meta = json.loads((saves.get_store().fetch(spec.restore) / saves.META).read_text())
+            if meta.get("image") != self.name:
+                raise saves.SaveError("the saved machine was made on an older node image; "
+                                      "start fresh", permanent=True)
         node = Node(id=f"fake{next(self._ids)}", session=spec.session, name=spec.name,
                     driver=self.name, address="10.0.0.2", created=time.time())
         self.nodes[node.id] = node
@@ -65,6 +77,21 @@ class FakeDriver(Driver):
     async def stop(self, node_id: str) -> None:
         self.calls.append(("stop", node_id))
         self.nodes.pop(node_id, None)
+
+    async def save_and_stop(self, node_id: str, key: str, limit_bytes: int = 0):
+        self.calls.append(("save", node_id, key))
+        node = self.nodes.get(node_id)
+        await self.stop(node_id)
+        if node is None:
+            raise NodeNotFound(node_id)
+        store = saves.get_store()
+        staging = store.staging(key)
+        with tempfile.TemporaryDirectory() as tmp:
+            disk = Path(tmp) / "disk.img"
+            disk.write_bytes(node.name.encode() * 1000)
+            saves.pack(disk, staging, {"node": node.name, "image": self.name, "disk": "disk.img",
+                                       "running": []}, limit_bytes)
+        return store.put(key, staging)
 
     async def poll(self, node_id: str):
         return None if node_id in self.nodes else "gone"

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from labs.accounts.models import Profile, is_guest
 from labs.courses.models import LessonActivity, StepProgress
-from labs.sandboxes.models import LabSession, SessionMark
+from labs.sandboxes.models import LabSession, SavedMachine, SessionMark
 
 from .models import Membership
 
@@ -74,7 +74,9 @@ def learner_row(room, user, lessons=None, now=None) -> dict:
         if session is not None:
             nodes += [{"id": n.pk, "name": n.name, "lesson": lesson.slug, "state": n.state}
                       for n in session.nodes.all()]
-    return {"user": user.pk, "name": user.username, "guest": is_guest(user),
+    saved = sorted(SavedMachine.objects.filter(user=user, lesson__in=lessons, saved_at__isnull=False)
+                   .values_list("lesson__slug", flat=True).distinct())
+    return {"user": user.pk, "name": user.username, "guest": is_guest(user), "saved": saved,
             "hand": membership.hand_raised.isoformat() if membership and membership.hand_raised else None,
             "cells": cells, "current": current, "nodes": nodes,
             "replay": reverse("replay", args=[latest]) if latest else None,

@@ -25,7 +25,7 @@ from django.views.decorators.http import require_POST
 from labs import broadcast
 from labs.accounts.models import Profile, is_instructor
 from labs.courses.models import Lesson
-from labs.sandboxes import tasks
+from labs.sandboxes import machines, tasks
 from labs.sandboxes.models import LabNode, LabSession
 
 from . import reports
@@ -153,12 +153,17 @@ def lower_hand(request, pk, user_id):
 @require_POST
 @login_required
 def reset(request, pk, user_id):
-    """Stop the learner's nodes for a lesson and start fresh ones; progress stays."""
+    """Stop the learner's nodes for a lesson and start fresh ones, and delete
+    their saved machines of it; progress stays."""
     room = _classroom(request, pk)
     learner = _learner(room, user_id)
     lesson = get_object_or_404(room.lessons, slug=request.POST.get("lesson", ""))
     session = LabSession.current_for(learner, lesson)
     if session is None:
+        # Nothing running: only the saves go (the next Start is a fresh one).
+        if machines.discard(learner, lesson):
+            broadcast.push_learner_row(room.pk, learner)
+            return JsonResponse({"ok": True, "discarded": True})
         return JsonResponse({"ok": False, "error": f"{learner.username} has no lab running "
                                                    f"for {lesson.title}."}, status=409)
     session_id = session.pk

@@ -12,6 +12,7 @@ from django.views.decorators.http import require_POST
 from labs import broadcast
 from labs.accounts.models import is_guest
 from labs.classrooms.models import ClassMessage, Classroom, Membership
+from labs.sandboxes import machines
 from labs.sandboxes.models import LabSession
 
 from .models import Lesson, LessonActivity, Step, StepProgress, lesson_progress
@@ -77,6 +78,8 @@ def lesson_page(request, slug):
         "class_messages": messages,
         "warn_seconds": settings.LAB_SESSION_WARN_MINUTES * 60,
         "recording": settings.LAB_RECORD,
+        "saving": settings.LAB_SAVE,
+        **machines.page_context(request.user, lesson),
     })
 
 

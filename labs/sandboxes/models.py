@@ -95,6 +95,8 @@ class LabSession(models.Model):
     # The instructor the learner let type in their terminals (take control).
     controller = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL,
                                    null=True, blank=True, related_name="+")
+    # Start from the learner's saved machines (SavedMachine), not fresh ones.
+    resume = models.BooleanField(default=False, db_default=False)  # db_default: rows written by older code
 
     class Meta:
         db_table = "labs_labsession"
@@ -389,3 +391,49 @@ class SessionMark(models.Model):
         if self.kind == self.DONE:
             return f"step {self.step} done"
         return f"check failed (step {self.step}): {self.text}"
+
+
+class SavedMachine(models.Model):
+    """A learner's node kept after its session ended (runtime/saves.py holds
+    the data; this row says whose it is and how it went). One per learner,
+    lesson and node name: a newer save replaces the older."""
+    SAVING, SAVED, FAILED = "saving", "saved", "failed"
+    STATES = [(s, s) for s in (SAVING, SAVED, FAILED)]
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                             related_name="saved_machines")
+    lesson = models.ForeignKey(Lesson, on_delete=models.CASCADE, related_name="saved_machines")
+    node_name = models.CharField(max_length=31, default="node1")
+    state = models.CharField(max_length=10, choices=STATES, default=SAVING)
+    size = models.BigIntegerField(default=0)  # bytes of the stored save
+    saved_at = models.DateTimeField(null=True, blank=True)  # of the save there is (None: none)
+    message = models.TextField(blank=True)  # why the last save failed
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "labs_savedmachine"
+        ordering = ["-updated"]
+        constraints = [models.UniqueConstraint(fields=["user", "lesson", "node_name"],
+                                               name="one_save_per_node")]
+
+    def __str__(self):
+        return f"{self.key} {self.state}"
+
+    @property
+    def key(self) -> str:
+        return f"u{self.user_id}/{self.lesson.slug}/{self.node_name}"
+
+    @classmethod
+    def usable(cls, user, lesson) -> dict:
+        """The learner's saves of this lesson there are to resume, by node name."""
+        if user is None or not user.is_authenticated:
+            return {}
+        return {m.node_name: m for m in cls.objects.filter(user=user, lesson=lesson,
+                                                           saved_at__isnull=False)}
+
+    @classmethod
+    def used_bytes(cls, user, but=None) -> int:
+        rows = cls.objects.filter(user=user, saved_at__isnull=False)
+        if but is not None:
+            rows = rows.exclude(pk=but.pk)
+        return rows.aggregate(total=models.Sum("size"))["total"] or 0

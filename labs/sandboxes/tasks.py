@@ -18,12 +18,13 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from runtime import LabFull, LabRuntimeError, NodeSpec, checkbatch, get_driver, ports, recorder
+from runtime import (LabFull, LabRuntimeError, NodeSpec, checkbatch, get_driver, ports, recorder,
+                     saves)
 
 from labs import broadcast
 from labs.courses.models import StepProgress
 
-from . import hosts
+from . import hosts, machines
 from .models import LabNode, LabSession, SandboxHost, SessionMark
 
 log = logging.getLogger(__name__)
@@ -62,8 +63,19 @@ def start_session(session_id: int) -> str | None:
             continue
         try:
             spec = NodeSpec(session=session.runtime_name, name=node.name,
-                            files=session.lesson.files_for(node.name))
-            started = _run(_start_node(driver, spec, group, node.pk))
+                            files=session.lesson.files_for(node.name),
+                            restore=machines.restore_key(session, node.name))
+            try:
+                started = _run(_start_node(driver, spec, group, node.pk))
+            except saves.SaveError as exc:
+                if not spec.restore:
+                    raise
+                # A save that cannot come back: a fresh machine, and it says why.
+                notice = machines.refused(session, node.name, exc.reason)
+                spec = NodeSpec(session=spec.session, name=spec.name, files=spec.files)
+                started = _run(_start_node(driver, spec, group, node.pk))
+                _run(driver.exec(started.id, ["sh", "-c", "cat > /run/lab-motd"],
+                                 input=(notice + "\n").encode()))
         except LabFull as exc:
             # No room here after all: wait in the queue (start_queued places it
             # again, on any host), never overcommit.
@@ -94,14 +106,19 @@ def start_session(session_id: int) -> str | None:
     return LabSession.READY
 
 
-@shared_task(soft_time_limit=60, time_limit=90)
+@shared_task(soft_time_limit=300, time_limit=330)
 def stop_session(session_id: int) -> None:
+    """Remove the session's nodes; a session that ran keeps its machines as
+    saves (labs/sandboxes/machines.py) unless saving is off or it was reset."""
     session = _session(session_id)
     if session is None:
         return
     driver = get_driver()
+    save = machines.saving_enabled(driver) and session.ended_because not in machines.NOT_SAVED
     for node in session.nodes.all():
-        if node.runtime_id:
+        if node.runtime_id and save and node.state == LabNode.READY:
+            machines.save_and_stop(session, node, driver, _run)
+        elif node.runtime_id:
             try:
                 _run(driver.stop(node.runtime_id))
             except LabRuntimeError as exc:
@@ -434,6 +451,7 @@ def reset_session(session_id: int) -> str | None:
         return None
     LabSession.objects.filter(pk=session.pk).update(ended_because="reset", controller=None)
     stop_session(session.pk)
+    machines.discard(session.user, session.lesson)  # a reset starts the learner over
     fresh, _ = LabSession.ensure_for(session.user, session.lesson)
     if fresh.host_id is None:  # the new session stays on this host, where this runs
         LabSession.objects.filter(pk=fresh.pk).update(host=session.host_id)
@@ -497,3 +515,12 @@ def on_every_host(task_name: str) -> list:
 def lose_dead_hosts_task() -> list:
     """Run by beat: hosts silent too long are lost, and their sessions (hosts.py)."""
     return hosts.lose_dead_hosts()
+
+
+@shared_task(soft_time_limit=600, time_limit=660)
+def prune_saves() -> list:
+    """Run by beat: saved machines past LAB_SAVE_DAYS are deleted."""
+    gone = machines.prune()
+    if gone:
+        log.info("deleted %d saved machine(s) older than %d days", len(gone), settings.LAB_SAVE_DAYS)
+    return gone

@@ -47,6 +47,10 @@ def start(request, slug):
                                       + " ".join(problems)}, status=503)
     with transaction.atomic():
         session, needs_start = LabSession.ensure_for(request.user, lesson)
+        if needs_start:
+            # Resume my machine (the page's default when there is a save) or Start fresh.
+            session.resume = request.POST.get("resume") == "1"
+            LabSession.objects.filter(pk=session.pk).update(resume=session.resume)
         # Placed on the host with the most room, or queued when all are full.
         if needs_start and hosts.place_session(session):
             session_id = session.pk

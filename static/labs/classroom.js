@@ -91,13 +91,25 @@
       info.appendChild(link);
     });
     const lessons = {};
+    const saved = {};
     row.nodes.forEach(function (node) { lessons[node.lesson] = true; });
+    (row.saved || []).forEach(function (slug) {
+      lessons[slug] = true;
+      saved[slug] = true;
+      info.appendChild(el("span", {className: "saved-badge", "data-lesson": slug,
+                                   title: row.name + " has a saved machine for " + slug +
+                                          ": their next Start can resume it"}, "saved " + slug));
+    });
     Object.keys(lessons).forEach(function (slug) {
-      const reset = el("button", {type: "button", className: "link reset",
-                                  title: "Stop this learner's machines for " + slug + " and start fresh ones (progress stays)"},
+      const reset = el("button", {type: "button", className: "link reset", "data-lesson": slug,
+                                  title: "Stop this learner's machines for " + slug + " and start fresh ones" +
+                                         (saved[slug] ? ", deleting their saved machine" : "") + " (progress stays)"},
                        "reset");
       reset.addEventListener("click", async function () {
-        if (!confirm("Reset " + row.name + "'s lab machines for " + slug + "? Their progress stays.")) return;
+        const question = "Reset " + row.name + "'s lab machines for " + slug + "?" +
+          (saved[slug] ? " Their saved machine is deleted too: everything on it is lost." : "") +
+          " Their progress stays.";
+        if (!confirm(question)) return;
         const result = await post(base + "learners/" + row.user + "/reset", {lesson: slug});
         reset.textContent = result.ok ? "resetting…" : (result.body.error || "failed");
       });

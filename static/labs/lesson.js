@@ -374,6 +374,12 @@
   const bar = document.getElementById("progress-bar");
   const startButton = document.getElementById("start-button");
   const retryButton = document.getElementById("retry-button");
+  // A saved machine offers Resume (the default) and Start fresh instead of Start.
+  const savedBox = document.getElementById("saved-machine");
+  const savedText = document.getElementById("saved-text");
+  const resumeButton = document.getElementById("resume-button");
+  const freshButton = document.getElementById("fresh-button");
+  let hasSave = !savedBox.hidden;
   const checkButton = document.getElementById("check-button");
   const portsBox = document.getElementById("ports");
   const wsBase = (location.protocol === "https:" ? "wss://" : "ws://") + location.host;
@@ -428,7 +434,8 @@
     }
     statusBox.classList.toggle("error", state === "failed");
     if (text !== undefined) statusText.textContent = text;
-    startButton.hidden = state !== "idle";
+    startButton.hidden = state !== "idle" || hasSave;
+    savedBox.hidden = state !== "idle" || !hasSave;
     retryButton.hidden = state !== "failed";
     progress.hidden = state !== "starting";
     checkButton.disabled = !(state === "ready" || state === "reconnecting");
@@ -459,15 +466,19 @@
     }, START_DEADLINE_MS);
   }
 
-  async function start() {
+  async function start(resume) {
+    resume = resume === true;
     showPane("terminal");
-    setState("starting", "Starting your lab machine" + (names.length > 1 ? "s" : "") + "…");
+    setState("starting", (resume ? "Bringing back your lab machine" : "Starting your lab machine") +
+             (names.length > 1 ? "s" : "") + "…");
     bar.style.width = "2%";
     armDeadline();
     let body;
     try {
+      const form = new FormData();
+      form.append("resume", resume ? "1" : "0");
       const response = await fetch(lab.dataset.startUrl, {
-        method: "POST", headers: {"X-CSRFToken": csrf}, credentials: "same-origin"});
+        method: "POST", headers: {"X-CSRFToken": csrf}, credentials: "same-origin", body: form});
       body = await response.json();
     } catch (err) {
       fail("Could not reach the server to start your machine (" + err + ").");
@@ -495,12 +506,16 @@
       setState("idle", event.error || "Your lab machine went away. Your progress is saved; press Start.");
       names.forEach(function (name) { if (terms[name].term) terms[name].term.reset(); });
     } else if (event.state === "stopped") {
+      const saving = lab.dataset.saving === "1" && event.ended_because !== "reset";
       const why = {expired: "Your session reached its time limit, so your lab machine was stopped.",
                    idle: "Your lab machine was stopped after a long time without typing.",
                    reset: "Your instructor is resetting your lab machine…",
-                   stopped: "You stopped your lab machine; it is removed with everything on it."}[event.ended_because];
-      setState("idle", (why || "Your lab machine was stopped.") +
-               (event.ended_because === "reset" ? "" : " Your progress is saved; press Start to continue."));
+                   stopped: saving ? "You stopped your lab machine." :
+                     "You stopped your lab machine; it is removed with everything on it."}[event.ended_because];
+      let then = " Your progress is saved; press Start to continue.";
+      if (event.ended_because === "reset") then = "";
+      else if (saving && hasSave) then = " Your progress and your machine are saved: Resume brings it back as you left it.";
+      setState("idle", (why || "Your lab machine was stopped.") + then);
       // That machine is gone: its last screen would only mislead.
       names.forEach(function (name) { if (terms[name].term) terms[name].term.reset(); });
     }
@@ -535,11 +550,28 @@
     if (event.message) statusText.textContent = "Starting " + event.name + ": " + event.message;
   }
 
-  startButton.addEventListener("click", start);
-  retryButton.addEventListener("click", start);
+  startButton.addEventListener("click", function () { start(false); });
+  retryButton.addEventListener("click", function () { start(hasSave); });
+  resumeButton.addEventListener("click", function () { start(true); });
+  freshButton.addEventListener("click", function () { start(false); });
   // The page renders Start disabled, so a click before this script ran (it
   // comes after xterm.js, half a megabyte) cannot be lost.
-  startButton.disabled = false;
+  startButton.disabled = resumeButton.disabled = freshButton.disabled = false;
+
+  // A session's end saves its machines: "saving", then "saved" (or why not).
+  function onMachine(event) {
+    if (event.state === "saving") {
+      statusText.textContent = "Saving your machine" + (names.length > 1 ? " " + event.node : "") + "…";
+    } else if (event.state === "saved") {
+      hasSave = true;
+      savedText.textContent = "Your machine is saved (" + event.size_mb +
+        " MB): files, images and containers as you left them.";
+      statusText.textContent = "Your machine is saved.";
+      if (lab.dataset.state === "idle") setState("idle");
+    } else if (event.state === "failed") {
+      statusText.textContent = event.message;
+    }
+  }
 
   // Check my work: says that it is checking, then what the check run found
   // (the worker sends "checked" with the steps still open after every run).
@@ -631,6 +663,7 @@
       else if (event.type === "error") statusText.textContent = event.message;
       else if (event.type === "message") onMessage(event);
       else if (event.type === "hand") showHand(event.raised);
+      else if (event.type === "machine") onMachine(event);
       else if (event.type === "control-request") onControlRequest(event);
     };
     lessonSocket.onclose = function (close) {

@@ -25,7 +25,8 @@ def test_every_admin_page_opens(client, operator, classroom, ada, lesson):
     for url in ["/admin/auth/user/", f"/admin/auth/user/{ada.pk}/change/", "/admin/classrooms/classroom/",
                 f"/admin/classrooms/classroom/{classroom.pk}/change/", "/admin/courses/lesson/",
                 f"/admin/courses/lesson/{lesson.pk}/change/", "/admin/courses/stepprogress/",
-                "/admin/sandboxes/labsession/", "/admin/courses/lessonactivity/", "/admin/classrooms/classmessage/"]:
+                "/admin/sandboxes/labsession/", "/admin/courses/lessonactivity/", "/admin/classrooms/classmessage/",
+                "/admin/sandboxes/savedmachine/"]:
         assert client.get(url).status_code == 200, url
 
 
