@@ -518,7 +518,13 @@ class Recorder:
             cap = self.cap_bytes // per_session[node.session]
             self.tasks[node.id] = asyncio.create_task(self._record(node, cap))
         alive = {n.id for n in nodes}
-        for node_id in [k for k in self.tasks if k not in alive and self.tasks[k].done()]:
+        for node_id in [k for k in self.tasks if k not in alive]:
+            # A node no longer running (being saved, or stopped) is let go at
+            # once: the pipe this process holds in its /run keeps its mounts,
+            # and so its disk, in use (a save then waited for it in vain).
+            if not self.tasks[node_id].done():
+                self.tasks[node_id].cancel()
+                continue
             del self.tasks[node_id]
             self.retry_at.pop(node_id, None)
 

@@ -42,8 +42,12 @@ def save_and_stop(session, node, driver, run) -> None:
             raise saves.SaveError(f"the machine was not saved: your {settings.LAB_SAVE_MB} MB "
                                   "for saved machines are used by your other saves")
         info = run(driver.save_and_stop(node.runtime_id, row.key, limit))
-    except LabRuntimeError as exc:
-        log.warning("saving %s of %s failed: %s", node.name, session.runtime_name, exc.reason)
+    except Exception as exc:
+        if isinstance(exc, LabRuntimeError):
+            log.warning("saving %s of %s failed: %s", node.name, session.runtime_name, exc.reason)
+        else:  # the session still ends, and the learner hears of it
+            log.exception("saving %s of %s crashed", node.name, session.runtime_name)
+            exc = LabRuntimeError(f"the machine could not be saved ({type(exc).__name__})")
         # A save that failed leaves the one before it (saves are replaced whole).
         SavedMachine.objects.filter(pk=row.pk).update(
             state=SavedMachine.SAVED if had_save else SavedMachine.FAILED, message=exc.reason)

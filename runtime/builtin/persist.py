@@ -5,16 +5,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import time
 from pathlib import Path
 
-from .. import disks, saves
+from .. import disks, recorder, saves
 from ..model import Node
-from ..paths import base_dir
 from .cgroups import node_pids
-from .common import run, UID_RANGE, USERNS
+from .common import UID_RANGE, USERNS
 
 log = logging.getLogger(__name__)
 
@@ -29,46 +29,53 @@ class Persist:
     def _save_and_stop(self, node_id: str, key: str, limit_bytes: int,
                        store: saves.SaveStore) -> saves.SaveInfo:
         """Stop the node, keeping its disk, and store that disk under `key`.
-        The node is removed whatever happens; SaveError says why no save."""
+        The node is removed whatever happens; SaveError says why no save.
+
+        The node's mount namespace is held open (an fd on it) past the end of
+        its processes: its disk stays mounted there, idle, and is frozen
+        (fsfreeze: everything written is on the disk image, its journal
+        clean) while it is packed. Waiting for the kernel to let go of the
+        disk instead was at the mercy of anything else holding a file of the
+        node open (seen: the recorder's pipe in its /run, on a test host)."""
         started = time.monotonic()
         node = self._load(node_id)
         pid = self._running_pid(node_id)
         image = Path(node.extra["image"])
-        kept = base_dir() / "saves-staging" / f"{node_id}.img"
+        # Said first, so that reap_dead leaves a node whose engine stops on purpose.
+        node = Node(**{**node.to_json(), "extra": {**node.extra, "state": "saving",
+                                                  "saving_since": time.time()}})
+        self._save(node)
+        recorder.wake()  # the host's recorder lets go of the node's terminal now
+        namespace = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY)
+        staging = None
         try:
+            enter = ["nsenter", f"--mount=/proc/self/fd/{namespace}"]
             running = self._engine_running(node, pid)
             # Blocks the node freed go back as holes in its disk image: a
             # deleted image costs the save nothing.
-            run(["nsenter", f"--mount=/proc/{pid}/ns/mnt", "fstrim", "/var/lib/docker"], check=False)
+            _in_node_mounts(enter, namespace, ["fstrim", "/var/lib/docker"])
             self._stop_engine(node, pid, running)
             self._kill_node(node_id)
-            disk = self._node_dir(node_id) / "disk.img"
-            self._wait_disk_released(disk)
-            kept.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            os.rename(disk, kept)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                kept.unlink()
-            self._stop(node_id)
-            raise
-        self._stop(node_id)  # the rest of the node goes now: its save takes a while
-        stopped = time.monotonic()
-        staging = store.staging(key)
-        try:
-            size = saves.pack(kept, staging, {
-                "node": node.name, "image": image.name, "disk": "disk.img",
-                "uid_base": node.extra.get("uid_base", 0) if USERNS else 0,
-                "running": running}, limit_bytes)
+            stopped = time.monotonic()
+            if not _in_node_mounts(enter, namespace, ["fsfreeze", "--freeze", "/var/lib/docker"]):
+                raise saves.SaveError("the machine could not be saved: its disk could not be "
+                                      "brought to rest")
+            try:
+                staging = store.staging(key)
+                size = saves.pack(self._node_dir(node_id) / "disk.img", staging, {
+                    "node": node.name, "image": image.name, "disk": "disk.img",
+                    "uid_base": node.extra.get("uid_base", 0) if USERNS else 0,
+                    "running": running}, limit_bytes)
+            finally:
+                _in_node_mounts(enter, namespace, ["fsfreeze", "--unfreeze", "/var/lib/docker"])
             info = store.put(key, staging)
         except BaseException:
-            with contextlib.suppress(OSError):
-                for path in staging.iterdir():
-                    path.unlink()
-                staging.rmdir()
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
             raise
         finally:
-            with contextlib.suppress(OSError):
-                kept.unlink()
+            os.close(namespace)
+            self._stop(node_id)
         log.info("node %s saved as %s: %.1f MB in %.1f s (%.1f s to stop it)", node_id, key,
                  size / 1e6, time.monotonic() - started, stopped - started)
         return info
@@ -102,23 +109,12 @@ class Persist:
                 _comm(p) == "dockerd" for p in node_pids(node_id)):
             time.sleep(0.05)
 
-    @staticmethod
-    def _wait_disk_released(disk: Path, seconds: float = 15) -> None:
-        """Until no loop device holds the node's disk: its file system is then
-        unmounted, and consistent (the mount died with the node's namespace)."""
-        deadline = time.monotonic() + seconds
-        while True:
-            held = subprocess.run(["losetup", "-j", str(disk)], capture_output=True, text=True)
-            if held.returncode == 0 and not held.stdout.strip():
-                return
-            if time.monotonic() > deadline:
-                raise saves.SaveError("the machine could not be saved: its disk stayed in use")
-            time.sleep(0.05)
-
     def _restore_disk(self, node: Node, directory: Path, key: str, image: Path) -> dict:
         """The node's disk from the save `key` instead of a new one; its meta."""
+        began = time.monotonic()
         save_dir = saves.get_store().fetch(key)
         meta = saves.unpack(save_dir, directory)
+        log.info("node %s: save %s unpacked in %.2f s", node.id, key, time.monotonic() - began)
         if meta.get("image") != image.name:
             raise saves.SaveError("the saved machine was made on an older node image; "
                                   "start fresh", permanent=True)
@@ -131,14 +127,18 @@ class Persist:
         just written for it (by the host's root) to the node's root."""
         if not USERNS:
             return
+        began, changed = time.monotonic(), 0
         for sub in ("upper", "work", "docker", "root"):
-            saves.shift_owners(directory / "fs" / sub, meta.get("uid_base", 0), uid_base,
-                               UID_RANGE, root_to=uid_base)
+            changed += saves.shift_owners(directory / "fs" / sub, meta.get("uid_base", 0), uid_base,
+                                          UID_RANGE, root_to=uid_base)
+        log.info("restored disk: %d owner(s) moved to uid %d in %.2f s", changed, uid_base,
+                 time.monotonic() - began)
 
     def _resume_containers(self, node: Node, pid: int, meta: dict) -> None:
         """Start what was running at the save, and leave the first shell a
         line that says so."""
         running = meta.get("running") or []
+        began = time.monotonic()
         lines = ["Your machine is back as you left it."]
         if running:
             ids = [cid for cid, _ in running]
@@ -153,6 +153,8 @@ class Persist:
                 lines.append("Running again: " + ", ".join(names) + ".")
             if failed:
                 lines.append("Could not start again: " + ", ".join(failed) + ".")
+            log.info("node %s: %d container(s) started again in %.2f s", node.id, len(names),
+                     time.monotonic() - began)
         # Written from inside: the node's /run belongs to its user namespace,
         # where the host's root has no id to own a file with.
         argv = self._enter_argv(pid, node.id, ["sh", "-c", f"cat > {MOTD}"])
@@ -161,7 +163,16 @@ class Persist:
                            capture_output=True, timeout=15)
 
 
+def _in_node_mounts(enter: list, namespace: int, argv: list) -> bool:
+    """Run `argv` (a host tool) in the node's mounts, held by the fd `namespace`."""
+    with contextlib.suppress(subprocess.TimeoutExpired, OSError):
+        return subprocess.run([*enter, *argv], pass_fds=(namespace,), capture_output=True,
+                              timeout=60).returncode == 0
+    return False
+
+
 def _comm(pid: int) -> str:
     with contextlib.suppress(OSError):
         return Path(f"/proc/{pid}/comm").read_text().strip()
     return ""
+

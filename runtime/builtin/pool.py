@@ -21,6 +21,9 @@ from .common import START_TIMEOUT, NODE_ENV, POOL_SESSION, run, host_lock
 log = logging.getLogger(__name__)
 
 
+SAVE_GRACE_SECONDS = 600
+
+
 class WarmPool:
     """BuiltinDriver's warm pool (a mixin)."""
 
@@ -140,6 +143,11 @@ class WarmPool:
             pid = node.extra.get("pid")
             starting = node.extra.get("state") in ("starting", "claiming")
             if starting and time.time() - node.created < START_TIMEOUT + 30:
+                continue
+            # Being saved (runtime/builtin/persist.py): its engine stops on
+            # purpose, and the save removes it when its disk is kept aside.
+            saving = node.extra.get("state") == "saving"
+            if saving and time.time() - node.extra.get("saving_since", 0) < SAVE_GRACE_SECONDS:
                 continue
             if not pid or not self._owns(node, pid):
                 self._stop(node.id)

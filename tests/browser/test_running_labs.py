@@ -4,7 +4,7 @@ A learner with three machines running (the overlay lesson's two and lesson 1's
 one) starts a third lesson: the page says why not and links to the dashboard's
 running labs. There each lab has its time left and a Stop; stopping one frees a
 machine, and the third lesson starts. On a lesson page, Stop asks first, then
-removes the machine; Start gives a fresh one.
+saves and removes the machine; Start fresh gives a fresh one.
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def test_a_learner_stops_a_lab_from_the_dashboard_and_starts_another(page, live_
     overlay.locator("button.stop-lab").click()
     expect(page).to_have_url(f"{url}/dashboard/#running-labs")
     # Stopping or gone, depending on how fast the worker was; gone soon after.
-    for _ in range(30):
+    for _ in range(60):  # its two machines are saved first
         if page.locator('.running-lab[data-lesson="overlay-networking"]').count() == 0:
             break
         page.wait_for_timeout(500)
@@ -70,11 +70,14 @@ def test_stop_on_the_lesson_page_asks_then_removes_the_machine(page, live_site):
 
     page.click("#stop-button")
     page.click("#stop-confirm-yes")
-    expect(page.locator("#status-text")).to_contain_text("You stopped your lab machine", timeout=30_000)
-    expect(page.locator("#start-button")).to_be_visible()
+    expect(page.locator("#status-text")).to_contain_text("You stopped your lab machine", timeout=60_000)
+    # It was saved (tests/browser/test_saved_machine.py resumes one): this
+    # learner starts fresh.
+    expect(page.locator("#fresh-button")).to_be_visible()
+    expect(page.locator("#start-button")).to_be_hidden()
     expect(rows).not_to_contain_text("made-42")  # the removed machine's screen is cleared
 
-    page.click("#start-button")
+    page.click("#fresh-button")
     expect(page.locator("#lab")).to_have_attribute("data-state", "ready", timeout=90_000)
     expect(rows).to_contain_text("#")
     page.keyboard.type("ls /root/made-before-stop || echo fresh-$((6*7))")

@@ -87,6 +87,30 @@ def node_ids_on(database_url: str, host: str) -> list:
     return [runtime_id for (runtime_id,) in rows]
 
 
+async def stop_and_resume_elsewhere(learner: Learner, database_url: str) -> None:
+    async with learner.connect(f"/ws/lessons/{SLUG}/") as lesson:
+        await next_event(lesson, lambda e: e.get("type") == "session", 30)
+        await asyncio.to_thread(learner.post, f"/lessons/{SLUG}/stop")
+        await next_event(lesson, lambda e: e.get("type") == "machine" and e.get("state") == "saved", 120)
+        await next_event(lesson, lambda e: e.get("type") == "session" and e.get("state") == "stopped", 60)
+    with psycopg.connect(database_url) as conn:
+        conn.execute("UPDATE labs_sandboxhost SET state = 'draining' WHERE name = 'h1'")
+    async with learner.connect(f"/ws/lessons/{SLUG}/") as lesson:
+        reply = await asyncio.to_thread(learner.start, SLUG, True)
+        session = reply
+        if reply.get("state") != "ready":
+            session = await next_event(lesson, lambda e: e.get("type") == "session"
+                                       and e.get("state") in ("ready", "failed"), 120)
+        assert session["state"] == "ready", session
+        async with learner.terminal(session["node"]) as term:
+            await term.send(b"docker container ls --format 'up-{{.Image}}'\r")
+            seen = b""
+            async with asyncio.timeout(60):
+                while b"up-nginx" not in seen:  # (the typed line shows "up-{{.Image}}")
+                    chunk = await term.recv()
+                    seen += chunk if isinstance(chunk, bytes) else chunk.encode()
+
+
 def test_three_hosts_share_a_class_and_one_dies_without_losing_progress():
     with cluster_site(3) as (site, cluster):
         db = cluster.database_url
@@ -185,5 +209,13 @@ def test_three_hosts_share_a_class_and_one_dies_without_losing_progress():
         for runtime_id in node_ids_on(db, "h3"):
             assert f"node {runtime_id} removed" in log_text, (runtime_id, log_text[-3000:])
         assert not h3.node_pids()
+
+        # Her machine on h1 is saved when she stops; with h1 drained, Resume
+        # brings it back on another host (saves live in one store the hosts
+        # share: the test site's LAB_SAVE_DIR), nginx running again.
+        asyncio.run(stop_and_resume_elsewhere(learners[on_h1], db))
+        rows = [(host, state) for user, host, state in sessions_by_host(db) if user == on_h1]
+        assert rows[-2] == ("h1", "stopped") and rows[-1][0] in ("h2", "h3"), rows
+        assert "saved as u" in cluster.host("h1").log("nodes")
     # Every host's processes, nodes, namespaces and cgroups are gone.
     assert leftovers(cluster.tag) == []

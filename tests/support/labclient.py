@@ -82,8 +82,9 @@ class Learner:
         assert "/accounts/signup/" not in resp.geturl(), "signup did not go through"
         return resp
 
-    def start(self, slug: str) -> dict:
-        return json.loads(self.post(f"/lessons/{slug}/start").read())
+    def start(self, slug: str, resume: bool = False) -> dict:
+        """Start (Start, or Start fresh); resume=True: Resume my machine."""
+        return json.loads(self.post(f"/lessons/{slug}/start", {"resume": "1" if resume else "0"}).read())
 
     def ws_headers(self) -> dict:
         cookies = "; ".join(f"{c.name}={c.value}" for c in self.jar)

@@ -172,6 +172,8 @@ def live_site(prefix: str = SESSION_PREFIX, driver: str = "builtin", workers: in
         # No warm pool unless asked for: pool nodes belong to no test's prefix,
         # so the clean-up below would leave them behind.
         "LAB_POOL_SIZE": "0",
+        # Saved machines go with the test site.
+        "LAB_SAVE_DIR": str(workdir / "saves"),
         **(extra_env or {}),
     }
     if also_listen:  # the Redis address the site gives hosts that join
