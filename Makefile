@@ -6,7 +6,7 @@ PORT ?= 8000
 PY := .venv/bin/python
 export PATH := $(PATH):/usr/local/sbin:/usr/sbin:/sbin
 
-.PHONY: run test setup preflight deps venv images db bench-cluster bench-recording
+.PHONY: run test setup preflight deps venv images db bench-cluster bench-recording bench-saves
 
 run: setup
 	@if curl -fsS -o /dev/null "http://127.0.0.1:$(PORT)/" 2>/dev/null; then \
@@ -23,6 +23,9 @@ bench-cluster: setup
 
 bench-recording: setup
 	$(PY) -m bench.recording
+
+bench-saves: setup
+	$(PY) -m bench.saves
 
 setup: preflight deps venv images db
 
