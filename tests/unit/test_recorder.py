@@ -105,15 +105,57 @@ def test_a_node_worker_wakes_the_recorder_for_new_nodes_at_once():
     assert recorder.SCAN_SECONDS >= 1
 
 
+def test_a_node_no_longer_running_is_let_go_at_once():
+    """Being saved or stopped: its recording ends at the next scan (the pipe
+    the recorder holds in the node's /run would keep its disk in use)."""
+    class Nodes:
+        state = "running"
+
+        def list_nodes(self):
+            return [Node(id="a", session="s12", name="node1", driver="x",
+                         extra={"state": Nodes.state})]
+
+    async def scenario():
+        rec = recorder.Recorder(Nodes(), prefix="s")
+        started = asyncio.Event()
+
+        async def forever(node, cap):
+            started.set()
+            await asyncio.sleep(3600)
+        rec._record = forever
+        await rec.scan()
+        await started.wait()
+        task = rec.tasks["a"]
+        Nodes.state = "saving"
+        await rec.scan()
+        await asyncio.sleep(0)
+        cancelled = task.cancelled()
+        await rec.scan()
+        return cancelled, dict(rec.tasks)
+
+    cancelled, tasks = asyncio.run(scenario())
+    assert cancelled and tasks == {}
+
+
 # ---- a real tmux ----------------------------------------------------------------------
 
 async def start_recording(host, node, tmp_path) -> tuple:
-    """(task, path) of a NodeRecorder on `host`'s tmux, once its file is there."""
-    task = asyncio.create_task(recorder.NodeRecorder(host, node, 0, fifo=str(tmp_path / "rec.fifo"),
-                                                     commands=str(tmp_path / "commands")).run())
+    """(task, path) of a NodeRecorder on `host`'s tmux, once its file is there.
+    A control client that stops answering ends with an error, and another is
+    started, as the Recorder does."""
+    def start():
+        return asyncio.create_task(recorder.NodeRecorder(
+            host, node, 0, fifo=str(tmp_path / "rec.fifo"), commands=str(tmp_path / "commands")).run())
+    task = start()
     path = recorder.cast_path(node.session, node.name)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while not path.exists() and time.monotonic() < deadline:
+        if task.done():
+            try:
+                task.result()
+            except recorder.LabRuntimeError as exc:
+                assert "stopped answering" in exc.reason, exc.reason
+                task = start()
         await asyncio.sleep(0.05)
     return task, path
 
