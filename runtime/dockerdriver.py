@@ -45,7 +45,7 @@ from typing import Optional
 
 from . import disks, firewall, hostexec, images, netplan, seccomp
 from .limits import node_limits
-from .model import Driver, ExecResult, LabRuntimeError, Node, NodeNotFound, NodeSpec
+from .model import Driver, ExecResult, LabRuntimeError, Node, NodeNotFound, NodeSpec, tmux_attach
 from .paths import base_dir, file_lock
 from .pty_terminal import PtyTerminal
 
@@ -595,5 +595,5 @@ class DockerDriver(Driver):
         # tmux keeps the shell inside the node, so re-attaching finds it again.
         # `setsid -c`: the CLI owns the PTY, so it sees SIGWINCH on resize.
         argv = ["setsid", "-c", self._cli(), "exec", "-it", *self._env_args(tty=True),
-                container, "tmux", "-u", "new-session", "-A", "-s", name, "-c", "/root"]
+                container, *tmux_attach(name, "-u")]
         return await PtyTerminal.spawn(argv, cols, rows, env=self._env())

@@ -73,6 +73,18 @@ class NodeSpec:
         check_name("node name", self.name)
 
 
+def tmux_attach(name: str, *options: str) -> list:
+    """argv, run in a node, of a tmux client (with `options`) attached to the
+    session `name`, which is made first under a lock if it is not there: two
+    clients that both start the node's tmux server at once make it exit
+    ("server exited unexpectedly": the recorder and a page's terminal did,
+    on a fresh node). `flock -o`: the server that `new-session -d` starts
+    must not inherit the lock, or it holds it for good."""
+    make = 'tmux has-session -t "$1" 2>/dev/null || tmux new-session -d -s "$1" -c /root'
+    return ["sh", "-c", f"flock -o /run/lab-tmux.lock sh -c '{make}' sh \"$1\"; shift; exec tmux \"$@\"",
+            "lab-tmux", name, *options, "new-session", "-A", "-s", name, "-c", "/root"]
+
+
 @dataclass(frozen=True)
 class Node:
     id: str
@@ -207,7 +219,7 @@ class Driver(abc.ABC):
         if not name.replace("-", "").isalnum():
             raise LabRuntimeError(f"invalid terminal name {name!r}", permanent=True)
         return await asyncio.create_subprocess_exec(
-            *enter, "tmux", "-C", "new-session", "-A", "-s", name, "-c", "/root",
+            *enter, *tmux_attach(name, "-C"),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL, start_new_session=True, **options)
 

@@ -26,7 +26,8 @@ from pathlib import Path
 
 from .. import hostexec, images, netplan, saves, seccomp
 from ..limits import capacity, mem_available
-from ..model import Driver, ExecResult, LabFull, LabRuntimeError, Node, NodeNotFound, NodeSpec
+from ..model import (Driver, ExecResult, LabFull, LabRuntimeError, Node, NodeNotFound, NodeSpec,
+                     tmux_attach)
 from ..paths import nodes_dir, sessions_dir
 from ..pty_terminal import PtyTerminal
 from .common import (_has_own_root, host_lock, _is_zombie, NODE_ENV, _pid_alive, POOL_SESSION, run,
@@ -272,7 +273,6 @@ class BuiltinDriver(Launcher, Persist, WarmPool, SessionNetworks, Driver):
             raise LabRuntimeError(f"invalid terminal name {name!r}", permanent=True)
         # tmux keeps the shell (and its screen) inside the node, so a new
         # attachment after a page reload or a site restart finds it again.
-        argv = ["setsid", "-c", *self._enter_argv(pid, node_id,
-                ["tmux", "-u", "new-session", "-A", "-s", name, "-c", "/root"])]
+        argv = ["setsid", "-c", *self._enter_argv(pid, node_id, tmux_attach(name, "-u"))]
         return await PtyTerminal.spawn(argv, cols, rows, env=dict(NODE_ENV),
                                        preexec_fn=seccomp.install)

@@ -5,6 +5,7 @@ run against this driver and the docker one."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
@@ -146,3 +147,38 @@ def test_an_engine_on_the_hosts_docker_socket_never_answers_for_a_node(nodes):
             thread.join()
             server.close()
             os.unlink(host_sock)
+
+
+def test_a_terminal_and_the_recorder_attaching_to_a_fresh_node_at_once_both_get_its_shell(
+        nodes, driver):
+    """Two tmux clients that both start a node's tmux server at once made it
+    exit ("server exited unexpectedly"): the page's terminal closed as soon
+    as it opened (CI: the reload test; 5 of 8 fresh nodes here before the
+    fix). The session is now made under a lock first (runtime/model.py)."""
+    async def race(node_id):
+        control, term = await asyncio.gather(driver.open_control(node_id),
+                                             driver.open_terminal(node_id))
+        got = b""
+        try:
+            async with asyncio.timeout(20):
+                while b"# " not in got:
+                    chunk = await term.read()
+                    assert chunk, f"the terminal closed: {got[-300:]!r}"
+                    got += chunk
+            control.stdin.write(b"has-session -t main\n")
+            async with asyncio.timeout(20):
+                reply = b""
+                while b"%end" not in reply and b"%error" not in reply:
+                    line = await control.stdout.readline()
+                    assert line, f"the control client ended: {reply!r}"
+                    reply += line
+            return reply
+        finally:
+            await term.close()
+            await driver.stop(node_id)  # its tmux client with it, then ours ends
+            with contextlib.suppress(ProcessLookupError):
+                control.kill()
+            await asyncio.wait_for(control.wait(), 30)
+
+    for _ in range(3):
+        assert b"%end" in asyncio.run(race(nodes.start().id))
