@@ -24,7 +24,7 @@ import sys
 import time
 
 from bench import site as bs
-from runtime.recorder import cast_path
+from runtime.castfile import cast_path
 from tests.support.livesite import SESSION_PREFIX, live_site
 
 log = logging.getLogger("bench.recording")

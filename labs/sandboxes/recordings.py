@@ -23,7 +23,7 @@ from django.http import Http404
 from django.core.exceptions import PermissionDenied
 
 from labs.classrooms.models import Classroom
-from runtime import recorder
+from runtime import castfile
 
 from . import gateway
 from .models import LabNode, LabSession
@@ -52,7 +52,7 @@ def recording_name(node: LabNode) -> str:
 
 def local_path(name: str) -> Path:
     session, node = name.split("/", 1)
-    return recorder.cast_path(session, node)
+    return castfile.cast_path(session, node)
 
 
 def raw_recording(node: LabNode) -> str | None:
@@ -83,7 +83,7 @@ def merged_cast(node: LabNode) -> str:
     timeline of checks is there even when recording was off)."""
     session = node.session
     text = raw_recording(node)
-    header, events, damaged = recorder.parse_cast(text.splitlines()) if text else (None, [], 0)
+    header, events, damaged = castfile.parse_cast(text.splitlines()) if text else (None, [], 0)
     if header is None:
         header = {"version": 2, "width": 80, "height": 24,
                   "timestamp": int(session.created.timestamp())}

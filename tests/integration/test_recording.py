@@ -10,7 +10,7 @@ import sqlite3
 import time
 
 from runtime import get_driver
-from runtime.recorder import cast_path
+from runtime.castfile import cast_path
 from tests.support.labclient import Learner, next_event
 from tests.integration.test_lesson_flow import SLUG, started_node
 

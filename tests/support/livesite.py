@@ -54,7 +54,7 @@ def wait_for(predicate, seconds: float, what: str, interval: float = 0.05):
 
 def remove_test_recordings(prefix: str = SESSION_PREFIX) -> None:
     """The recordings of this site's sessions (<prefix><number>), from the runtime directory."""
-    from runtime.recorder import recordings_dir
+    from runtime.castfile import recordings_dir
     top = recordings_dir()
     if top.is_dir():
         for session in top.iterdir():

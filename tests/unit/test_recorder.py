@@ -9,24 +9,24 @@ import time
 
 import pytest
 
-from runtime import recorder
+from runtime import castfile, recorder
 from runtime.model import Node
 
 
 def events(path):
-    header, items, damaged = recorder.read_cast(path)
+    header, items, damaged = castfile.read_cast(path)
     return header, items, damaged
 
 
 def test_a_recording_is_asciicast_v2_and_goes_on_after_a_restart(runtime_dir):
-    path = recorder.cast_path("s7", "node1")
-    writer = recorder.CastWriter(path, 0, 100, 30, "node1 of s7")
+    path = castfile.cast_path("s7", "node1")
+    writer = castfile.CastWriter(path, 0, 100, 30, "node1 of s7")
     writer.resize(100, 30)
     writer.resize(100, 30)  # tmux reports layout changes that keep the size: one event
     writer.output("hello\r\n")
     writer.marker("$ echo hello [exit 0]")
     writer.close()
-    again = recorder.CastWriter(path, 0, 80, 24, "node1 of s7")  # the recorder restarted
+    again = castfile.CastWriter(path, 0, 80, 24, "node1 of s7")  # the recorder restarted
     again.output("more")
     again.close()
     header, items, damaged = events(path)
@@ -37,8 +37,8 @@ def test_a_recording_is_asciicast_v2_and_goes_on_after_a_restart(runtime_dir):
 
 
 def test_a_line_cut_by_a_crash_is_skipped_and_the_rest_plays(runtime_dir):
-    path = recorder.cast_path("s7", "node1")
-    recorder.CastWriter(path, 0, 80, 24, "t").output("kept")
+    path = castfile.cast_path("s7", "node1")
+    castfile.CastWriter(path, 0, 80, 24, "t").output("kept")
     with open(path, "a") as f:
         f.write('[3.0, "o", "half wri')
     header, items, damaged = events(path)
@@ -46,9 +46,9 @@ def test_a_line_cut_by_a_crash_is_skipped_and_the_rest_plays(runtime_dir):
 
 
 def test_past_its_cap_the_oldest_output_goes_and_every_marker_stays(runtime_dir):
-    path = recorder.cast_path("s7", "node1")
+    path = castfile.cast_path("s7", "node1")
     cap = 4000
-    writer = recorder.CastWriter(path, cap, 80, 24, "t")
+    writer = castfile.CastWriter(path, cap, 80, 24, "t")
     for i in range(200):
         writer.output(f"line {i:04d} " + "x" * 40 + "\r\n")
         if i % 20 == 0:
@@ -69,7 +69,7 @@ def test_past_its_cap_the_oldest_output_goes_and_every_marker_stays(runtime_dir)
 def test_recording_names_cannot_leave_the_recordings_directory(runtime_dir):
     for session, node in (("..", "node1"), ("s1", "../x"), ("s1/..", "n"), ("", "node1")):
         with pytest.raises(ValueError):
-            recorder.cast_path(session, node)
+            castfile.cast_path(session, node)
 
 
 def test_only_this_sites_running_lab_nodes_are_recorded():
@@ -147,7 +147,7 @@ async def start_recording(host, node, tmp_path) -> tuple:
         return asyncio.create_task(recorder.NodeRecorder(
             host, node, 0, fifo=str(tmp_path / "rec.fifo"), commands=str(tmp_path / "commands")).run())
     task = start()
-    path = recorder.cast_path(node.session, node.name)
+    path = castfile.cast_path(node.session, node.name)
     deadline = time.monotonic() + 30
     while not path.exists() and time.monotonic() < deadline:
         if task.done():
@@ -283,13 +283,13 @@ def test_a_command_that_ended_in_a_flood_is_marked_once(runtime_dir, tmp_path):
     (tmp_path / "commands").write_bytes(b"0\tcat big\n2\tls \x1b[31mnope\n")
     node = Node(id="n1", session="s23", name="node1", driver="x", extra={"state": "running"})
     rec = recorder.NodeRecorder(HostTmux(""), node, 0, commands=str(tmp_path / "commands"))
-    rec.proc, rec.writer = Proc(), recorder.CastWriter(recorder.cast_path("s23", "node1"), 0, 80, 24, "t")
+    rec.proc, rec.writer = Proc(), castfile.CastWriter(castfile.cast_path("s23", "node1"), 0, 80, 24, "t")
     rec.flood = recorder.Flood(reads=None, commands_offset=0)
     rec.flood.skipped = 3_000_000
     rec.flood.marks_seen = [(0, "cat big")]  # (output() wrote its marker then)
     rec.flood_ended()
     rec.writer.close()
-    _, items, _ = events(recorder.cast_path("s23", "node1"))
+    _, items, _ = events(castfile.cast_path("s23", "node1"))
     assert [e[2] for e in items if e[1] == "m"] == [
         "3.0 MB of output not recorded (a flood: more than 512 KB a second); the screen after it follows",
         "$ ls  [31mnope [exit 2]"]

@@ -9,7 +9,7 @@ import json
 import pytest
 from django.utils import timezone
 
-from runtime import ExecResult, recorder
+from runtime import ExecResult, castfile
 
 from labs.classrooms import reports
 from labs.courses.models import StepProgress
@@ -105,7 +105,7 @@ def test_anonymous_visitors_are_sent_to_log_in(client, ready_session):
 # ---- the recording with the timeline merged in ----------------------------------------
 
 def write_recording(session, lines: list) -> None:
-    path = recorder.cast_path(session.runtime_name, "node1")
+    path = castfile.cast_path(session.runtime_name, "node1")
     path.parent.mkdir(parents=True)
     path.write_text("".join(line + "\n" for line in lines))
 
