@@ -111,12 +111,6 @@ class DirectoryStore(SaveStore):
         target = self._dir(key)
         old = target.parent / f".{target.name}.old-{os.getpid()}"
         try:
-            if directory.parent != target.parent:
-                moved = self.staging(key)
-                shutil.rmtree(moved)
-                shutil.copytree(directory, moved)
-                shutil.rmtree(directory, ignore_errors=True)
-                directory = moved
             if target.exists():
                 os.rename(target, old)
             os.rename(directory, target)

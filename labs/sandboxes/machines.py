@@ -64,8 +64,7 @@ def restore_key(session, node_name: str) -> str:
     """The save a node of this session starts from ("" for a fresh one)."""
     if not session.resume:
         return ""
-    row = SavedMachine.objects.filter(user=session.user, lesson=session.lesson,
-                                      node_name=node_name, saved_at__isnull=False).first()
+    row = SavedMachine.usable(session.user, session.lesson).get(node_name)
     return row.key if row is not None else ""
 
 

@@ -73,7 +73,7 @@ class Launcher:
             self._release_host_mounts(directory)
             if restored is not None:
                 progress({"progress": 90, "message": "starting the containers that were running"})
-                self._resume_containers(node, pid, restored)
+                self._resume_containers(node, restored)
             node = Node(**{**node.to_json(), "extra": {**node.extra, "state": "running",
                            "start_seconds": round(time.monotonic() - started, 3),
                            "restored": spec.restore}})

@@ -2,9 +2,11 @@
 (runtime/saves.py has the format and the store)."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -12,7 +14,7 @@ import time
 from pathlib import Path
 
 from .. import disks, recorder, saves
-from ..model import Node
+from ..model import LabRuntimeError, Node
 from .cgroups import node_pids
 from .common import UID_RANGE, USERNS
 
@@ -20,7 +22,8 @@ log = logging.getLogger(__name__)
 
 STOP_SECONDS = 3  # a container's time to end cleanly (a database flushes) before it is killed
 ENGINE_STOP_SECONDS = 20  # dockerd's own end
-MOTD = "/run/lab-motd"  # printed once by the first shell (lab.bashrc)
+MOTD = "/run/lab-motd"
+_CONTAINER_LINE = re.compile(r"[0-9a-f]{64} \S+")  # printed once by the first shell (lab.bashrc)
 
 
 class Persist:
@@ -49,15 +52,14 @@ class Persist:
         namespace = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY)
         staging = None
         try:
-            enter = ["nsenter", f"--mount=/proc/self/fd/{namespace}"]
-            running = self._engine_running(node, pid)
+            running = self._engine_running(node_id)
             # Blocks the node freed go back as holes in its disk image: a
             # deleted image costs the save nothing.
-            _in_node_mounts(enter, namespace, ["fstrim", "/var/lib/docker"])
-            self._stop_engine(node, pid, running)
+            _in_node_mounts(namespace, ["fstrim", "/var/lib/docker"])
+            self._stop_engine(node_id, running)
             self._kill_node(node_id)
             stopped = time.monotonic()
-            if not _in_node_mounts(enter, namespace, ["fsfreeze", "--freeze", "/var/lib/docker"]):
+            if not _in_node_mounts(namespace, ["fsfreeze", "--freeze", "/var/lib/docker"]):
                 raise saves.SaveError("the machine could not be saved: its disk could not be "
                                       "brought to rest")
             try:
@@ -67,7 +69,7 @@ class Persist:
                     "uid_base": node.extra.get("uid_base", 0) if USERNS else 0,
                     "running": running}, limit_bytes)
             finally:
-                _in_node_mounts(enter, namespace, ["fsfreeze", "--unfreeze", "/var/lib/docker"])
+                _in_node_mounts(namespace, ["fsfreeze", "--unfreeze", "/var/lib/docker"])
             info = store.put(key, staging)
         except BaseException:
             if staging is not None:
@@ -80,29 +82,33 @@ class Persist:
                  size / 1e6, time.monotonic() - started, stopped - started)
         return info
 
-    def _engine_running(self, node: Node, pid: int) -> list:
-        """The node's running containers, [[id, name]] (none if its engine does not answer)."""
-        argv = self._enter_argv(pid, node.id, ["docker", "ps", "--no-trunc",
-                                                "--format", "{{.ID}} {{.Names}}"])
-        with contextlib.suppress(subprocess.TimeoutExpired, OSError):
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=15)
-            if proc.returncode == 0:
-                return [line.split(" ", 1) for line in proc.stdout.splitlines() if " " in line]
-        return []
+    def _node_exec(self, node_id: str, argv: list, timeout: float, input: bytes | None = None):
+        """driver.exec (the node's environment and seccomp filter) from this
+        synchronous code, which runs in a worker thread; None if it failed."""
+        with contextlib.suppress(LabRuntimeError):
+            return asyncio.run(self.exec(node_id, argv, timeout=timeout, input=input))
+        return None
 
-    def _stop_engine(self, node: Node, pid: int, running: list) -> None:
+    def _engine_running(self, node_id: str) -> list:
+        """The node's running containers, [[id, name]] (none if its engine does not answer)."""
+        done = self._node_exec(node_id, ["docker", "ps", "--no-trunc",
+                                         "--format", "{{.ID}} {{.Names}}"], 15)
+        if done is None or not done.ok:
+            return []
+        # (exec's output has stderr in it too: only lines that are an id and a name)
+        return [line.split(" ", 1) for line in done.output.splitlines()
+                if _CONTAINER_LINE.fullmatch(line)]
+
+    def _stop_engine(self, node_id: str, running: list) -> None:
         """The running containers stopped (STOP_SECONDS each for a clean end,
         then killed: a `sleep` ignores SIGTERM), then SIGTERM to the node's
         dockerd: it writes its state and ends; the node ends with it."""
-        node_id = node.id
         if running:
-            argv = self._enter_argv(pid, node_id, ["docker", "stop", "--time", str(STOP_SECONDS),
-                                                   *(cid for cid, _ in running)])
-            with contextlib.suppress(subprocess.TimeoutExpired, OSError):
-                subprocess.run(argv, capture_output=True, timeout=STOP_SECONDS + 20)
+            self._node_exec(node_id, ["docker", "stop", "--time", str(STOP_SECONDS),
+                                      *(cid for cid, _ in running)], STOP_SECONDS + 20)
         for candidate in node_pids(node_id):
-            with contextlib.suppress(OSError):
-                if Path(f"/proc/{candidate}/comm").read_text().strip() == "dockerd":
+            if _comm(candidate) == "dockerd":
+                with contextlib.suppress(OSError):
                     os.kill(candidate, signal.SIGTERM)
         deadline = time.monotonic() + ENGINE_STOP_SECONDS
         while time.monotonic() < deadline and any(
@@ -134,19 +140,15 @@ class Persist:
         log.info("restored disk: %d owner(s) moved to uid %d in %.2f s", changed, uid_base,
                  time.monotonic() - began)
 
-    def _resume_containers(self, node: Node, pid: int, meta: dict) -> None:
+    def _resume_containers(self, node: Node, meta: dict) -> None:
         """Start what was running at the save, and leave the first shell a
         line that says so."""
         running = meta.get("running") or []
         began = time.monotonic()
         lines = ["Your machine is back as you left it."]
         if running:
-            ids = [cid for cid, _ in running]
-            argv = self._enter_argv(pid, node.id, ["docker", "start", *ids])
-            with contextlib.suppress(subprocess.TimeoutExpired, OSError):
-                subprocess.run(argv, capture_output=True, timeout=60)
-            again = self._engine_running(node, pid)
-            up = {cid for cid, _ in again}
+            self._node_exec(node.id, ["docker", "start", *(cid for cid, _ in running)], 60)
+            up = {cid for cid, _ in self._engine_running(node.id)}
             names = [name for cid, name in running if cid in up]
             failed = [name for cid, name in running if cid not in up]
             if names:
@@ -157,17 +159,16 @@ class Persist:
                      time.monotonic() - began)
         # Written from inside: the node's /run belongs to its user namespace,
         # where the host's root has no id to own a file with.
-        argv = self._enter_argv(pid, node.id, ["sh", "-c", f"cat > {MOTD}"])
-        with contextlib.suppress(subprocess.TimeoutExpired, OSError):
-            subprocess.run(argv, input="".join(f"{line}\n" for line in lines).encode(),
-                           capture_output=True, timeout=15)
+        self._node_exec(node.id, ["sh", "-c", f"cat > {MOTD}"], 15,
+                        input="".join(f"{line}\n" for line in lines).encode())
 
 
-def _in_node_mounts(enter: list, namespace: int, argv: list) -> bool:
-    """Run `argv` (a host tool) in the node's mounts, held by the fd `namespace`."""
+def _in_node_mounts(namespace: int, argv: list) -> bool:
+    """Run `argv` (a host tool) in the node's mounts, held by the fd `namespace`
+    (they outlive the node's processes while it is open)."""
     with contextlib.suppress(subprocess.TimeoutExpired, OSError):
-        return subprocess.run([*enter, *argv], pass_fds=(namespace,), capture_output=True,
-                              timeout=60).returncode == 0
+        return subprocess.run(["nsenter", f"--mount=/proc/self/fd/{namespace}", *argv],
+                              pass_fds=(namespace,), capture_output=True, timeout=60).returncode == 0
     return False
 
 

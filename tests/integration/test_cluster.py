@@ -28,17 +28,24 @@ def step_done(step: int):
     return lambda e: e.get("type") == "step" and e.get("step") == step and e.get("state") == "done"
 
 
+async def ready_session(learner: Learner, lesson, resume: bool = False) -> dict:
+    """Start the lesson (or reuse the running lab) while its page's socket
+    `lesson` is open; the session event once it is ready."""
+    reply = await asyncio.to_thread(learner.start, SLUG, resume)
+    assert reply.get("ok", True), reply
+    session = reply
+    if reply.get("state") != "ready":
+        session = await next_event(lesson, lambda e: e.get("type") == "session"
+                                   and e.get("state") in ("ready", "failed"), 120)
+    assert session["state"] == "ready", session
+    return session
+
+
 async def start_and_finish_step(learner: Learner, step: int, command: bytes) -> dict:
     """Start the lesson (or reuse the running lab), then type `command` in the
     node's terminal, opened as the page opens it; returns the session event."""
     async with learner.connect(f"/ws/lessons/{SLUG}/") as lesson:
-        reply = await asyncio.to_thread(learner.start, SLUG)
-        assert reply.get("ok", True), reply
-        session = reply
-        if reply.get("state") != "ready":
-            session = await next_event(lesson, lambda e: e.get("type") == "session"
-                                       and e.get("state") in ("ready", "failed"), 120)
-        assert session["state"] == "ready", session
+        session = await ready_session(learner, lesson)
         async with learner.terminal(session["node"]) as term:
             await term.send(command + b"\r")
             await next_event_or_output(lesson, term, step_done(step), 90)
@@ -96,12 +103,7 @@ async def stop_and_resume_elsewhere(learner: Learner, database_url: str) -> None
     with psycopg.connect(database_url) as conn:
         conn.execute("UPDATE labs_sandboxhost SET state = 'draining' WHERE name = 'h1'")
     async with learner.connect(f"/ws/lessons/{SLUG}/") as lesson:
-        reply = await asyncio.to_thread(learner.start, SLUG, True)
-        session = reply
-        if reply.get("state") != "ready":
-            session = await next_event(lesson, lambda e: e.get("type") == "session"
-                                       and e.get("state") in ("ready", "failed"), 120)
-        assert session["state"] == "ready", session
+        session = await ready_session(learner, lesson, resume=True)
         async with learner.terminal(session["node"]) as term:
             await term.send(b"docker container ls --format 'up-{{.Image}}'\r")
             seen = b""
