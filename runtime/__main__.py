@@ -60,6 +60,12 @@ def main(argv=None) -> int:
         dest="cmd", required=True)
     fill = pool.add_parser("fill", help="start pool nodes until SIZE are ready")
     fill.add_argument("size", type=int)
+    trim = pool.add_parser("trim", help="remove waiting pool nodes beyond SIZE")
+    trim.add_argument("size", type=int)
+    for sized in (fill, trim):
+        sized.add_argument("--nodes", type=int, default=1,
+                            help="pre-built sessions of this many nodes (default 1: single nodes)")
+    pool.add_parser("ls", help="ready pool nodes and pre-built sessions, by size")
     sub.add_parser("reap", help="remove nodes whose processes died")
     sub.add_parser("record", help="record the terminals of this host's lab nodes until killed "
                    "($LAB_RECORD, $LAB_RECORD_MB, $LAB_RECORD_DAYS, $LAB_SESSION_PREFIX)")
@@ -136,8 +142,14 @@ async def _dispatch(args) -> int:
         from . import registry
         registry.serve()  # replaces this process
     driver = get_driver(args.driver)
+    if args.group == "pool" and args.cmd == "ls":
+        for size, count in sorted(driver.pool_counts().items()):
+            print(f"{count} ready {'node' if size == 1 else f'session of {size} nodes'}"
+                  f"{'s' if count != 1 and size == 1 else ''}")
+        return 0
     if args.group == "pool":
-        for node_id in await asyncio.to_thread(driver.fill_pool, args.size):
+        act = driver.fill_pool if args.cmd == "fill" else driver.trim_pool
+        for node_id in await asyncio.to_thread(act, args.size, args.nodes):
             print(node_id)
         return 0
     if args.group == "reap":

@@ -55,6 +55,11 @@ class FakeDriver(Driver):
         self.responder = responder
         self.fail_start = fail_start
         self._ids = itertools.count(1)
+        # The warm pool, counted only: {nodes per session: ready ones}; at most
+        # pool_room nodes in it when set (a full lab).
+        self.pool: dict = {}
+        self.pool_room: Optional[int] = None
+        self.pool_calls: list = []
 
     async def start(self, spec: NodeSpec, on_progress=None) -> Node:
         self.calls.append(("start", spec))
@@ -67,12 +72,45 @@ class FakeDriver(Driver):
             if meta.get("image") != self.name:
                 raise saves.SaveError("the saved machine was made on an older node image; "
                                       "start fresh", permanent=True)
+        claimed = False
+        if not spec.restore and spec.session_nodes > 1:
+            claimed = any(n.session == spec.session and n.extra.get("claimed")
+                          for n in self.nodes.values())
+            if not claimed and not any(n.session == spec.session for n in self.nodes.values()) \
+                    and self.pool.get(spec.session_nodes):
+                self.pool[spec.session_nodes] -= 1
+                claimed = True
+        elif not spec.restore and self.pool.get(1):
+            self.pool[1] -= 1
+            claimed = True
         node = Node(id=f"fake{next(self._ids)}", session=spec.session, name=spec.name,
-                    driver=self.name, address="10.0.0.2", created=time.time())
+                    driver=self.name, address="10.0.0.2", created=time.time(),
+                    extra={"claimed": claimed})
         self.nodes[node.id] = node
         if on_progress:
             on_progress({"progress": 100, "message": "ready"})
         return node
+
+    has_pool = True
+
+    def fill_pool(self, size: int, nodes: int = 1) -> list:
+        self.pool_calls.append(("fill_pool", size, nodes))
+        used = sum(k * n for k, n in self.pool.items())
+        room = size - self.pool.get(nodes, 0)
+        if self.pool_room is not None:
+            room = min(room, (self.pool_room - used) // nodes)
+        room = max(0, room)
+        self.pool[nodes] = self.pool.get(nodes, 0) + room
+        return [f"pool{next(self._ids)}" for _ in range(room * nodes)]
+
+    def trim_pool(self, size: int, nodes: int = 1) -> list:
+        self.pool_calls.append(("trim_pool", size, nodes))
+        extra = max(0, self.pool.get(nodes, 0) - size)
+        self.pool[nodes] = self.pool.get(nodes, 0) - extra
+        return [f"trimmed{next(self._ids)}" for _ in range(extra * nodes)]
+
+    def pool_counts(self) -> dict:
+        return {k: n for k, n in self.pool.items()}
 
     async def stop(self, node_id: str) -> None:
         self.calls.append(("stop", node_id))

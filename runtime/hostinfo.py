@@ -18,16 +18,17 @@ ROOT = Path(__file__).resolve().parent.parent
 RECIPE_FILES = ("runtime/images.py", "runtime/lessonimages.py")
 
 
-def load(node_count: int) -> dict:
-    """This machine's load with `node_count` nodes running: its node limit, how
-    many more nodes fit (by that limit and by the memory kept free) and the
-    memory available."""
+def load(node_count: int, pool: int = 0) -> dict:
+    """This machine's load with `node_count` nodes running, `pool` of them
+    waiting in the warm pool: its node limit, how many more learners' nodes
+    fit (by that limit and by the memory kept free; a pool node is room, since
+    a start takes it) and the memory available."""
     limits = capacity()
     free = mem_available()
     by_memory = max(0, (free - limits["headroom"]) // limits["per_node"])
-    room = max(0, min(limits["max_nodes"] - node_count, by_memory))
-    return {"max_nodes": limits["max_nodes"], "nodes_now": node_count, "room": int(room),
-            "memory_free": free}
+    room = max(0, min(limits["max_nodes"] - (node_count - pool), by_memory + pool))
+    return {"max_nodes": limits["max_nodes"], "nodes_now": node_count - pool, "room": int(room),
+            "memory_free": free, "pool_ready": pool}
 
 
 def _digest(paths) -> str:

@@ -67,6 +67,9 @@ class NodeSpec:
     files: tuple = ()
     # A saved machine to start from (runtime/saves.py: its key), not a fresh one.
     restore: str = ""
+    # How many nodes the session will have: a driver with a warm pool hands a
+    # multi-node session a whole pre-built one (its nodes already on one network).
+    session_nodes: int = 1
 
     def __post_init__(self):
         check_name("session", self.session)
@@ -277,10 +280,21 @@ class Driver(abc.ABC):
             await self.stop(node_id)
         return ids
 
-    def fill_pool(self, size: int) -> list:
-        """Start ready nodes until `size` wait for a learner; ids of new ones.
-        Drivers without a warm pool start nodes on demand only."""
+    has_pool = False  # a warm pool: fill_pool, trim_pool and pool_counts do something
+
+    def fill_pool(self, size: int, nodes: int = 1) -> list:
+        """Start ready nodes until `size` wait for a learner (nodes=1), or `size`
+        pre-built sessions of `nodes` nodes each; ids of new nodes. Drivers
+        without a warm pool start nodes on demand only."""
         return []
+
+    def trim_pool(self, size: int, nodes: int = 1) -> list:
+        """Remove waiting pool nodes (or pre-built sessions of `nodes`) beyond `size`."""
+        return []
+
+    def pool_counts(self) -> dict:
+        """{nodes per session: ready ones waiting}: {1: single nodes, 2: pairs, ...}."""
+        return {}
 
     def reap_dead(self) -> list:
         """Remove nodes whose processes died; ids of the removed ones."""

@@ -27,6 +27,24 @@ def sessions_dir() -> Path:
 
 
 @contextlib.contextmanager
+def try_file_lock(name: str):
+    """Like file_lock, but yields False at once (holding nothing) when another
+    process has the lock, True when this one got it."""
+    path = base_dir() / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
 def file_lock(name: str):
     """An exclusive lock on base_dir()/NAME, held across every process on this host."""
     path = base_dir() / name

@@ -32,7 +32,7 @@ import re
 import shutil
 import time
 
-from .builtin.common import POOL_SESSION
+from .builtin.pool import is_pool_session
 from .castfile import CastWriter, cast_path, recordings_dir
 from .model import LabRuntimeError
 from .termmarks import MarkParser
@@ -384,7 +384,7 @@ class Recorder:
 
     def wanted(self) -> list:
         return [n for n in self.driver.list_nodes()
-                if n.session != POOL_SESSION and n.extra.get("state") == "running"
+                if not is_pool_session(n.session) and n.extra.get("state") == "running"
                 and (self.sessions is None or self.sessions.fullmatch(n.session))]
 
     async def scan(self) -> None:

@@ -79,7 +79,8 @@ def heartbeat(name: str, load: dict, gateway_url: str = "", version: str = "", r
     look alive; the site compares the two (refusal). Returns the row; a LOST
     row stays lost until the host has reaped its nodes (HeartbeatThread)."""
     host, _ = SandboxHost.objects.get_or_create(name=name)
-    fields = {key: load.get(key, 0) for key in ("max_nodes", "nodes_now", "room", "memory_free")}
+    fields = {key: load.get(key, 0)
+              for key in ("max_nodes", "nodes_now", "room", "memory_free", "pool_ready")}
     SandboxHost.objects.filter(pk=host.pk).update(
         gateway_url=gateway_url, ports_domain=settings.LAB_PORTS_DOMAIN, version=version, recipe=recipe, last_seen=Now(),
         host_clock=(datetime.datetime.fromtimestamp(clock, datetime.timezone.utc)
@@ -232,7 +233,8 @@ class HeartbeatThread(threading.Thread):
 
     def beat_once(self, first: bool) -> SandboxHost:
         from runtime import hostinfo
-        load = hostinfo.load(len(self.driver.list_nodes()))
+        pool = sum(size * count for size, count in self.driver.pool_counts().items())
+        load = hostinfo.load(len(self.driver.list_nodes()), pool)
         host = heartbeat(settings.LAB_HOST_NAME, load, settings.LAB_GATEWAY_URL,
                          hostinfo.code_version(), hostinfo.recipe_version(), time.time())
         if first or host.state == SandboxHost.LOST:

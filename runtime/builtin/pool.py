@@ -1,5 +1,9 @@
 """The warm pool: ready nodes waiting in POOL_SESSION until a learner's start
-claims one (moved into the learner's session, renamed, given its files)."""
+claims one (moved into the learner's session, renamed, given its files), and
+pre-built sessions of several nodes (POOL_SESSION-<n>x<token>, their nodes
+already on one session network) that a multi-node lesson's start takes whole:
+the session's network becomes the learner's, each node is renamed as the
+learner's start reaches it."""
 from __future__ import annotations
 
 import contextlib
@@ -24,29 +28,102 @@ log = logging.getLogger(__name__)
 SAVE_GRACE_SECONDS = 600
 
 
+def is_pool_session(session: str) -> bool:
+    """The single nodes' pool session, or a pre-built session waiting in the pool."""
+    return session == POOL_SESSION or session.startswith(POOL_SESSION + "-")
+
+
 class WarmPool:
     """BuiltinDriver's warm pool (a mixin)."""
 
+    has_pool = True
+
     # ---- warm pool ------------------------------------------------------------
     def pool_nodes(self) -> list:
-        """Ready pool nodes; dead ones (a host restart) are the reaper's, not the pool's."""
+        """Ready single pool nodes; dead ones (a host restart) are the reaper's, not the pool's."""
         return [n for n in self.list_nodes()
                 if n.session == POOL_SESSION and n.extra.get("state") == "running"
                 and self._owns(n, n.extra.get("pid"))]
 
-    def fill_pool(self, size: int) -> list:
-        """Start pool nodes until `size` wait ready; stops early when the lab is full."""
-        started = []
-        while len(self.pool_nodes()) < size:
+    def pool_sets(self, nodes: int) -> list:
+        """Ready pre-built sessions of `nodes` nodes: [(session, [node, ...]), ...]."""
+        groups: dict = {}
+        for n in self.list_nodes():
+            if is_pool_session(n.session) and n.session != POOL_SESSION:
+                groups.setdefault(n.session, []).append(n)
+        return [(session, members) for session, members in sorted(groups.items())
+                if len(members) == nodes and all(m.extra.get("pool_set") == nodes for m in members)
+                and all(m.extra.get("state") == "running" and self._owns(m, m.extra.get("pid"))
+                        for m in members)]
+
+    def pool_counts(self) -> dict:
+        counts = {1: len(self.pool_nodes())}
+        sizes = {n.extra.get("pool_set") for n in self.list_nodes()
+                 if is_pool_session(n.session) and n.session != POOL_SESSION}
+        for size in sorted(s for s in sizes if isinstance(s, int) and s > 1):
+            counts[size] = len(self.pool_sets(size))
+        return counts
+
+    def fill_pool(self, size: int, nodes: int = 1) -> list:
+        """Start pool nodes until `size` wait ready (or `size` pre-built sessions
+        of `nodes` nodes); stops early when the lab is full."""
+        started: list = []
+        ready = self.pool_nodes if nodes == 1 else (lambda: self.pool_sets(nodes))
+        while len(ready()) < size:
             try:
-                node = self._cold_start(NodeSpec(session=POOL_SESSION,
-                                                 name="warm-" + secrets.token_hex(4)),
-                                        lambda event: None)
+                if nodes == 1:
+                    started.append(self._cold_start(
+                        NodeSpec(session=POOL_SESSION, name="warm-" + secrets.token_hex(4)),
+                        lambda event: None).id)
+                else:
+                    started += self._build_pool_set(nodes)
             except LabFull as e:
-                log.info("warm pool stays at %d: %s", len(self.pool_nodes()), e.reason)
+                log.info("warm pool stays at %d (of %d nodes each): %s", len(ready()), nodes,
+                         e.reason)
                 break
-            started.append(node.id)
         return started
+
+    def _build_pool_set(self, nodes: int) -> list:
+        """One pre-built session of `nodes` nodes; all of it or none."""
+        session = f"{POOL_SESSION}-{nodes}x{secrets.token_hex(4)}"
+        made = []
+        try:
+            for i in range(nodes):
+                node = self._cold_start(NodeSpec(session=session, name=f"warm{i + 1}"),
+                                        lambda event: None)
+                made.append(node.id)
+                node = self._load(node.id)
+                self._save(Node(**{**node.to_json(),
+                                   "extra": {**node.extra, "pool_set": nodes}}))
+        except BaseException:
+            for node_id in made:
+                with contextlib.suppress(Exception):
+                    self._stop(node_id)
+            with host_lock():
+                self._remove_session_net_if_empty(session)
+            raise
+        return made
+
+    def trim_pool(self, size: int, nodes: int = 1) -> list:
+        """Remove waiting pool nodes (or pre-built sessions of `nodes`) beyond
+        `size`: after a class has started, the pool shrinks back."""
+        with host_lock():
+            if nodes == 1:
+                extra = self.pool_nodes()[size:]
+            else:
+                extra = [n for _, members in self.pool_sets(nodes)[size:] for n in members]
+            # No longer "running": no claim can take them while they stop.
+            for n in extra:
+                self._save(Node(**{**n.to_json(), "extra": {**n.extra, "state": "trimming"}}))
+        for n in extra:
+            with contextlib.suppress(LabRuntimeError):
+                self._stop(n.id)
+        with host_lock():
+            for session in {n.session for n in extra}:
+                self._remove_session_net_if_empty(session)
+        if extra:
+            log.info("warm pool trimmed by %d node(s) (%d per session)", len(extra), nodes)
+        return [n.id for n in extra]
 
     def _claim(self, spec: NodeSpec, progress) -> Optional[Node]:
         """Hand a ready pool node to `spec`'s session, or None if the pool is empty."""
@@ -55,22 +132,29 @@ class WarmPool:
             if any(n.session == spec.session and n.name == spec.name for n in self.list_nodes()):
                 raise LabRuntimeError(f"session {spec.session} already has a node called "
                                       f"{spec.name}", permanent=True)
-            node = next(iter(self.pool_nodes()), None)
+            node = self._reserved_node(spec) if spec.session_nodes > 1 else None
+            moved = node is None
+            if node is None:
+                node = next(iter(self.pool_nodes()), None)
             if node is None:
                 return None
             net = self._ensure_session_net(spec.session)
-            peers = {n.name: n.address for n in self.list_nodes() if n.session == spec.session}
-            taken = set(peers.values())
-            slot = next(s for s in range(1, netplan.MAX_NODES_PER_SESSION + 1)
-                        if net.node_address(s) not in taken)
+            peers = {n.name: n.address for n in self.list_nodes()
+                     if n.session == spec.session and n.id != node.id}
+            address = node.address
+            if moved:
+                taken = set(peers.values())
+                slot = next(s for s in range(1, netplan.MAX_NODES_PER_SESSION + 1)
+                            if net.node_address(s) not in taken)
+                address = net.node_address(slot)
             node = Node(**{**node.to_json(), "session": spec.session, "name": spec.name,
-                           "address": net.node_address(slot),
+                           "address": address,
                            "extra": {**node.extra, "bridge": net.bridge, "gateway": net.gateway,
                                      "state": "claiming"}})
             self._save(node)
         try:
             progress({"progress": 50, "message": "handing you a ready node"})
-            self._reconfigure(node, spec, net, peers)
+            self._reconfigure(node, spec, net, peers, moved)
             node = Node(**{**node.to_json(), "extra": {**node.extra, "state": "running",
                            "start_seconds": round(time.monotonic() - began, 3)}})
             self._save(node)
@@ -87,14 +171,42 @@ class WarmPool:
                  spec.name, time.monotonic() - began)
         return node
 
-    def _reconfigure(self, node: Node, spec: NodeSpec, net, peers: dict) -> None:
-        """Move a running node to another session: network, name, registry, files."""
+    def _reserved_node(self, spec: NodeSpec) -> Optional[Node]:
+        """A node of a pre-built session that `spec`'s session has taken (its
+        first start adopts a whole one: caller holds the lock), or None."""
+        mine = [n for n in self.list_nodes() if n.session == spec.session]
+        if not mine:
+            sets = self.pool_sets(spec.session_nodes)
+            if not sets:
+                return None
+            pool_session, members = sets[0]
+            # The pre-built session's network becomes this session's: same
+            # bridge and addresses, so its nodes need no network change.
+            self._remove_session_net_if_empty(spec.session)
+            record = json.loads(self._session_file(pool_session).read_text())
+            self._session_file(spec.session).write_text(
+                json.dumps({**record, "session": spec.session}))
+            self._session_file(pool_session).unlink()
+            for m in members:
+                self._save(Node(**{**m.to_json(), "session": spec.session,
+                                   "extra": {**m.extra, "state": "reserved"}}))
+            mine = [self._load(m.id) for m in members]
+            log.info("session %s takes the pre-built session %s (%d nodes)", spec.session,
+                     pool_session, len(members))
+        reserved = [n for n in mine if n.extra.get("state") == "reserved"
+                    and self._owns(n, n.extra.get("pid"))]
+        return min(reserved, key=lambda n: n.address, default=None)
+
+    def _reconfigure(self, node: Node, spec: NodeSpec, net, peers: dict, move: bool = True) -> None:
+        """Give a running node to another session: network (unless it is on the
+        session's network already), name, files."""
         pid = node.extra["pid"]
-        host_if, _ = netplan.veth_names(node.id)
-        run(["ip", "link", "set", host_if, "master", net.bridge])
-        batch = (f"addr flush dev eth0\naddr add {node.address}/24 dev eth0\n"
-                 f"route replace default via {net.gateway}\n")
-        run(["nsenter", "-t", str(pid), "-n", "ip", "-batch", "-"], input=batch.encode())
+        if move:
+            host_if, _ = netplan.veth_names(node.id)
+            run(["ip", "link", "set", host_if, "master", net.bridge])
+            batch = (f"addr flush dev eth0\naddr add {node.address}/24 dev eth0\n"
+                     f"route replace default via {net.gateway}\n")
+            run(["nsenter", "-t", str(pid), "-n", "ip", "-batch", "-"], input=batch.encode())
         run(["nsenter", "-t", str(pid), "-u", "hostname", spec.name])
         root = Path(f"/proc/{pid}/root")
         (root / "etc/hostname").write_text(spec.name + "\n")

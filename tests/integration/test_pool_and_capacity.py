@@ -77,3 +77,50 @@ def test_a_dead_pool_node_is_never_handed_out(nodes, driver, pool):
     node = nodes.start()
     assert node.id != dead.id
     assert dead.id in driver.reap_dead()
+
+
+@pytest.fixture
+def pool_sets(driver):
+    """Pre-built sessions this test makes are removed afterwards, also on failure."""
+    from runtime.builtin.pool import is_pool_session
+    before = {n.id for n in driver.list_nodes()}
+    yield
+    for node in driver.list_nodes():
+        if node.id not in before and is_pool_session(node.session):
+            asyncio.run(driver.stop(node.id))
+
+
+def test_a_two_node_session_takes_a_whole_pre_built_one(nodes, driver, pool_sets):
+    assert len(driver.fill_pool(1, nodes=2)) == 2
+    [(pooled, members)] = driver.pool_sets(2)
+    assert driver.pool_counts()[2] == 1
+    bridge = members[0].extra["bridge"]
+    assert {m.extra["bridge"] for m in members} == {bridge}
+
+    session = nodes.session()
+    started = [asyncio.run(driver.start(NodeSpec(session=session, name=name, session_nodes=2,
+                                                 files=((f"/root/{name}.txt", name),))))
+               for name in ("node1", "node2")]
+    # Both are the pre-built session's nodes, on its network (now the session's).
+    assert {n.id for n in started} == {m.id for m in members}
+    assert {n.extra["bridge"] for n in started} == {bridge}
+    assert not driver.pool_sets(2) and not any(n.session == pooled for n in driver.list_nodes())
+    node1, node2 = started
+    out = nodes.sh(node1, "hostname; cat /root/node1.txt; echo; ping -c1 -W3 node2 >/dev/null "
+                          "&& echo reached").output
+    assert out.split() == ["node1", "node1", "reached"]
+    assert nodes.sh(node2, "hostname; ping -c1 -W3 node1 >/dev/null && echo reached"
+                    ).output.split() == ["node2", "reached"]
+    # A third learner's session of the same lesson with no pre-built one left:
+    # cold (or single pool) nodes, as before.
+    other = nodes.session()
+    third = asyncio.run(driver.start(NodeSpec(session=other, name="node1", session_nodes=2)))
+    assert third.session == other and third.extra["bridge"] != bridge
+
+
+def test_the_pool_shrinks_back(driver, pool_sets):
+    driver.fill_pool(1, nodes=2)
+    made = {n.id for _, members in driver.pool_sets(2) for n in members}
+    trimmed = driver.trim_pool(0, nodes=2)
+    assert made <= set(trimmed) and not driver.pool_sets(2)
+    assert not made & {n.id for n in driver.list_nodes()}
