@@ -275,6 +275,11 @@ LAB_SAVE_MB = envint("LAB_SAVE_MB", "2048")
 LAB_SAVE_DAYS = envint("LAB_SAVE_DAYS", "14")
 # Ready nodes kept waiting so Start is near instant (0: start every node cold).
 LAB_POOL_SIZE = envint("LAB_POOL_SIZE", "2")
+# From this long before a classroom starts until LAB_POOL_HOLD_MINUTES after,
+# the pools also hold a ready machine for each learner it expects
+# (labs/sandboxes/pools.py).
+LAB_POOL_LEAD_MINUTES = envint("LAB_POOL_LEAD_MINUTES", "10")
+LAB_POOL_HOLD_MINUTES = envint("LAB_POOL_HOLD_MINUTES", "15")
 
 # The runtime library reads LAB_DRIVER itself; keep the value here so the site
 # can show it and tests can see which driver is meant.

@@ -30,6 +30,11 @@ class Classroom(models.Model):
     ends = models.DateTimeField()
     code = models.CharField(max_length=12, unique=True, default=_join_code)
     created = models.DateTimeField(auto_now_add=True)
+    # Learners the instructor expects: before they join, the warm pool is
+    # sized from this (labs/sandboxes/pools.py); 0: from who has joined.
+    # db_default: rows written by older code (and the migrations test) lack it.
+    seats = models.PositiveIntegerField(default=0, db_default=0, blank=True, help_text="Learners expected; ready machines "
+                                        "are prepared for them before the start.")
 
     class Meta:
         db_table = "labs_classroom"

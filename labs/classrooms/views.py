@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import re
 
 from django import forms
 from django.conf import settings
@@ -25,8 +26,9 @@ from django.views.decorators.http import require_POST
 from labs import broadcast
 from labs.accounts.models import Profile, is_instructor
 from labs.courses.models import Lesson
-from labs.sandboxes import machines, tasks
+from labs.sandboxes import machines, pools, tasks
 from labs.sandboxes.models import LabNode, LabSession
+from labs.sandboxes.views import start_lab
 
 from . import reports
 from .models import ClassMessage, Classroom, Membership
@@ -60,7 +62,11 @@ class ClassroomForm(forms.ModelForm):
 
     class Meta:
         model = Classroom
-        fields = ["name", "lessons", "starts", "ends"]
+        fields = ["name", "lessons", "starts", "ends", "seats"]
+        labels = {"seats": "Expected learners"}
+
+    def clean_seats(self):
+        return self.cleaned_data.get("seats") or 0  # left empty: from who joins
 
     def clean(self):
         data = super().clean()
@@ -93,9 +99,13 @@ def classrooms(request):
 def classroom(request, pk):
     room = _classroom(request, pk)
     join_url = request.build_absolute_uri(reverse("join-code", args=[room.code]))
+    lead = datetime.timedelta(minutes=settings.LAB_POOL_LEAD_MINUTES)
+    upcoming = room.starts - lead > timezone.now()
     return render(request, "classrooms/classroom.html", {
         "room": room, "grid": reports.grid(room), "join_url": join_url,
-        "stuck_minutes": settings.LAB_STUCK_MINUTES})
+        "stuck_minutes": settings.LAB_STUCK_MINUTES, "pool": pools.readiness(room),
+        "pool_from": room.starts - lead if upcoming else None,
+        "lead_minutes": settings.LAB_POOL_LEAD_MINUTES})
 
 
 @login_required
@@ -185,8 +195,21 @@ def watch(request, pk, node_pk):
 
 # ---- the learner's side ------------------------------------------------------
 
+# Link previews (chat apps, mail scanners) fetch a join link before anyone
+# clicks it: they get the page, never a guest of their own.
+PREVIEWERS = re.compile(r"bot|crawl|spider|preview|facebookexternalhit|whatsapp|slack|discord|"
+                        r"telegram|skype|embedly|outlook|teams|office", re.I)
+
+
 def join(request, code=""):
-    """Join a classroom with its code (typed in, or from the join link)."""
+    """Join a classroom with its code (typed in, or from the join link).
+
+    Opening the join link is the whole of joining: one request makes a
+    visitor a guest (no password, so nothing to hash), joins them and, once
+    the class's pool is being kept (LAB_POOL_LEAD_MINUTES before it starts),
+    starts their lab for its first lesson, so the lesson page opens on a
+    machine already on its way. Signing up later keeps that user.
+    """
     code = (request.POST.get("code") or code or request.GET.get("code") or "").strip().upper()
     room = Classroom.objects.filter(code=code).first() if code else None
     error = ""
@@ -194,9 +217,12 @@ def join(request, code=""):
         error = "No classroom has that code. Check it with your instructor."
     elif room is not None and not room.is_open():
         error = "This classroom has ended."
-    if request.method == "POST" and room is not None and not error:
-        if not request.user.is_authenticated and request.POST.get("as_guest"):
-            # "Continue as a guest" joins in the same click: a guest user, logged in.
+    link = (request.method == "GET" and request.resolver_match.url_name == "join-code"
+            and not PREVIEWERS.search(request.META.get("HTTP_USER_AGENT", ""))
+            and not (request.user.is_authenticated and request.user.pk == getattr(room, "owner_id", None)))
+    if room is not None and not error and (request.method == "POST" or link):
+        as_guest = link or request.POST.get("as_guest")
+        if not request.user.is_authenticated and as_guest:
             login(request, Profile.make_guest(),
                   backend="django.contrib.auth.backends.ModelBackend")
         if not request.user.is_authenticated:
@@ -204,9 +230,20 @@ def join(request, code=""):
         room.join(request.user)
         broadcast.push_learner_row(room.pk, request.user)
         first = room.ordered_lessons()
-        return redirect(reverse("lesson", args=[first[0].slug]) if first else reverse("dashboard"))
+        if not first:
+            return redirect("dashboard")
+        if link and _class_is_on(room) and not machines.page_context(request.user, first[0])["saved"]:
+            # A saved machine waits for the learner's own choice (Resume or fresh).
+            start_lab(request.user, first[0])
+        return redirect("lesson", first[0].slug)
     return render(request, "classrooms/join.html", {
         "room": room if not error else None, "code": code, "error": error})
+
+
+def _class_is_on(room) -> bool:
+    """From the pool's lead time before the start until the end."""
+    now = timezone.now()
+    return room.starts - datetime.timedelta(minutes=settings.LAB_POOL_LEAD_MINUTES) <= now < room.ends
 
 
 @require_POST

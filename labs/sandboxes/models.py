@@ -47,6 +47,13 @@ class SandboxHost(models.Model):
     nodes_now = models.PositiveIntegerField(default=0)
     room = models.PositiveIntegerField(default=0)
     memory_free = models.BigIntegerField(default=0)
+    # Nodes waiting ready in its warm pool at the last heartbeat, and how many
+    # the site last asked it to keep (LAB_POOL_SIZE plus scheduled classes).
+    # (db_default: hosts on older code write rows without them.)
+    pool_ready = models.PositiveIntegerField(default=0, db_default=0)
+    pool_target = models.PositiveIntegerField(default=0, db_default=0)
+    # Why its pool stayed below the target at its last fill ("" if it did not).
+    pool_short = models.CharField(max_length=300, blank=True, default="", db_default="")
     joined = models.DateTimeField(auto_now_add=True)
     # The database's clock at its last heartbeat, and the host's own then.
     last_seen = models.DateTimeField(null=True, blank=True)

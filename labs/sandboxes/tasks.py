@@ -20,11 +20,12 @@ from django.utils import timezone
 
 from runtime import (LabFull, LabRuntimeError, NodeSpec, checkbatch, get_driver, ports, recorder,
                      saves)
+from runtime.paths import try_file_lock
 
 from labs import broadcast
 from labs.courses.models import StepProgress
 
-from . import hosts, machines
+from . import hosts, machines, pools
 from .models import LabNode, LabSession, SandboxHost, SessionMark
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,8 @@ def start_session(session_id: int) -> str | None:
         try:
             spec = NodeSpec(session=session.runtime_name, name=node.name,
                             files=session.lesson.files_for(node.name),
-                            restore=machines.restore_key(session, node.name))
+                            restore=machines.restore_key(session, node.name),
+                            session_nodes=len(nodes))
             try:
                 started = _run(_start_node(driver, spec, group, node.pk))
             except saves.SaveError as exc:
@@ -101,7 +103,8 @@ def start_session(session_id: int) -> str | None:
     # scan: the learner's first command is on the recording.
     recorder.wake()
     mark_session(session, LabSession.READY)
-    if settings.LAB_POOL_SIZE:  # replace what this start took from this host's pool
+    # Replace what this start took from this host's pool.
+    if settings.LAB_POOL_SIZE or pools.demands():
         maintain_pool.apply_async(queue=f"nodes.{settings.LAB_HOST_NAME}")
     return LabSession.READY
 
@@ -410,17 +413,33 @@ def reap_nodes() -> list:
 
 @shared_task(soft_time_limit=240, time_limit=300)
 def maintain_pool() -> dict:
-    """Run by beat (and after each start): remove dead nodes, refill the warm pool.
+    """Run by beat (and after each start): remove dead nodes, bring the warm
+    pool to its size: LAB_POOL_SIZE, plus ready machines for the classes
+    starting about now (pools.py); beyond that it shrinks.
 
     The runtime stops filling when the lab is at its node limit or memory
-    headroom, so the pool never overcommits the machine.
+    headroom, so the pool never overcommits the machine. One fill at a time
+    per host: a fill of a class's forty nodes outlasts beat's round.
     """
     driver = get_driver()
     reaped = driver.reap_dead()
-    started = driver.fill_pool(settings.LAB_POOL_SIZE) if settings.LAB_POOL_SIZE else []
-    if reaped or started:
-        log.info("pool: reaped %d dead node(s), started %d", len(reaped), len(started))
-    return {"reaped": reaped, "started": started}
+    started, trimmed = [], []
+    with try_file_lock("pool-fill.lock") as mine:
+        if not mine:
+            return {"reaped": reaped, "started": [], "trimmed": [], "busy": True}
+        target = pools.targets(settings.LAB_HOST_NAME)
+        for size, have in driver.pool_counts().items():
+            if have > target.get(size, 0):
+                trimmed += driver.trim_pool(target.get(size, 0), size)
+        for size, count in sorted(target.items()):
+            if count:
+                started += driver.fill_pool(count, size)
+        if driver.has_pool:  # a driver without one has nothing to report
+            pools.record(settings.LAB_HOST_NAME, target, driver.pool_counts())
+    if reaped or started or trimmed:
+        log.info("pool: reaped %d dead node(s), started %d, trimmed %d", len(reaped),
+                 len(started), len(trimmed))
+    return {"reaped": reaped, "started": started, "trimmed": trimmed}
 
 
 @shared_task(soft_time_limit=240, time_limit=270)

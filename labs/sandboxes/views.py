@@ -35,21 +35,28 @@ def start(request, slug):
     lesson = get_object_or_404(Lesson, slug=slug)
     if not request.user.is_authenticated:
         return JsonResponse({"ok": False, "error": "Log in to start a lab."}, status=403)
-    room = LabSession.room_for(request.user, lesson)
+    body, status = start_lab(request.user, lesson, resume=request.POST.get("resume") == "1")
+    return JsonResponse(body, status=status)
+
+
+def start_lab(user, lesson, resume: bool = False) -> tuple:
+    """Start (or find) `user`'s lab for `lesson`: (the JSON for the page, HTTP status).
+    Also what joining a class by its link does, so the machine is on its way
+    while the lesson page loads."""
+    room = LabSession.room_for(user, lesson)
     if room:
-        return JsonResponse({"ok": False, "state": "failed", "error": room,
-                             "running_url": reverse("dashboard") + "#running-labs"}, status=409)
+        return {"ok": False, "state": "failed", "error": room,
+                "running_url": reverse("dashboard") + "#running-labs"}, 409
     problems = preflight_problems()
     if problems:
-        log.warning("not starting a lab for %s: %s", request.user, "; ".join(problems))
-        return JsonResponse({"ok": False, "state": "failed",
-                             "error": "The lab machines cannot start on this server: "
-                                      + " ".join(problems)}, status=503)
+        log.warning("not starting a lab for %s: %s", user, "; ".join(problems))
+        return {"ok": False, "state": "failed",
+                "error": "The lab machines cannot start on this server: " + " ".join(problems)}, 503
     with transaction.atomic():
-        session, needs_start = LabSession.ensure_for(request.user, lesson)
+        session, needs_start = LabSession.ensure_for(user, lesson)
         if needs_start:
             # Resume my machine (the page's default when there is a save) or Start fresh.
-            session.resume = request.POST.get("resume") == "1"
+            session.resume = resume
             LabSession.objects.filter(pk=session.pk).update(resume=session.resume)
         # Placed on the host with the most room, or queued when all are full.
         if needs_start and hosts.place_session(session):
@@ -58,7 +65,7 @@ def start(request, slug):
     session.refresh_from_db()
     body = {"ok": True, "session": session.pk, "started": needs_start}
     body.update(session.event())
-    return JsonResponse(body)
+    return body, 200
 
 
 @require_POST

@@ -23,7 +23,8 @@ def test_session_creates_a_labnode_and_a_runtime_node_per_lesson_node(two_node_s
 
 def test_lesson_files_are_passed_to_the_nodespec_of_their_node(two_node_session, fake_driver):
     specs = {c[1].name: c[1] for c in fake_driver.calls if c[0] == "start"}
-    assert specs["node1"] == NodeSpec(session=two_node_session.runtime_name, name="node1", files=(
+    assert specs["node1"] == NodeSpec(session=two_node_session.runtime_name, name="node1",
+                                      session_nodes=2, files=(
         ("/root/app/Dockerfile", b"FROM nginx\n", 0o644),
         ("/root/app/run.sh", b"#!/bin/sh\necho hi\n", 0o755),
     ))

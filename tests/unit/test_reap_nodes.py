@@ -22,13 +22,14 @@ def test_reaper_removes_nodes_of_ended_sessions_only(ada, lesson, fake_driver, s
     assert {n.id for n in fake_driver.list_nodes()} == {keep.id, foreign.id}
 
 
-def test_maintain_pool_refills_and_reaps(fake_driver, settings, monkeypatch):
+def test_maintain_pool_refills_and_reaps(fake_driver, settings, monkeypatch, db):
     from labs.sandboxes.tasks import maintain_pool
     calls = []
     monkeypatch.setattr(fake_driver, "reap_dead", lambda: calls.append("reap") or ["dead1"])
-    monkeypatch.setattr(fake_driver, "fill_pool", lambda size: calls.append(size) or ["new1"])
+    monkeypatch.setattr(fake_driver, "fill_pool",
+                        lambda size, nodes=1: calls.append(size) or ["new1"])
     settings.LAB_POOL_SIZE = 3
-    assert maintain_pool() == {"reaped": ["dead1"], "started": ["new1"]}
+    assert maintain_pool() == {"reaped": ["dead1"], "started": ["new1"], "trimmed": []}
     assert calls == ["reap", 3]
     settings.LAB_POOL_SIZE = 0
     calls.clear()
