@@ -37,6 +37,9 @@ def main(argv=None) -> int:
     parser.add_argument("--capacity-seconds", type=float, default=900,
                         help="time budget of the capacity stage")
     parser.add_argument("--driver", help="measure this driver only")
+    parser.add_argument("--no-peer", action="store_true",
+                        help="skip the dind peer (a Play-with-Docker style node on the host "
+                        "engine, started after each cold start of each driver)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -48,7 +51,7 @@ def main(argv=None) -> int:
                  "--flood-mb", str(args.flood_mb), "--capacity", str(args.capacity),
                  "--capacity-seconds", str(args.capacity_seconds),
                  "--restarts", str(args.restarts)]
-    print(bench.report(drivers, args.nodes, site_drivers, site_args))
+    print(bench.report(drivers, args.nodes, site_drivers, site_args, peer=not args.no_peer))
     return 0
 
 

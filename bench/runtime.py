@@ -26,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import dind
 from runtime import get_driver, images
 from runtime.model import Driver, LabRuntimeError, NodeSpec
 
@@ -92,17 +93,52 @@ def dir_size_bytes(path: Path) -> int:
     return int(out.stdout.split()[0]) if out.returncode == 0 else 0
 
 
-async def bench_node_start(driver: Driver, count: int) -> dict:
-    """Cold starts, idle memory, stops; then starts from the warm pool if the driver has one."""
+async def start_marks(driver: Driver, node, began: float, ended: float) -> list:
+    """The node's start marks ([[stage, wall time], ...]): the driver's own (or
+    just the request and its answer), then the stages of its dockerd read from
+    its log (bench/dind.py `engine_marks`)."""
+    marks = list(node.extra.get("marks") or [["begin", began], ["ready", ended]])
+    if marks:
+        with contextlib.suppress(LabRuntimeError):
+            got = await driver.exec(node.id, ["cat", "/var/log/dockerd.log"], timeout=15)
+            marks += dind.engine_marks(got.output)
+    return marks
+
+
+async def cold_start(driver: Driver, spec: NodeSpec):
+    """A cold start, also when a warm pool (the site's, another bench's) is waiting:
+    the built-in driver's start would claim a pool node instead."""
+    if hasattr(driver, "_cold_start") and hasattr(driver, "preflight"):
+        problems = driver.preflight()
+        if problems:
+            raise LabRuntimeError("; ".join(problems), permanent=True)
+        return await asyncio.to_thread(driver._cold_start, spec, lambda event: None)
+    return await driver.start(spec)
+
+
+async def bench_node_start(driver: Driver, count: int, peer=None) -> dict:
+    """Cold starts, idle memory, stops; then starts from the warm pool if the driver has one.
+
+    With a `peer` (bench/dind.py), each cold start is followed by one start of
+    the dind peer, so that the noise of the machine hits both alike."""
     session = "bench" + secrets.token_hex(3)
     times, pss, stops, warm = [], [], [], []
+    breakdown, peer_times, peer_breakdown, parallel = [], [], [], []
     pool_started: list = []
     has_pool = False
     try:
         for i in range(count):
-            began = time.perf_counter()
-            await driver.start(NodeSpec(session=session, name=f"node{i + 1}"))
+            began, wall = time.perf_counter(), time.time()
+            node = await cold_start(driver, NodeSpec(session=session, name=f"node{i + 1}"))
             times.append(time.perf_counter() - began)
+            marks = await start_marks(driver, node, wall, time.time())
+            if marks:
+                breakdown.append(dind.phases(marks))
+                parallel.append(node.extra.get("parallel") or {})
+            if peer is not None:
+                got = await asyncio.to_thread(peer.start_once)
+                peer_times.append(got["seconds"])
+                peer_breakdown.append(dind.phases(got["marks"]))
         # Idle: give dockerd and containerd a moment to settle after start-up.
         await asyncio.sleep(5)
         for node in driver.list_nodes():
@@ -123,7 +159,8 @@ async def bench_node_start(driver: Driver, count: int) -> dict:
         await driver.stop_session(session)
         await drain_pool(driver, pool_started)
     return {"start": times, "idle_pss": pss, "stop": stops, "warm": warm,
-            "pool": has_pool}
+            "pool": has_pool, "breakdown": breakdown, "peer": peer_times,
+            "peer_breakdown": peer_breakdown, "parallel": parallel}
 
 
 async def grow_pool(driver: Driver, count: int) -> list:
@@ -155,17 +192,85 @@ def _ms(values: list) -> str:
             f"(n={len(values)})")
 
 
-def runtime_figures(driver: Driver, count: int) -> tuple:
-    """(report lines, target rows) of one driver."""
-    figures = asyncio.run(bench_node_start(driver, count))
+# What each phase of a cold start is, by the mark that ends it (launch.py,
+# bench/dind.py ENGINE_LINES).
+PHASE_NAMES = {
+    "state": "uid range + state (lock, bookkeeping)",
+    "disk": "disk (loop-device file system)",
+    "files": "node files (/etc)",
+    "namespaces": "namespaces (holder: user + net)",
+    "ownership": "ownership (chown, idmapped image)",
+    "network": "network (veth, bridge, addresses)",
+    "network joined": "waiting for the network (made in parallel)",
+    "cgroups": "cgroups (dirs, limits)",
+    "launched": "launch (setsid, nsenter, unshare: init's pid)",
+    # (the docker driver: all the CLI calls of its start, then its init)
+    "dockerd exec": "init + mounts (nodestart.sh, tini, lab-init) to dockerd's 1st log",
+    "containerd": "containerd (dockerd starts it, until it serves)",
+    "dockerd setup": "dockerd set-up (graph driver, plugins)",
+    "networks (docker0, iptables)": "dockerd networks (docker0, iptables)",
+    "dockerd API listen": "dockerd until its API listens",
+    "ready": "until the host sees `docker info` answer",
+    "end": "after ready (mounts released, state saved, hosts)",
+    "run": "`docker run -d` returns (container created, started)",
+}
+
+
+# The dind peer's marks that mean something else there (bench/dind.py).
+PEER_PHASE_NAMES = {**PHASE_NAMES,
+                    "dockerd exec": "`docker run` returned to dockerd's first log",
+                    "ready": "until `docker exec … docker info` answers"}
+
+
+def breakdown_lines(samples: list, total_ms: list, indent: str = "    ",
+                    names: dict = PHASE_NAMES) -> list:
+    """Median per phase over the samples ([(phase, ms), ...] each), in start order."""
+    order: list = []
+    for sample in samples:
+        for name, _ in sample:
+            if name not in order:
+                order.append(name)
+    lines = []
+    for name in order:
+        values = [dict(sample).get(name, 0.0) for sample in samples]
+        lines.append(f"{indent}{names.get(name, name):66s} median {statistics.median(values):6.1f} ms"
+                     f"  p95 {percentile(values, 95):6.1f}")
+    summed = [sum(ms for _, ms in sample) for sample in samples]
+    lines.append(f"{indent}{'(sum of phases; the timed start was ' + f'{statistics.median(total_ms):.0f} ms)':66s}"
+                 f" median {statistics.median(summed):6.1f} ms")
+    return lines
+
+
+def runtime_figures(driver: Driver, count: int, peer=None) -> tuple:
+    """(report lines, target rows) of one driver (and of the dind peer, interleaved)."""
+    figures = asyncio.run(bench_node_start(driver, count, peer))
     ms = [t * 1000 for t in figures["start"]]
     warm = [t * 1000 for t in figures["warm"]]
     stop_ms = [t * 1000 for t in figures["stop"]]
     mib = [b / 2**20 for b in figures["idle_pss"]]
+    peer_ms = [t * 1000 for t in figures["peer"]]
     d = driver.name
     lines = [
         f"driver: {d}",
         f"  node start, cold (request to `docker info` answering inside): {_ms(ms)}",
+    ]
+    if figures["breakdown"]:
+        lines.append("  where a cold start goes (median per phase, in start order):")
+        lines += breakdown_lines(figures["breakdown"], ms)
+        parallel = figures.get("parallel") or []
+        for name in sorted({k for p in parallel for k in p}):
+            values = [p.get(name, 0.0) for p in parallel]
+            lines.append(f"    (made in parallel, off the path above: {name}, median "
+                         f"{statistics.median(values):.1f} ms)")
+    if peer_ms:
+        lines.append(f"  dind peer (PWD: privileged dind, tmpfs /var/lib/docker, polling "
+                     f"`docker exec … docker info`), interleaved: {_ms(peer_ms)}")
+        lines += breakdown_lines(figures["peer_breakdown"], peer_ms, names=PEER_PHASE_NAMES)
+        ratio = statistics.median(ms) / statistics.median(peer_ms)
+        lines.append(f"  {d} cold start / dind peer, medians of the same run: "
+                     f"{statistics.median(ms):.0f} / {statistics.median(peer_ms):.0f} ms = "
+                     f"{ratio:.2f}")
+    lines += [
         "  node start, from the warm pool: " + (_ms(warm) if figures["pool"]
                                                 else "no warm pool in this driver"),
         f"  node stop: {_ms(stop_ms)}",
@@ -180,6 +285,12 @@ def runtime_figures(driver: Driver, count: int) -> tuple:
     if ms:
         rows.append(_row(f"[{d}] node start cold, median", "< 500 ms",
                          f"{statistics.median(ms):.0f} ms", statistics.median(ms) < 500))
+    if ms and peer_ms:
+        ratio = statistics.median(ms) / statistics.median(peer_ms)
+        goal = 0.5 if d == "builtin" else 1.0
+        rows.append(_row(f"[{d}] cold start / dind peer (same run), medians", f"<= {goal}",
+                         f"{statistics.median(ms):.0f} / {statistics.median(peer_ms):.0f} ms "
+                         f"= {ratio:.2f}", ratio <= goal))
     if warm:
         rows.append(_row(f"[{d}] node start from the warm pool, p99", "< 100 ms",
                          f"{percentile(warm, 99):.0f} ms", percentile(warm, 99) < 100))
@@ -255,22 +366,31 @@ def site_figures(driver: str, site_args: list) -> tuple:
 
 
 def report(drivers: list, count: int = 10, site_drivers: list | None = None,
-           site_args: list | None = None) -> str:
+           site_args: list | None = None, peer: bool = True) -> str:
     began = time.monotonic()
     lines = [f"python -m bench: {time.strftime('%Y-%m-%d %H:%M %Z')}, "
              f"{os.cpu_count()} cores, "
              f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB"]
     rows: list = []
-    for name in drivers:
-        try:
-            with (docker_engine() if name == "docker" else contextlib.nullcontext()):
-                got_lines, got_rows = runtime_figures(get_driver(name), count)
-        except (LabRuntimeError, OSError, subprocess.SubprocessError) as e:
-            reason = getattr(e, "reason", None) or str(e)
-            got_lines = [f"driver: {name}", f"  not measured: {reason}"]
-            got_rows = [_row(f"[{name}] runtime figures", "measured", "not available", None)]
-        lines += got_lines
-        rows += got_rows
+    with contextlib.ExitStack() as stack:
+        # One host engine for the docker driver and for the dind peer, which is
+        # measured interleaved with each driver's cold starts.
+        host = stack.enter_context(docker_engine()) if (peer or "docker" in drivers) else None
+        the_peer = None
+        if peer:
+            try:
+                the_peer = stack.enter_context(dind.DindPeer(host or ""))
+            except (LabRuntimeError, OSError, subprocess.SubprocessError) as e:
+                lines.append(f"dind peer: not measured: {getattr(e, 'reason', None) or e}")
+        for name in drivers:
+            try:
+                got_lines, got_rows = runtime_figures(get_driver(name), count, the_peer)
+            except (LabRuntimeError, OSError, subprocess.SubprocessError) as e:
+                reason = getattr(e, "reason", None) or str(e)
+                got_lines = [f"driver: {name}", f"  not measured: {reason}"]
+                got_rows = [_row(f"[{name}] runtime figures", "measured", "not available", None)]
+            lines += got_lines
+            rows += got_rows
     for name in site_drivers or []:
         with (docker_engine() if name == "docker" else contextlib.nullcontext()):
             got_lines, got_rows = site_figures(name, site_args or [])
