@@ -60,7 +60,6 @@ LABEL = "lab.node"
 ID_RE = re.compile(r"^[0-9a-f]{12}$")
 CLI_TIMEOUT = 120.0
 
-
 # Beyond Docker's default set: mounts and namespaces for the node's own runc
 # (SYS_ADMIN), bridges and iptables in the node's network namespace (NET_ADMIN).
 NODE_CAPS = ("SYS_ADMIN", "NET_ADMIN")
@@ -209,6 +208,7 @@ class DockerDriver(Driver):
         # None: $LAB_DOCKER_HOST, else the CLI's own default (DOCKER_HOST or /var/run/docker.sock).
         self.host = host or os.environ.get("LAB_DOCKER_HOST") or None
         self._apparmor: Optional[bool] = None
+        self._imported: set = set()  # tags seen in the engine (an inspect is ~40 ms a start)
 
     def local(self) -> bool:
         """Whether the engine runs on this host (a unix socket), so that the
@@ -292,14 +292,14 @@ class DockerDriver(Driver):
         return self.docker("image", "inspect", tag, check=False).returncode == 0
 
     def _image_present_any(self) -> bool:
-        out = self.docker("images", "-q", IMAGE_REPO, check=False).stdout.strip()
-        return bool(out)
+        return bool(self.docker("images", "-q", IMAGE_REPO, check=False).stdout.strip())
 
     def ensure_image(self) -> str:
         """Import the built-in driver's node image into the engine, once."""
         image_dir = images.current_image()
         tag = image_tag(image_dir)
-        if self._image_present(tag):
+        if tag in self._imported or self._image_present(tag):
+            self._imported.add(tag)
             return tag
         with self._lock():
             if self._image_present(tag):
@@ -319,6 +319,7 @@ class DockerDriver(Driver):
             if proc.returncode or tar.returncode:
                 raise LabRuntimeError("importing the node image into the host Docker engine "
                                       f"failed: {proc.stderr.decode(errors='replace')} {tar_err}")
+        self._imported.add(tag)
         return tag
 
     # ---- state --------------------------------------------------------------------

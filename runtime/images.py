@@ -57,6 +57,7 @@ def _has_deb_lines(path: str) -> bool:
 def recipe_hash() -> str:
     h = hashlib.sha256()
     h.update(SUITE.encode())
+    h.update(b"iptables-legacy")
     h.update("\n".join(PACKAGES).encode())
     for name in sorted(INSTALL):
         h.update(name.encode())
@@ -96,6 +97,15 @@ def build_node_image(force: bool = False) -> Path:
     if proc.returncode != 0:
         shutil.rmtree(tmp, ignore_errors=True)
         raise LabRuntimeError("building the node image failed:\n" + proc.stdout[-3000:])
+    # The node's engine runs iptables some 70 times before its API answers:
+    # the legacy backend answers faster in a node's fresh network namespace.
+    for tool in ("iptables", "ip6tables"):
+        done = subprocess.run(["chroot", str(tmp), "update-alternatives", "--set", tool,
+                               f"/usr/sbin/{tool}-legacy"], capture_output=True, text=True)
+        if done.returncode != 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise LabRuntimeError(f"setting {tool} to its legacy backend in the node image "
+                                  f"failed: {done.stderr.strip()}")
     for name, (dest, mode) in INSTALL.items():
         path = tmp / dest
         path.parent.mkdir(parents=True, exist_ok=True)

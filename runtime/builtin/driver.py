@@ -153,7 +153,9 @@ class BuiltinDriver(Launcher, Persist, WarmPool, SessionNetworks, Driver):
             # for the node, which was then "ready" before it had a root.
             if _has_own_root(pid) and hostexec.engine_answers(sock_path):
                 return
-            time.sleep(0.02)
+            # A failed try costs a stat and a refused connect: poll often, a
+            # cold start waits for it.
+            time.sleep(0.005)
         raise LabRuntimeError(f"the node's Docker engine did not answer within {START_TIMEOUT:.0f}s"
                               + self._dockerd_log(pid, node))
 

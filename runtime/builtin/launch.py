@@ -8,12 +8,14 @@ import os
 import secrets
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 from .. import disks, idmap, images, netplan, seccomp
 from ..limits import node_limits
 from ..model import LabRuntimeError, Node, NodeSpec
+from ..paths import base_dir, file_lock
 from .common import (_disable_ipv6, host_lock, MAX_UID_SLOTS, NODE_PATH, NODESTART, _pid_alive,
                      run, UID_BASE, UID_RANGE, USERNS)
 from .cgroups import cgroup_limit_writes, cgroup_hierarchies, node_cgroup_dirs, _prepare_cpuset
@@ -21,11 +23,121 @@ from .cgroups import cgroup_limit_writes, cgroup_hierarchies, node_cgroup_dirs, 
 log = logging.getLogger(__name__)
 
 
+def mount_tables(lower: Path, fs: Path, hierarchies) -> tuple:
+    """The two fstab files nodestart.sh mounts (`mount -a -T`), as text: the
+    node's root (overlayfs over the image; Docker's data beside it, since
+    overlay2 cannot stack on overlayfs), proc, sys, cgroups and a tmpfs /dev;
+    then the host's device nodes bound on files in it, devpts, shm, mqueue, /run."""
+    root = fs / "root"
+    first = [f"overlay {root} overlay lowerdir={lower},upperdir={fs / 'upper'},"
+             f"workdir={fs / 'work'} 0 0",
+             f"{fs / 'docker'} {root}/var/lib/docker none bind 0 0",
+             f"proc {root}/proc proc nosuid,nodev,noexec 0 0",
+             f"sysfs {root}/sys sysfs nosuid,nodev,noexec 0 0",
+             f"cgroup {root}/sys/fs/cgroup tmpfs mode=755,nosuid,nodev,noexec 0 0"]
+    for name, opts in hierarchies:
+        if opts == "cgroup2":
+            first.append(f"cgroup2 {root}/sys/fs/cgroup/{name} cgroup2 "
+                         "nosuid,nodev,noexec,X-mount.mkdir 0 0")
+        else:
+            first.append(f"cgroup {root}/sys/fs/cgroup/{name} cgroup "
+                         f"nosuid,nodev,noexec,{opts},X-mount.mkdir 0 0")
+    first.append(f"dev {root}/dev tmpfs mode=755,nosuid,size=1m 0 0")
+    second = [f"/dev/{d} {root}/dev/{d} none bind 0 0"
+              for d in ("null", "zero", "full", "random", "urandom", "tty")]
+    second += [f"devpts {root}/dev/pts devpts newinstance,ptmxmode=0666,mode=0620,gid=5,"
+               "nosuid,noexec,X-mount.mkdir 0 0",
+               f"shm {root}/dev/shm tmpfs mode=1777,nosuid,nodev,X-mount.mkdir 0 0",
+               f"mqueue {root}/dev/mqueue mqueue nosuid,nodev,noexec,X-mount.mkdir 0 0",
+               f"tmpfs {root}/run tmpfs mode=755,nosuid,nodev 0 0"]
+    return "\n".join(first) + "\n", "\n".join(second) + "\n"
+
+
+def _disk_template(size: int) -> Path:
+    """A fresh, empty node disk of `size` bytes (disks.make's file system), made
+    once per size: a node copies it (its few MiB of metadata; the rest is a
+    hole), which costs a cold start a third of what mkfs.ext4 does."""
+    path = base_dir() / "disk-templates" / f"empty-{size}.img"
+    if path.exists():
+        return path
+    with file_lock("disk-templates.lock"):
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            scratch = path.parent / f".making-{secrets.token_hex(4)}"
+            try:
+                scratch.mkdir()
+                image = scratch / "disk.img"
+                disks.make(scratch, size)
+                run(["umount", str(scratch / "fs")])
+                os.replace(image, path)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+    return path
+
+
+def _copy_sparse(source: Path, target: Path) -> None:
+    """Copy a sparse file's data extents only (shutil would write out the holes)."""
+    src = os.open(source, os.O_RDONLY)
+    try:
+        dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            size = os.fstat(src).st_size
+            offset = 0
+            while offset < size:
+                try:
+                    start = os.lseek(src, offset, os.SEEK_DATA)
+                except OSError:  # ENXIO: only a hole is left
+                    break
+                end = os.lseek(src, start, os.SEEK_HOLE)
+                while start < end:
+                    done = os.copy_file_range(src, dst, end - start, start, start)
+                    if done <= 0:
+                        raise LabRuntimeError(f"could not copy the node disk {source}")
+                    start += done
+                offset = end
+            os.ftruncate(dst, size)
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+
+
+class _Background:
+    """fn(*args) in a thread of its own; result() waits and re-raises its error."""
+
+    def __init__(self, fn, *args):
+        self._error: BaseException | None = None
+        self.seconds = 0.0
+
+        def run_it():
+            began = time.monotonic()
+            try:
+                self._value = fn(*args)
+            except BaseException as e:  # handed to the caller by result()
+                self._error = e
+            self.seconds = time.monotonic() - began
+
+        self._thread = threading.Thread(target=run_it, daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    def result(self):
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
 class Launcher:
     """BuiltinDriver's cold start (a mixin)."""
 
     def _cold_start(self, spec: NodeSpec, progress) -> Node:
         started = time.monotonic()
+        # Wall-clock marks (time.time(): the same clock as dockerd's log lines),
+        # kept in extra["marks"] so the bench can say where a cold start went.
+        marks = [("begin", time.time())]
         image = images.current_image()
         node_id = secrets.token_hex(6)
         directory = self._node_dir(node_id)
@@ -50,33 +162,53 @@ class Launcher:
                                    "gateway": net.gateway, "state": "starting",
                                    "uid_base": uid_base})
                 self._save(node)
+            marks.append(("state", time.time()))
             restored = None
-            if spec.restore:
-                progress({"progress": 10, "message": "bringing back your saved machine"})
-                restored = self._restore_disk(node, directory, spec.restore, image)
-            else:
-                progress({"progress": 10, "message": "making the node's disk"})
-                self._make_disk(node, directory)
-            self._write_node_files(directory / "fs", spec, net, address, peers)
-            progress({"progress": 20, "message": "connecting the node to its network"})
+            # The network (veth, bridge, addresses: a handful of `ip` runs)
+            # only needs the namespace holder: it is made while the disk is,
+            # and the node's init may start before it is done (its engine
+            # needs no eth0 to start); it is waited for before the holder goes.
             with self._namespace_holder(node) as holder:
-                self._prepare_ownership(node, image, directory, holder, restored)
-                self._make_netns(node, net, holder)
-                progress({"progress": 35, "message": "starting the node"})
-                keeper, pid = self._launch(node, image, directory, holder)
+                marks.append(("namespaces", time.time()))
+                network = _Background(self._make_netns, node, net, holder)
+                try:
+                    if spec.restore:
+                        progress({"progress": 10, "message": "bringing back your saved machine"})
+                        restored = self._restore_disk(node, directory, spec.restore, image)
+                    else:
+                        progress({"progress": 10, "message": "making the node's disk"})
+                        self._make_disk(node, directory)
+                    marks.append(("disk", time.time()))
+                    self._write_node_files(directory / "fs", spec, net, address, peers)
+                    marks.append(("files", time.time()))
+                    self._prepare_ownership(node, image, directory, holder, restored)
+                    marks.append(("ownership", time.time()))
+                    progress({"progress": 35, "message": "starting the node"})
+                    keeper, pid = self._launch(node, image, directory, holder, marks)
+                    marks.append(("launched", time.time()))
+                finally:
+                    network.wait()  # the holder must outlive its `ip` runs
+                progress({"progress": 40, "message": "connecting the node to its network"})
+                network.result()
+                marks.append(("network joined", time.time()))
+                parallel = {"network": round(network.seconds * 1000, 1)}
             node = Node(**{**node.to_json(), "extra": {**node.extra, "pid": pid, "keeper": keeper,
                                                       "state": "starting"}})
             self._save(node)
             progress({"progress": 50, "message": "waiting for the Docker engine"})
             self._wait_for_engine(node, pid, keeper)
+            marks.append(("ready", time.time()))
             # The node holds its own copies of its disk and image mounts now.
             self._release_host_mounts(directory)
             if restored is not None:
                 progress({"progress": 90, "message": "starting the containers that were running"})
                 self._resume_containers(node, restored)
+            marks.append(("end", time.time()))
             node = Node(**{**node.to_json(), "extra": {**node.extra, "state": "running",
                            "start_seconds": round(time.monotonic() - started, 3),
-                           "restored": spec.restore}})
+                           "restored": spec.restore,
+                           "marks": [[k, round(t, 6)] for k, t in marks],
+                           "parallel": parallel}})
             self._save(node)
             self._refresh_session_hosts(spec.session)
         except BaseException as e:
@@ -148,7 +280,12 @@ class Launcher:
         """The node's own file system for its writable layer and Docker's data
         (runtime/disks.py). The node keeps the mount in its own namespace; the
         kernel frees the loop device when the node ends."""
-        disks.make(directory, node_limits()["disk"], ("upper/etc/docker", "work", "docker", "root"))
+        fs = directory / "fs"
+        _copy_sparse(_disk_template(node_limits()["disk"]), directory / "disk.img")
+        fs.mkdir(exist_ok=True)
+        run(["mount", "-o", "loop,nosuid,nodev", str(directory / "disk.img"), str(fs)])
+        for sub in ("upper/etc/docker", "work", "docker", "root"):
+            (fs / sub).mkdir(parents=True, exist_ok=True)
 
     @staticmethod
     def _release_host_mounts(directory: Path) -> None:
@@ -165,7 +302,8 @@ class Launcher:
                  f"route add default via {net.gateway}\n")
         run(["nsenter", f"--net=/proc/{holder}/ns/net", "ip", "-batch", "-"], input=batch.encode())
 
-    def _launch(self, node: Node, image: Path, directory: Path, holder: int) -> tuple:
+    def _launch(self, node: Node, image: Path, directory: Path, holder: int,
+                marks: list | None = None) -> tuple:
         hierarchies = cgroup_hierarchies()
         cg_dirs = node_cgroup_dirs(node.id)
         for path in cg_dirs:
@@ -181,7 +319,11 @@ class Launcher:
                     with contextlib.suppress(FileNotFoundError):
                         os.chown(path / name, base, base)
         self._apply_limits(cg_dirs)
-        cg_mounts = " ".join(f"{name}:{opts}" for name, opts in hierarchies)
+        if marks is not None:
+            marks.append(("cgroups", time.time()))
+        tables = mount_tables(directory / "lower", directory / "fs", hierarchies)
+        for i, text in enumerate(tables, 1):
+            (directory / f"mounts-{i}.fstab").write_text(text)
         # The launcher joins the node's cgroups first, so the new cgroup namespace
         # is rooted at them; then it joins the holder's user and network
         # namespaces and makes the rest. `setsid -f` detaches it from this
@@ -199,8 +341,8 @@ class Launcher:
                 "unshare", "--mount", "--uts", "--ipc", "--pid", "--cgroup", "--fork",
                 # A copy beside the node's state: the node's root may not be able
                 # to read the project's directory.
-                "/bin/sh", str(script),
-                str(directory / "lower"), str(directory / "fs"), node.name, cg_mounts]
+                "/bin/sh", str(script), str(directory / "fs" / "root"),
+                str(directory / "mounts-1.fstab"), str(directory / "mounts-2.fstab")]
         with open(directory / "console.log", "ab") as console:
             subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=console, stderr=console,
                            close_fds=True, check=True, preexec_fn=seccomp.install,
