@@ -1,9 +1,11 @@
-"""The warm pool: ready nodes waiting in POOL_SESSION until a learner's start
-claims one (moved into the learner's session, renamed, given its files), and
-pre-built sessions of several nodes (POOL_SESSION-<n>x<token>, their nodes
-already on one session network) that a multi-node lesson's start takes whole:
-the session's network becomes the learner's, each node is renamed as the
-learner's start reaches it."""
+"""The warm pool: pre-built sessions waiting ready until a learner's start
+takes one. A pre-built session (POOL_SESSION-<n>x<token>) has its own session
+network (bridge, NAT) and n nodes on it; a single node is a pre-built session
+of one. A start of a session with no node yet takes a whole one of its size:
+the session's network becomes the learner's (no bridge, address or firewall
+work while the learner waits), and each node is renamed and given its files
+as the learner's start reaches it. A further node of a session that already
+has nodes takes a single one and moves it onto the session's network."""
 from __future__ import annotations
 
 import contextlib
@@ -40,16 +42,15 @@ class WarmPool:
 
     # ---- warm pool ------------------------------------------------------------
     def pool_nodes(self) -> list:
-        """Ready single pool nodes; dead ones (a host restart) are the reaper's, not the pool's."""
-        return [n for n in self.list_nodes()
-                if n.session == POOL_SESSION and n.extra.get("state") == "running"
-                and self._owns(n, n.extra.get("pid"))]
+        """Ready single pool nodes (pre-built sessions of one); dead ones (a host
+        restart) are the reaper's, not the pool's."""
+        return [members[0] for _, members in self.pool_sets(1)]
 
     def pool_sets(self, nodes: int) -> list:
         """Ready pre-built sessions of `nodes` nodes: [(session, [node, ...]), ...]."""
         groups: dict = {}
         for n in self.list_nodes():
-            if is_pool_session(n.session) and n.session != POOL_SESSION:
+            if is_pool_session(n.session):
                 groups.setdefault(n.session, []).append(n)
         return [(session, members) for session, members in sorted(groups.items())
                 if len(members) == nodes and all(m.extra.get("pool_set") == nodes for m in members)
@@ -57,29 +58,22 @@ class WarmPool:
                         for m in members)]
 
     def pool_counts(self) -> dict:
-        counts = {1: len(self.pool_nodes())}
-        sizes = {n.extra.get("pool_set") for n in self.list_nodes()
-                 if is_pool_session(n.session) and n.session != POOL_SESSION}
-        for size in sorted(s for s in sizes if isinstance(s, int) and s > 1):
+        counts = {1: 0}
+        sizes = {n.extra.get("pool_set") for n in self.list_nodes() if is_pool_session(n.session)}
+        for size in sorted(s for s in sizes if isinstance(s, int) and s > 0):
             counts[size] = len(self.pool_sets(size))
         return counts
 
     def fill_pool(self, size: int, nodes: int = 1) -> list:
-        """Start pool nodes until `size` wait ready (or `size` pre-built sessions
-        of `nodes` nodes); stops early when the lab is full."""
+        """Build pre-built sessions of `nodes` nodes until `size` wait ready;
+        stops early when the lab is full."""
         started: list = []
-        ready = self.pool_nodes if nodes == 1 else (lambda: self.pool_sets(nodes))
-        while len(ready()) < size:
+        while len(self.pool_sets(nodes)) < size:
             try:
-                if nodes == 1:
-                    started.append(self._cold_start(
-                        NodeSpec(session=POOL_SESSION, name="warm-" + secrets.token_hex(4)),
-                        lambda event: None).id)
-                else:
-                    started += self._build_pool_set(nodes)
+                started += self._build_pool_set(nodes)
             except LabFull as e:
-                log.info("warm pool stays at %d (of %d nodes each): %s", len(ready()), nodes,
-                         e.reason)
+                log.info("warm pool stays at %d (of %d nodes each): %s",
+                         len(self.pool_sets(nodes)), nodes, e.reason)
                 break
         return started
 
@@ -105,22 +99,16 @@ class WarmPool:
         return made
 
     def trim_pool(self, size: int, nodes: int = 1) -> list:
-        """Remove waiting pool nodes (or pre-built sessions of `nodes`) beyond
-        `size`: after a class has started, the pool shrinks back."""
+        """Remove waiting pre-built sessions of `nodes` nodes beyond `size`:
+        after a class has started, the pool shrinks back."""
         with host_lock():
-            if nodes == 1:
-                extra = self.pool_nodes()[size:]
-            else:
-                extra = [n for _, members in self.pool_sets(nodes)[size:] for n in members]
+            extra = [n for _, members in self.pool_sets(nodes)[size:] for n in members]
             # No longer "running": no claim can take them while they stop.
             for n in extra:
                 self._save(Node(**{**n.to_json(), "extra": {**n.extra, "state": "trimming"}}))
         for n in extra:
             with contextlib.suppress(LabRuntimeError):
                 self._stop(n.id)
-        with host_lock():
-            for session in {n.session for n in extra}:
-                self._remove_session_net_if_empty(session)
         if extra:
             log.info("warm pool trimmed by %d node(s) (%d per session)", len(extra), nodes)
         return [n.id for n in extra]
@@ -132,13 +120,18 @@ class WarmPool:
             if any(n.session == spec.session and n.name == spec.name for n in self.list_nodes()):
                 raise LabRuntimeError(f"session {spec.session} already has a node called "
                                       f"{spec.name}", permanent=True)
-            node = self._reserved_node(spec) if spec.session_nodes > 1 else None
+            node = self._reserved_node(spec)
             moved = node is None
-            if node is None:
+            if node is None:  # the session has nodes already: a single one joins them
                 node = next(iter(self.pool_nodes()), None)
             if node is None:
                 return None
-            net = self._ensure_session_net(spec.session)
+            left = node.session  # a single one's own network goes once it is moved
+            if moved:
+                net = self._ensure_session_net(spec.session)
+            else:  # the adopted network is made already: no `ip` or `iptables` run here
+                net = netplan.session_net(
+                    json.loads(self._session_file(spec.session).read_text())["index"])
             peers = {n.name: n.address for n in self.list_nodes()
                      if n.session == spec.session and n.id != node.id}
             address = node.address
@@ -159,8 +152,9 @@ class WarmPool:
                            "start_seconds": round(time.monotonic() - began, 3)}})
             self._save(node)
             self._refresh_session_hosts(spec.session)
-            with host_lock():
-                self._remove_session_net_if_empty(POOL_SESSION)
+            if moved:
+                with host_lock():
+                    self._remove_session_net_if_empty(left)
         except BaseException as e:
             log.warning("claiming pool node %s failed: %s", node.id, e)
             with contextlib.suppress(Exception):
@@ -173,7 +167,8 @@ class WarmPool:
 
     def _reserved_node(self, spec: NodeSpec) -> Optional[Node]:
         """A node of a pre-built session that `spec`'s session has taken (its
-        first start adopts a whole one: caller holds the lock), or None."""
+        first start adopts a whole one of spec.session_nodes: caller holds the
+        lock), or None."""
         mine = [n for n in self.list_nodes() if n.session == spec.session]
         if not mine:
             sets = self.pool_sets(spec.session_nodes)

@@ -62,3 +62,14 @@ def test_bad_limit_is_refused(monkeypatch):
     with pytest.raises(LabRuntimeError, match="LAB_NODE_MEMORY"):
         node_limits()
     assert _size("1.5g") == int(1.5 * 2**30)
+
+
+def test_pool_nodes_count_as_room_not_load(monkeypatch):
+    """A host whose warm pool holds forty ready nodes has room for forty learners
+    more than its node count says: each start takes one of them."""
+    from runtime import hostinfo
+    monkeypatch.setenv("LAB_MAX_NODES", "50")
+    monkeypatch.setattr(hostinfo, "mem_available", lambda: 64 * 2**30)
+    full_of_pool = hostinfo.load(50, pool=40)
+    assert (full_of_pool["nodes_now"], full_of_pool["room"], full_of_pool["pool_ready"]) == (10, 40, 40)
+    assert hostinfo.load(50)["room"] == 0
