@@ -278,6 +278,7 @@ LAB_POOL_SIZE = envint("LAB_POOL_SIZE", "2")
 # From this long before a classroom starts until LAB_POOL_HOLD_MINUTES after,
 # the pools also hold a ready machine for each learner it expects
 # (labs/sandboxes/pools.py).
+LAB_POOL_CLASSES = env("LAB_POOL_CLASSES", "1") != "0"  # 0: the schedule is not looked at
 LAB_POOL_LEAD_MINUTES = envint("LAB_POOL_LEAD_MINUTES", "10")
 LAB_POOL_HOLD_MINUTES = envint("LAB_POOL_HOLD_MINUTES", "15")
 

@@ -92,7 +92,8 @@ def classrooms(request):
                                       "ends": (now + datetime.timedelta(hours=3)).strftime("%Y-%m-%dT%H:%M")})
         # No lesson ticked for the instructor: the choice is theirs.
     rooms = Classroom.taught_by(request.user).prefetch_related("lessons")
-    return render(request, "classrooms/classrooms.html", {"form": form, "rooms": rooms})
+    return render(request, "classrooms/classrooms.html", {
+        "form": form, "rooms": rooms, "lead_minutes": settings.LAB_POOL_LEAD_MINUTES})
 
 
 @login_required
@@ -222,20 +223,24 @@ def join(request, code=""):
             and not (request.user.is_authenticated and request.user.pk == getattr(room, "owner_id", None)))
     if room is not None and not error and (request.method == "POST" or link):
         as_guest = link or request.POST.get("as_guest")
-        if not request.user.is_authenticated and as_guest:
-            login(request, Profile.make_guest(),
-                  backend="django.contrib.auth.backends.ModelBackend")
-        if not request.user.is_authenticated:
+        if not request.user.is_authenticated and not as_guest:
             return redirect("join-code", code=room.code)  # offers guest, log in or sign up
-        room.join(request.user)
-        broadcast.push_learner_row(room.pk, request.user)
-        first = room.ordered_lessons()
-        if not first:
-            return redirect("dashboard")
-        if link and _class_is_on(room) and not machines.page_context(request.user, first[0])["saved"]:
-            # A saved machine waits for the learner's own choice (Resume or fresh).
-            start_lab(request.user, first[0])
-        return redirect("lesson", first[0].slug)
+        # One transaction: a class joining at once takes the database's write
+        # lock once per learner, not once per row.
+        with transaction.atomic():
+            if not request.user.is_authenticated:
+                login(request, Profile.make_guest(),
+                      backend="django.contrib.auth.backends.ModelBackend")
+            room.join(request.user)
+            first = room.ordered_lessons()
+            started = False
+            if first and link and _class_is_on(room) \
+                    and not machines.page_context(request.user, first[0])["saved"]:
+                # (A saved machine waits for the learner's own choice: Resume or fresh.)
+                started = start_lab(request.user, first[0])[1] == 200
+        if not started:  # a start pushes the row itself, once its machine is ready
+            broadcast.push_learner_row(room.pk, request.user)
+        return redirect("lesson", first[0].slug) if first else redirect("dashboard")
     return render(request, "classrooms/join.html", {
         "room": room if not error else None, "code": code, "error": error})
 

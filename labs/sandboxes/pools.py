@@ -42,8 +42,11 @@ def window(now=None) -> tuple:
 
 
 def demands(now=None) -> list:
-    """What each classroom starting about now still needs."""
+    """What each classroom starting about now still needs (nothing when
+    LAB_POOL_CLASSES=0: the pool keeps LAB_POOL_SIZE whatever the schedule)."""
     from labs.classrooms.models import Classroom
+    if not settings.LAB_POOL_CLASSES:
+        return []
     now = now or timezone.now()
     earliest, latest = window(now)
     found = []
@@ -88,9 +91,12 @@ def record(host_name: str, target: dict, ready: dict) -> None:
     short of the target after a fill means the host had no room for more."""
     wanted = sum(size * n for size, n in target.items())
     have = sum(size * n for size, n in ready.items())
-    SandboxHost.objects.update_or_create(name=host_name, defaults={
-        "pool_target": wanted, "pool_ready": have,
-        "pool_short": "" if have >= wanted else f"room for {have} of {wanted} ready nodes"})
+    values = {"pool_target": wanted, "pool_ready": have,
+              "pool_short": "" if have >= wanted else f"room for {have} of {wanted} ready nodes"}
+    # Written only when it changed: a class arriving runs this once per start,
+    # and every write waits for the database's one write lock (SQLite).
+    if not SandboxHost.objects.filter(name=host_name, **values).exists():
+        SandboxHost.objects.update_or_create(name=host_name, defaults=values)
 
 
 def readiness(room, now=None) -> dict | None:

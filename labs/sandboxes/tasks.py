@@ -6,6 +6,7 @@ the browser through the channel layer (group_send to the learner's group).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -20,6 +21,7 @@ from django.utils import timezone
 
 from runtime import (LabFull, LabRuntimeError, NodeSpec, checkbatch, get_driver, ports, recorder,
                      saves)
+from runtime import paths
 from runtime.paths import try_file_lock
 
 from labs import broadcast
@@ -103,10 +105,29 @@ def start_session(session_id: int) -> str | None:
     # scan: the learner's first command is on the recording.
     recorder.wake()
     mark_session(session, LabSession.READY)
-    # Replace what this start took from this host's pool.
-    if settings.LAB_POOL_SIZE or pools.demands():
-        maintain_pool.apply_async(queue=f"nodes.{settings.LAB_HOST_NAME}")
+    # Replace what this start took from this host's pool: one refill a few
+    # seconds on, whatever the number of starts meanwhile (a class arriving
+    # would otherwise queue forty, each taking a worker from the starts).
+    if driver.has_pool and _refill_due():
+        maintain_pool.apply_async(queue=f"nodes.{settings.LAB_HOST_NAME}", countdown=REFILL_DELAY,
+                                  expires=REFILL_DELAY + 30)
     return LabSession.READY
+
+
+REFILL_DELAY = 3
+
+
+def _refill_due() -> bool:
+    """Whether no refill of this host's pool is planned yet (a marker file's
+    time, shared by the worker's processes)."""
+    marker = paths.base_dir() / "pool-refill.at"
+    now = time.time()
+    with contextlib.suppress(OSError):
+        if now - marker.stat().st_mtime < REFILL_DELAY:
+            return False
+    with contextlib.suppress(OSError):
+        marker.touch()
+    return True
 
 
 @shared_task(soft_time_limit=300, time_limit=330)

@@ -224,6 +224,7 @@ def _host_env(site_env: dict, host: Host, site_url: str, token: str) -> dict:
         "LAB_CGROUP_PARENT": host.cgroup_parent,
         "LAB_UID_BASE": str(1_000_000_000 + host.index * 100_000_000),
         "LAB_POOL_SIZE": "0",
+        "LAB_POOL_CLASSES": "0",
         # Hosts on one machine share its memory: their room differs by their
         # node limit, not by the noise of what is free at each heartbeat.
         "LAB_MAX_NODES": "4",

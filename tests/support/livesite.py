@@ -172,6 +172,9 @@ def live_site(prefix: str = SESSION_PREFIX, driver: str = "builtin", workers: in
         # No warm pool unless asked for: pool nodes belong to no test's prefix,
         # so the clean-up below would leave them behind.
         "LAB_POOL_SIZE": "0",
+        # Test classrooms start "now" with learners who never start a lab: a
+        # pool for them would fill the shared test site with idle nodes.
+        "LAB_POOL_CLASSES": "0",
         # Saved machines go with the test site.
         "LAB_SAVE_DIR": str(workdir / "saves"),
         **(extra_env or {}),
@@ -193,9 +196,9 @@ def live_site(prefix: str = SESSION_PREFIX, driver: str = "builtin", workers: in
                   "--shutdown-on-sigint", "save"],
         # As the Procfile: a websocket may take up to 30 s to be accepted
         # when the site is busy (Daphne's default, 5 s, drops it silently).
-        "web": [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port),
-                *(["-e", f"tcp:port={port}:interface={also_listen}"] if also_listen else []),
-                "--websocket_connect_timeout", "30", "labs.asgi:application"],
+        # As the Procfile: LAB_WEB_PROCESSES Daphne servers on one socket.
+        "web": [str(VENV_BIN / "python"), str(ROOT / "scripts" / "web.py"), "--bind", "127.0.0.1",
+                "--port", str(port), *(["--also", also_listen] if also_listen else [])],
         # As the Procfile: one worker for checks, one for node work.
         "worker": [str(VENV_BIN / "celery"), "-A", "labs.celery:app", "worker", "-n", "checks@%h",
                    "-Q", f"celery,checks.{host}", "--loglevel=INFO", f"--concurrency={workers}",

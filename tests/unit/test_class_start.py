@@ -91,6 +91,13 @@ def test_a_class_about_to_start_needs_a_machine_per_expected_learner(settings, c
     assert pools.targets(settings.LAB_HOST_NAME) == {1: 2 + 1}  # Ada and Bob, Ada running
 
 
+def test_with_the_schedule_off_the_pool_keeps_its_size(settings, classroom):
+    settings.LAB_POOL_SIZE, settings.LAB_POOL_CLASSES = 2, False
+    Classroom.objects.filter(pk=classroom.pk).update(starts=minutes(5), ends=minutes(200), seats=40)
+    assert pools.targets(settings.LAB_HOST_NAME) == {1: 2}
+    assert pools.readiness(Classroom.objects.get(pk=classroom.pk)) is None
+
+
 def test_the_window_opens_at_the_lead_time_and_closes_after_the_hold(settings, classroom):
     settings.LAB_POOL_SIZE, settings.LAB_POOL_LEAD_MINUTES = 0, 10
     settings.LAB_POOL_HOLD_MINUTES = 15
