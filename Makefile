@@ -6,7 +6,7 @@ PORT ?= 8000
 PY := .venv/bin/python
 export PATH := $(PATH):/usr/local/sbin:/usr/sbin:/sbin
 
-.PHONY: run test setup preflight deps venv images db bench-cluster bench-recording bench-saves
+.PHONY: run test setup preflight deps venv images db bench-cluster bench-recording bench-saves bench-class
 
 run: setup
 	@if curl -fsS -o /dev/null "http://127.0.0.1:$(PORT)/" 2>/dev/null; then \
@@ -26,6 +26,10 @@ bench-recording: setup
 
 bench-saves: setup
 	$(PY) -m bench.saves
+
+# A class of 40 through the join link, with and without the schedule-sized pool.
+bench-class: setup
+	$(PY) -m bench.classstart
 
 setup: preflight deps venv images db
 

@@ -730,10 +730,12 @@ def _log_time(text: str) -> float:
     return datetime.datetime.strptime(text, "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
-def worker_task_times(site) -> str:
-    """run_checks / start_session durations from the workers' logs (where time goes)."""
+def worker_task_times(site, since: dict | None = None) -> str:
+    """run_checks / start_session durations from the workers' logs (where time
+    goes); `since`: {process: log length} to read only what came after."""
     times: dict = {}
-    logs = site.log("worker") + site.log("nodes")
+    since = since or {}
+    logs = site.log("worker")[since.get("worker", 0):] + site.log("nodes")[since.get("nodes", 0):]
     received = {}
     stamp = r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*?"
     task = r"Task labs\.(?:\w+\.)*tasks\.(\w+)\[([^\]]+)\]"
