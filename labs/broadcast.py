@@ -98,12 +98,17 @@ def push_learner_row(classroom_pk, user) -> None:
         push_classroom(classroom_pk, {"type": "learner", "row": reports.learner_row(room, user)})
 
 
+def grid_rooms(user, lesson_id) -> list:
+    """The classrooms of the learner's that have the lesson (their grids show it)."""
+    return list(Classroom.objects.filter(memberships__user_id=user.pk, lessons__id=lesson_id)
+                .values_list("pk", flat=True).distinct())
+
+
 def grid_rows_changed(user, lesson_id) -> None:
     """The learner's progress or machines in a lesson changed: after the commit
     (so the grid reads what was recorded), refresh their row in the live grid
     of every classroom of theirs that has the lesson."""
-    rooms = list(Classroom.objects.filter(memberships__user_id=user.pk, lessons__id=lesson_id)
-                 .values_list("pk", flat=True).distinct())
+    rooms = grid_rooms(user, lesson_id)
     if rooms:
         transaction.on_commit(lambda: [push_learner_row(pk, user) for pk in rooms])
 

@@ -25,6 +25,7 @@ from runtime import paths
 from runtime.paths import try_file_lock
 
 from labs import broadcast
+from labs.classrooms.tasks import push_learner_rows
 from labs.courses.models import StepProgress
 
 from . import hosts, machines, pools
@@ -61,6 +62,7 @@ def start_session(session_id: int) -> str | None:
     if session.state == LabSession.QUEUED:
         mark_session(session, LabSession.STARTING)  # its turn came: the page shows the start
     nodes = list(session.nodes.all())
+    last_node = ""
     for node in nodes:
         if node.state == LabNode.READY and node.runtime_id:
             continue
@@ -99,12 +101,26 @@ def start_session(session_id: int) -> str | None:
             node.mark_failed(reason)
             mark_session(session, LabSession.FAILED, f"{node.name}: {reason}")
             return LabSession.FAILED
-        node.mark_ready(started.id)
+        if node is nodes[-1]:
+            last_node = started.id  # marked with the session's state, in one write below
+        else:
+            node.mark_ready(started.id)
         log.info("started %s/%s as %s", spec.session, spec.name, started.id)
     # This host's recorder attaches to the new nodes now, not at its next
     # scan: the learner's first command is on the recording.
     recorder.wake()
-    mark_session(session, LabSession.READY)
+    # One transaction for the last node and the session (each write waits for
+    # SQLite's one write lock); the grids hear it from a task on the site's
+    # queue: forty rows computed here would hold up the class's other starts.
+    with transaction.atomic():
+        if last_node:
+            nodes[-1].mark_ready(last_node)
+        if session.mark(LabSession.READY):
+            rooms = broadcast.grid_rooms(session.user, session.lesson_id)
+            if rooms:
+                user_id = session.user_id
+                transaction.on_commit(lambda: push_learner_rows.delay(user_id, rooms))
+    broadcast.push(broadcast.session_group(session), session.event())
     # Replace what this start took from this host's pool: one refill a few
     # seconds on, whatever the number of starts meanwhile (a class arriving
     # would otherwise queue forty, each taking a worker from the starts).
