@@ -203,7 +203,8 @@ async def run(site, args) -> list:
     lines.append(f"python -m bench.classstart: {time.strftime('%Y-%m-%d %H:%M %Z')}, "
                  f"a class of {args.learners} opening the join link at once "
                  f"(one request: guest, join, start), {args.workers} Celery workers, "
-                 f"{args.web or 'default'} web processes")
+                 f"{args.web or 'default'} web processes, "
+                 f"{'PostgreSQL' if args.postgres else 'SQLite'}")
     for name, ready, r in rows:
         res = r["results"]
         lines.append(f"{name} ({ready} ready nodes waiting as the class arrived; "
@@ -234,6 +235,8 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--learners", type=int, default=40)
     parser.add_argument("--workers", type=int, default=4, help="Celery worker concurrency")
+    parser.add_argument("--postgres", action="store_true",
+                        help="the site on a throwaway PostgreSQL server instead of SQLite")
     parser.add_argument("--web", type=int, default=0,
                         help="Daphne processes (LAB_WEB_PROCESSES; 0: the site's default)")
     parser.add_argument("--timeout", type=float, default=240,
@@ -256,8 +259,13 @@ def main(argv=None) -> int:
     driver = get_driver("builtin")
     had_pool = {n.id for n in driver.list_nodes() if is_pool_session(n.session)}
     try:
-        with live_site(prefix=prefix, driver="builtin", workers=args.workers, quiet=True,
-                       beat=True, extra_env=env) as site:
+        with contextlib.ExitStack() as stack:
+            if args.postgres:
+                from tests.support.postgres import postgres_server
+                env["DATABASE_URL"] = stack.enter_context(postgres_server())
+            site = stack.enter_context(live_site(prefix=prefix, driver="builtin",
+                                                 workers=args.workers, quiet=True, beat=True,
+                                                 extra_env=env))
             try:
                 lines = asyncio.run(run(site, args))
             except KeyboardInterrupt:
