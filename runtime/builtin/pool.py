@@ -46,16 +46,23 @@ class WarmPool:
         restart) are the reaper's, not the pool's."""
         return [members[0] for _, members in self.pool_sets(1)]
 
-    def pool_sets(self, nodes: int) -> list:
-        """Ready pre-built sessions of `nodes` nodes: [(session, [node, ...]), ...]."""
+    def pool_sets(self, nodes: int, listed: Optional[list] = None, first: bool = False) -> list:
+        """Ready pre-built sessions of `nodes` nodes: [(session, [node, ...]), ...]
+        (of `listed`, when given; `first`: only the first one found)."""
         groups: dict = {}
-        for n in self.list_nodes():
+        for n in self.list_nodes() if listed is None else listed:
             if is_pool_session(n.session):
                 groups.setdefault(n.session, []).append(n)
-        return [(session, members) for session, members in sorted(groups.items())
-                if len(members) == nodes and all(m.extra.get("pool_set") == nodes for m in members)
-                and all(m.extra.get("state") == "running" and self._owns(m, m.extra.get("pid"))
-                        for m in members)]
+        found = []
+        for session, members in sorted(groups.items()):
+            if len(members) == nodes and all(m.extra.get("pool_set") == nodes
+                                             and m.extra.get("state") == "running"
+                                             for m in members) \
+                    and all(self._owns(m, m.extra.get("pid")) for m in members):
+                found.append((session, members))
+                if first:
+                    break
+        return found
 
     def pool_counts(self) -> dict:
         counts = {1: 0}
@@ -116,14 +123,18 @@ class WarmPool:
     def _claim(self, spec: NodeSpec, progress) -> Optional[Node]:
         """Hand a ready pool node to `spec`'s session, or None if the pool is empty."""
         began = time.monotonic()
+        # What runs under the host's lock is kept short: a class arriving at
+        # once has its starts take turns here (one listing of the nodes, and
+        # /proc looked at only for the pre-built session taken).
         with host_lock():
-            if any(n.session == spec.session and n.name == spec.name for n in self.list_nodes()):
+            listed = self.list_nodes()
+            if any(n.session == spec.session and n.name == spec.name for n in listed):
                 raise LabRuntimeError(f"session {spec.session} already has a node called "
                                       f"{spec.name}", permanent=True)
-            node = self._reserved_node(spec)
+            node, mates = self._reserved_node(spec, listed)
             moved = node is None
             if node is None:  # the session has nodes already: a single one joins them
-                node = next(iter(self.pool_nodes()), None)
+                node = next((m[0] for _, m in self.pool_sets(1, listed, first=True)), None)
             if node is None:
                 return None
             left = node.session  # a single one's own network goes once it is moved
@@ -132,7 +143,7 @@ class WarmPool:
             else:  # the adopted network is made already: no `ip` or `iptables` run here
                 net = netplan.session_net(
                     json.loads(self._session_file(spec.session).read_text())["index"])
-            peers = {n.name: n.address for n in self.list_nodes()
+            peers = {n.name: n.address for n in (listed if moved else mates)
                      if n.session == spec.session and n.id != node.id}
             address = node.address
             if moved:
@@ -151,7 +162,8 @@ class WarmPool:
             node = Node(**{**node.to_json(), "extra": {**node.extra, "state": "running",
                            "start_seconds": round(time.monotonic() - began, 3)}})
             self._save(node)
-            self._refresh_session_hosts(spec.session)
+            if peers:  # (a session of one has nobody else to tell)
+                self._refresh_session_hosts(spec.session)
             if moved:
                 with host_lock():
                     self._remove_session_net_if_empty(left)
@@ -165,15 +177,15 @@ class WarmPool:
                  spec.name, time.monotonic() - began)
         return node
 
-    def _reserved_node(self, spec: NodeSpec) -> Optional[Node]:
+    def _reserved_node(self, spec: NodeSpec, listed: list) -> Optional[Node]:
         """A node of a pre-built session that `spec`'s session has taken (its
         first start adopts a whole one of spec.session_nodes: caller holds the
-        lock), or None."""
-        mine = [n for n in self.list_nodes() if n.session == spec.session]
+        lock and gives the nodes it listed), or None; and the session's nodes."""
+        mine = [n for n in listed if n.session == spec.session]
         if not mine:
-            sets = self.pool_sets(spec.session_nodes)
+            sets = self.pool_sets(spec.session_nodes, listed, first=True)
             if not sets:
-                return None
+                return None, []
             pool_session, members = sets[0]
             # The pre-built session's network becomes this session's: same
             # bridge and addresses, so its nodes need no network change.
@@ -190,7 +202,7 @@ class WarmPool:
                      pool_session, len(members))
         reserved = [n for n in mine if n.extra.get("state") == "reserved"
                     and self._owns(n, n.extra.get("pid"))]
-        return min(reserved, key=lambda n: n.address, default=None)
+        return min(reserved, key=lambda n: n.address, default=None), mine
 
     def _reconfigure(self, node: Node, spec: NodeSpec, net, peers: dict, move: bool = True) -> None:
         """Give a running node to another session: network (unless it is on the
