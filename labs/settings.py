@@ -134,7 +134,8 @@ else:
     DB_PATH.parent.mkdir(parents=True, exist_ok=True)
     DATABASES = {
         "default": {
-            "ENGINE": "django.db.backends.sqlite3",
+            # Django's SQLite backend, with writers taking turns (labs/dbsqlite).
+            "ENGINE": "labs.dbsqlite",
             "NAME": DB_PATH,
             # Celery workers and Daphne write concurrently: wait for the lock
             # instead of failing at once. Write-ahead logging lets readers go on

@@ -1,0 +1,1 @@
+"""The site's SQLite backend (base.py): Django's, with writers taking turns."""
