@@ -5,10 +5,14 @@ full disk stays the node's problem, not the host's.
 """
 from __future__ import annotations
 
+import os
+import secrets
+import shutil
 import subprocess
 from pathlib import Path
 
 from .model import LabRuntimeError
+from .paths import base_dir, file_lock
 
 
 def make(directory: Path, size: int, subdirs=()) -> Path:
@@ -23,6 +27,65 @@ def make(directory: Path, size: int, subdirs=()) -> Path:
     for sub in subdirs:
         (fs / sub).mkdir(parents=True, exist_ok=True)
     return fs
+
+
+def from_template(directory: Path, size: int, subdirs=()) -> Path:
+    """As `make`, from a copy of the empty disk made once per size (`template`):
+    a third of what mkfs.ext4 costs a start."""
+    copy_sparse(template(size), directory / "disk.img")
+    fs = mount(directory)
+    for sub in subdirs:
+        (fs / sub).mkdir(parents=True, exist_ok=True)
+    return fs
+
+
+def template(size: int) -> Path:
+    """A fresh, empty node disk of `size` bytes (`make`'s file system), made
+    once per size: a node copies it (`from_template`: its few MiB of metadata;
+    the rest is a hole), which costs a cold start a third of what mkfs.ext4 does."""
+    path = base_dir() / "disk-templates" / f"empty-{size}.img"
+    if path.exists():
+        return path
+    with file_lock("disk-templates.lock"):
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            scratch = path.parent / f".making-{secrets.token_hex(4)}"
+            try:
+                scratch.mkdir()
+                image = scratch / "disk.img"
+                make(scratch, size)
+                _run(["umount", str(scratch / "fs")])
+                os.replace(image, path)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+    return path
+
+
+def copy_sparse(source: Path, target: Path) -> None:
+    """Copy a sparse file's data extents only (shutil would write out the holes)."""
+    src = os.open(source, os.O_RDONLY)
+    try:
+        dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            size = os.fstat(src).st_size
+            offset = 0
+            while offset < size:
+                try:
+                    start = os.lseek(src, offset, os.SEEK_DATA)
+                except OSError:  # ENXIO: only a hole is left
+                    break
+                end = os.lseek(src, start, os.SEEK_HOLE)
+                while start < end:
+                    done = os.copy_file_range(src, dst, end - start, start, start)
+                    if done <= 0:
+                        raise LabRuntimeError(f"could not copy the node disk {source}")
+                    start += done
+                offset = end
+            os.ftruncate(dst, size)
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
 
 
 def mount(directory: Path) -> Path:

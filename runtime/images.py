@@ -35,6 +35,7 @@ INSTALL = {
     "lab-ran": ("usr/local/bin/lab-ran", 0o755),
     "lab-icmp": ("usr/local/bin/lab-icmp", 0o755),
     "tmux.conf": ("etc/tmux.conf", 0o644),
+    "containerd.toml": ("etc/lab/containerd.toml", 0o644),
 }
 
 

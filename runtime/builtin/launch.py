@@ -15,21 +15,21 @@ from pathlib import Path
 from .. import disks, idmap, images, netplan, seccomp
 from ..limits import node_limits
 from ..model import LabRuntimeError, Node, NodeSpec
-from ..paths import base_dir, file_lock
-from .common import (_disable_ipv6, host_lock, MAX_UID_SLOTS, NODE_PATH, NODESTART, _pid_alive,
+from .common import (host_lock, MAX_UID_SLOTS, NODE_PATH, NODESTART, _pid_alive,
                      run, UID_BASE, UID_RANGE, USERNS)
 from .cgroups import cgroup_limit_writes, cgroup_hierarchies, node_cgroup_dirs, _prepare_cpuset
 
 log = logging.getLogger(__name__)
 
 
-def mount_tables(lower: Path, fs: Path, hierarchies) -> tuple:
-    """The two fstab files nodestart.sh mounts (`mount -a -T`), as text: the
+def mount_table(lower: Path, fs: Path, hierarchies) -> str:
+    """The fstab file nodestart.sh mounts (one `mount -a -T`), as text: the
     node's root (overlayfs over the image; Docker's data beside it, since
-    overlay2 cannot stack on overlayfs), proc, sys, cgroups and a tmpfs /dev;
-    then the host's device nodes bound on files in it, devpts, shm, mqueue, /run."""
+    overlay2 cannot stack on overlayfs), proc, sys, cgroups; /dev, a directory
+    on the node's disk (`node_dev_dir`) with the host's device nodes bound on
+    its files; devpts, shm, mqueue, /run."""
     root = fs / "root"
-    first = [f"overlay {root} overlay lowerdir={lower},upperdir={fs / 'upper'},"
+    lines = [f"overlay {root} overlay lowerdir={lower},upperdir={fs / 'upper'},"
              f"workdir={fs / 'work'} 0 0",
              f"{fs / 'docker'} {root}/var/lib/docker none bind 0 0",
              f"proc {root}/proc proc nosuid,nodev,noexec 0 0",
@@ -37,69 +37,44 @@ def mount_tables(lower: Path, fs: Path, hierarchies) -> tuple:
              f"cgroup {root}/sys/fs/cgroup tmpfs mode=755,nosuid,nodev,noexec 0 0"]
     for name, opts in hierarchies:
         if opts == "cgroup2":
-            first.append(f"cgroup2 {root}/sys/fs/cgroup/{name} cgroup2 "
+            lines.append(f"cgroup2 {root}/sys/fs/cgroup/{name} cgroup2 "
                          "nosuid,nodev,noexec,X-mount.mkdir 0 0")
         else:
-            first.append(f"cgroup {root}/sys/fs/cgroup/{name} cgroup "
+            lines.append(f"cgroup {root}/sys/fs/cgroup/{name} cgroup "
                          f"nosuid,nodev,noexec,{opts},X-mount.mkdir 0 0")
-    first.append(f"dev {root}/dev tmpfs mode=755,nosuid,size=1m 0 0")
-    second = [f"/dev/{d} {root}/dev/{d} none bind 0 0"
-              for d in ("null", "zero", "full", "random", "urandom", "tty")]
-    second += [f"devpts {root}/dev/pts devpts newinstance,ptmxmode=0666,mode=0620,gid=5,"
-               "nosuid,noexec,X-mount.mkdir 0 0",
-               f"shm {root}/dev/shm tmpfs mode=1777,nosuid,nodev,X-mount.mkdir 0 0",
-               f"mqueue {root}/dev/mqueue mqueue nosuid,nodev,noexec,X-mount.mkdir 0 0",
-               f"tmpfs {root}/run tmpfs mode=755,nosuid,nodev 0 0"]
-    return "\n".join(first) + "\n", "\n".join(second) + "\n"
+    lines.append(f"{fs / 'dev'} {root}/dev none bind 0 0")
+    lines += [f"/dev/{d} {root}/dev/{d} none bind 0 0" for d in DEV_FILES]
+    lines += [f"devpts {root}/dev/pts devpts newinstance,ptmxmode=0666,mode=0620,gid=5,"
+              "nosuid,noexec 0 0",
+              f"shm {root}/dev/shm tmpfs mode=1777,nosuid,nodev 0 0",
+              f"mqueue {root}/dev/mqueue mqueue nosuid,nodev,noexec 0 0",
+              f"tmpfs {root}/run tmpfs mode=755,nosuid,nodev 0 0"]
+    return "\n".join(lines) + "\n"
 
 
-def _disk_template(size: int) -> Path:
-    """A fresh, empty node disk of `size` bytes (disks.make's file system), made
-    once per size: a node copies it (its few MiB of metadata; the rest is a
-    hole), which costs a cold start a third of what mkfs.ext4 does."""
-    path = base_dir() / "disk-templates" / f"empty-{size}.img"
-    if path.exists():
-        return path
-    with file_lock("disk-templates.lock"):
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            scratch = path.parent / f".making-{secrets.token_hex(4)}"
-            try:
-                scratch.mkdir()
-                image = scratch / "disk.img"
-                disks.make(scratch, size)
-                run(["umount", str(scratch / "fs")])
-                os.replace(image, path)
-            finally:
-                shutil.rmtree(scratch, ignore_errors=True)
-    return path
+# The node's /dev: the host's character devices a program expects (bound on
+# empty files: a user namespace may not mknod), the usual links, mount points.
+DEV_FILES = ("null", "zero", "full", "random", "urandom", "tty")
+DEV_LINKS = (("ptmx", "pts/ptmx"), ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+             ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"))
+DEV_DIRS = ("pts", "shm", "mqueue")
 
 
-def _copy_sparse(source: Path, target: Path) -> None:
-    """Copy a sparse file's data extents only (shutil would write out the holes)."""
-    src = os.open(source, os.O_RDONLY)
-    try:
-        dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            size = os.fstat(src).st_size
-            offset = 0
-            while offset < size:
-                try:
-                    start = os.lseek(src, offset, os.SEEK_DATA)
-                except OSError:  # ENXIO: only a hole is left
-                    break
-                end = os.lseek(src, start, os.SEEK_HOLE)
-                while start < end:
-                    done = os.copy_file_range(src, dst, end - start, start, start)
-                    if done <= 0:
-                        raise LabRuntimeError(f"could not copy the node disk {source}")
-                    start += done
-                offset = end
-            os.ftruncate(dst, size)
-        finally:
-            os.close(dst)
-    finally:
-        os.close(src)
+def node_dev_dir(fs: Path, owner: int) -> None:
+    """Fill `fs`/dev (on the node's disk, before it starts) and the root's
+    /.oldroot (pivot_root's), owned by the node's root: made here, nodestart.sh
+    runs no touch, ln or mkdir for them (a process each)."""
+    dev = fs / "dev"
+    for d in ("", *DEV_DIRS):
+        (dev / d).mkdir(exist_ok=True)
+    for name in DEV_FILES:
+        (dev / name).touch()
+    for name, target in DEV_LINKS:
+        if not (dev / name).is_symlink():
+            os.symlink(target, dev / name)
+    (fs / "upper/.oldroot").mkdir(parents=True, exist_ok=True)
+    for path in (dev, *dev.iterdir(), fs / "upper/.oldroot"):
+        os.lchown(path, owner, owner)
 
 
 class _Background:
@@ -130,6 +105,40 @@ class _Background:
         return self._value
 
 
+class _Launcher:
+    """The node's launcher, started, waiting for the line that lets it go on."""
+
+    def __init__(self, pipe, pidfile: Path):
+        self._pipe, self._pidfile = pipe, pidfile
+
+    def cancel(self) -> None:
+        """It ends without starting anything (repeatable)."""
+        with contextlib.suppress(OSError):
+            self._pipe.close()
+
+    def go(self, node: Node, driver) -> tuple:
+        """Let it start the node's init: (keeper pid, init's pid)."""
+        try:
+            self._pipe.write(b"go\n")
+            self._pipe.flush()
+        except OSError:
+            pass  # it ended already: said below
+        finally:
+            self.cancel()
+        deadline = time.monotonic() + 10
+        keeper = None
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError, ValueError):
+                keeper = keeper or int(self._pidfile.read_text())
+                kids = Path(f"/proc/{keeper}/task/{keeper}/children").read_text().split()
+                if kids:
+                    return keeper, int(kids[0])
+            if keeper and not _pid_alive(keeper):
+                break
+            time.sleep(0.001)
+        raise LabRuntimeError("the node's init did not start: " + driver._console_tail(node.id))
+
+
 class Launcher:
     """BuiltinDriver's cold start (a mixin)."""
 
@@ -142,6 +151,14 @@ class Launcher:
         node_id = secrets.token_hex(6)
         directory = self._node_dir(node_id)
         progress({"progress": 5, "message": "preparing the node's file system"})
+        # A new node's disk (a copy and a loop mount: ~20 ms, mostly waiting for
+        # the kernel) needs only its directory: it is made while the state is.
+        # (Without node.json the directory is no node yet; the reaper leaves a
+        # half-made one a minute.)
+        disk = None
+        if not spec.restore:
+            directory.mkdir(parents=True)
+            disk = _Background(self._make_disk, None, directory)
         try:
             with host_lock():
                 if any(n.session == spec.session and n.name == spec.name for n in self.list_nodes()):
@@ -171,27 +188,37 @@ class Launcher:
             with self._namespace_holder(node) as holder:
                 marks.append(("namespaces", time.time()))
                 network = _Background(self._make_netns, node, net, holder)
+                # The launcher too (cgroups, then a process that joins them:
+                # some 20 ms, waiting for the kernel more than working).
+                starting = _Background(self._launcher, node, directory, holder)
+                launcher = None
                 try:
                     if spec.restore:
                         progress({"progress": 10, "message": "bringing back your saved machine"})
                         restored = self._restore_disk(node, directory, spec.restore, image)
                     else:
                         progress({"progress": 10, "message": "making the node's disk"})
-                        self._make_disk(node, directory)
+                        disk.result()
                     marks.append(("disk", time.time()))
                     self._write_node_files(directory / "fs", spec, net, address, peers)
                     marks.append(("files", time.time()))
+                    node_dev_dir(directory / "fs", node.extra["uid_base"])
                     self._prepare_ownership(node, image, directory, holder, restored)
                     marks.append(("ownership", time.time()))
                     progress({"progress": 35, "message": "starting the node"})
-                    keeper, pid = self._launch(node, image, directory, holder, marks)
+                    launcher = starting.result()
+                    marks.append(("launcher", time.time()))
+                    keeper, pid = launcher.go(node, self)
                     marks.append(("launched", time.time()))
                 finally:
+                    with contextlib.suppress(BaseException):
+                        (launcher or starting.result()).cancel()  # (after go: nothing)
                     network.wait()  # the holder must outlive its `ip` runs
                 progress({"progress": 40, "message": "connecting the node to its network"})
                 network.result()
                 marks.append(("network joined", time.time()))
-                parallel = {"network": round(network.seconds * 1000, 1)}
+                parallel = {"network": round(network.seconds * 1000, 1),
+                            "launcher": round(starting.seconds * 1000, 1)}
             node = Node(**{**node.to_json(), "extra": {**node.extra, "pid": pid, "keeper": keeper,
                                                       "state": "starting"}})
             self._save(node)
@@ -213,6 +240,8 @@ class Launcher:
             self._refresh_session_hosts(spec.session)
         except BaseException as e:
             log.warning("node %s (%s/%s) failed to start: %s", node_id, spec.session, spec.name, e)
+            if disk is not None:
+                disk.wait()  # its mount must be there to be released
             with contextlib.suppress(Exception):
                 self._stop(node_id)
             if isinstance(e, LabRuntimeError):
@@ -276,12 +305,12 @@ class Launcher:
         else:
             run(["mount", "--bind", "-o", "ro", str(image), str(directory / "lower")])
 
-    def _make_disk(self, node: Node, directory: Path) -> None:
+    def _make_disk(self, node: Node | None, directory: Path) -> None:
         """The node's own file system for its writable layer and Docker's data
         (runtime/disks.py). The node keeps the mount in its own namespace; the
         kernel frees the loop device when the node ends."""
         fs = directory / "fs"
-        _copy_sparse(_disk_template(node_limits()["disk"]), directory / "disk.img")
+        disks.copy_sparse(disks.template(node_limits()["disk"]), directory / "disk.img")
         fs.mkdir(exist_ok=True)
         run(["mount", "-o", "loop,nosuid,nodev", str(directory / "disk.img"), str(fs)])
         for sub in ("upper/etc/docker", "work", "docker", "root"):
@@ -292,19 +321,33 @@ class Launcher:
         disks.release([directory / "lower", directory / "fs"])
 
     def _make_netns(self, node: Node, net, holder: int) -> None:
+        """The veth pair, its host end on the session bridge, the node's end as
+        eth0 (IPv6 off) with its address and route: two `ip -batch` runs (each
+        process here competes with the node's start for the host's CPUs)."""
         host_if, node_if = netplan.veth_names(node.id)
-        run(["ip", "link", "add", host_if, "type", "veth", "peer", "name", node_if])
-        run(["ip", "link", "set", node_if, "netns", str(holder)])
-        run(["ip", "link", "set", host_if, "master", net.bridge, "up"])
-        _disable_ipv6(node_if, netns=f"/proc/{holder}/ns/net")
+        run(["ip", "-batch", "-"], input=(
+            f"link add {host_if} type veth peer name {node_if} netns {holder}\n"
+            f"link set {host_if} master {net.bridge} up\n").encode())
         batch = (f"link set lo up\nlink set {node_if} name eth0\n"
                  f"addr add {node.address}/24 dev eth0\nlink set eth0 up\n"
                  f"route add default via {net.gateway}\n")
-        run(["nsenter", f"--net=/proc/{holder}/ns/net", "ip", "-batch", "-"], input=batch.encode())
+        ipv6 = f"/proc/sys/net/ipv6/conf/{node_if}/disable_ipv6"
+        run(["nsenter", f"--net=/proc/{holder}/ns/net", "/bin/sh", "-c",
+             f"if [ -e {ipv6} ]; then echo 1 > {ipv6}; fi; exec ip -batch -"],
+            input=batch.encode())
 
     def _launch(self, node: Node, image: Path, directory: Path, holder: int,
                 marks: list | None = None) -> tuple:
-        hierarchies = cgroup_hierarchies()
+        """Start the node's init now: (keeper pid, init's pid)."""
+        launcher = self._launcher(node, directory, holder, marks)
+        return launcher.go(node, self)
+
+    def _launcher(self, node: Node, directory: Path, holder: int,
+                  marks: list | None = None) -> "_Launcher":
+        """The node's cgroups, and the process that becomes its init, waiting
+        for `go()`: it joins the cgroups (moving a process between cgroups
+        waits for an RCU grace period, ~14 ms here) and is ready to enter the
+        namespaces while the disk is made, off the start's path."""
         cg_dirs = node_cgroup_dirs(node.id)
         for path in cg_dirs:
             path.mkdir(parents=True, exist_ok=True)
@@ -321,19 +364,20 @@ class Launcher:
         self._apply_limits(cg_dirs)
         if marks is not None:
             marks.append(("cgroups", time.time()))
-        tables = mount_tables(directory / "lower", directory / "fs", hierarchies)
-        for i, text in enumerate(tables, 1):
-            (directory / f"mounts-{i}.fstab").write_text(text)
+        table = directory / "mounts.fstab"
+        table.write_text(mount_table(directory / "lower", directory / "fs", cgroup_hierarchies()))
         # The launcher joins the node's cgroups first, so the new cgroup namespace
-        # is rooted at them; then it joins the holder's user and network
-        # namespaces and makes the rest. `setsid -f` detaches it from this
-        # process: the node outlives whichever process (site, worker, CLI)
-        # started it, and the host's init reaps it.
+        # is rooted at them; then, once told to go (a line on its stdin: the
+        # node's disk and files are ready), it joins the holder's user and
+        # network namespaces and makes the rest. `setsid -f` detaches it from
+        # this process: the node outlives whichever process (site, worker, CLI)
+        # started it, and the host's init reaps it. No line (this process gave
+        # up, or died): it ends.
         pidfile = directory / "keeper.pid"
         script = directory / "nodestart.sh"
         shutil.copyfile(NODESTART, script)
         join = ("for c in $LAB_CGROUPS; do echo $$ > \"$c/cgroup.procs\"; done; "
-                "echo $$ > \"$LAB_PIDFILE\"; exec \"$@\"")
+                "echo $$ > \"$LAB_PIDFILE\"; read go || exit 1; exec \"$@\" </dev/null")
         enter = ["nsenter", f"--net=/proc/{holder}/ns/net"]
         if USERNS:
             enter += [f"--user=/proc/{holder}/ns/user", "--setuid=0", "--setgid=0"]
@@ -341,26 +385,22 @@ class Launcher:
                 "unshare", "--mount", "--uts", "--ipc", "--pid", "--cgroup", "--fork",
                 # A copy beside the node's state: the node's root may not be able
                 # to read the project's directory.
-                "/bin/sh", str(script), str(directory / "fs" / "root"),
-                str(directory / "mounts-1.fstab"), str(directory / "mounts-2.fstab")]
+                "/bin/sh", str(script), str(directory / "fs" / "root"), str(table)]
         with open(directory / "console.log", "ab") as console:
-            subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=console, stderr=console,
-                           close_fds=True, check=True, preexec_fn=seccomp.install,
-                           env={"PATH": os.environ.get("PATH", NODE_PATH),
-                                "LAB_CGROUPS": " ".join(str(p) for p in cg_dirs),
-                                "LAB_PIDFILE": str(pidfile)})
-        deadline = time.monotonic() + 10
-        keeper = None
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError, ValueError):
-                keeper = keeper or int(pidfile.read_text())
-                kids = Path(f"/proc/{keeper}/task/{keeper}/children").read_text().split()
-                if kids:
-                    return keeper, int(kids[0])
-            if keeper and not _pid_alive(keeper):
-                break
-            time.sleep(0.002)
-        raise LabRuntimeError("the node's init did not start: " + self._console_tail(node.id))
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=console, stderr=console,
+                                    close_fds=True, preexec_fn=seccomp.install,
+                                    env={"PATH": os.environ.get("PATH", NODE_PATH),
+                                         "LAB_CGROUPS": " ".join(str(p) for p in cg_dirs),
+                                         "LAB_PIDFILE": str(pidfile)})
+        try:
+            if proc.wait() != 0:
+                raise LabRuntimeError("could not start the node's launcher (setsid): "
+                                      + self._console_tail(node.id))
+        except BaseException:
+            proc.stdin.close()
+            raise
+        return _Launcher(proc.stdin, pidfile)
+
 
     @staticmethod
     def _apply_limits(cg_dirs: list) -> None:

@@ -6,34 +6,23 @@
 # it vanishes with the node (`unshare --mount` made every mount private
 # already: nothing propagates to the host).
 #
-# usage: nodestart.sh NODE_ROOT TABLE1 TABLE2
-# NODE_ROOT: where the node's root is mounted; TABLE1, TABLE2: fstab files the
-# runtime wrote (launch.py `mount_tables`): the root, proc, sys, cgroups and a
-# tmpfs /dev; then the device nodes, devpts, shm, mqueue and /run. One
-# `mount -a` each (X-mount.mkdir makes mount points): a cold start waits for
-# this script, and a `mount` process per mount cost a node a quarter of its
-# start-up before its engine ran.
+# usage: nodestart.sh NODE_ROOT TABLE
+# NODE_ROOT: where the node's root is mounted; TABLE: the fstab file the
+# runtime wrote (launch.py `mount_table`): the root, proc, sys, cgroups, /dev
+# (a directory on the node's disk the runtime filled: the device files the
+# host's nodes are bound on, the /proc/self/fd links), devpts, shm, mqueue
+# and /run. One `mount -a` (X-mount.mkdir makes mount points); the root's
+# /.oldroot was made by the runtime too: a cold start waits for every
+# process started here.
 set -eu
 ROOT=$1
 mount -a -T "$2"
-# A minimal /dev: the character devices programs expect, nothing of the host's
-# disks. The second table bind-mounts the host's nodes on these files, since a
-# user namespace may not mknod.
-cd "$ROOT/dev"
-touch null zero full random urandom tty
-mount -a -T "$3"
-ln -s pts/ptmx ptmx
-ln -s /proc/self/fd fd
-ln -s /proc/self/fd/0 stdin
-ln -s /proc/self/fd/1 stdout
-ln -s /proc/self/fd/2 stderr
-
 # (lab-init sets the hostname from /etc/hostname, which the runtime wrote.)
 cd "$ROOT"
-mkdir -p .oldroot
 pivot_root . .oldroot
 cd /
 umount -l /.oldroot
-rmdir /.oldroot
-exec /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    tini -- /usr/local/sbin/lab-init
+# What `env -i` would leave, without a process for it.
+unset LAB_CGROUPS LAB_PIDFILE ROOT OLDPWD
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+exec tini -- /usr/local/sbin/lab-init
