@@ -28,13 +28,12 @@ one for strangers.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
-import hashlib
 import io
 import json
 import logging
 import os
-import re
 import secrets
 import shutil
 import subprocess
@@ -43,158 +42,23 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from . import disks, firewall, hostexec, images, netplan, seccomp
+from . import disks, firewall, hostexec, images, netplan
+from .dockerapi import EngineAPI, label_filter
 from .limits import node_limits
 from .model import Driver, ExecResult, LabRuntimeError, Node, NodeNotFound, NodeSpec, tmux_attach
-from .paths import base_dir, file_lock
+from .paths import file_lock
 from .pty_terminal import PtyTerminal
+from .dockerplan import (
+    NODE_ENV, START_TIMEOUT, IMAGE_REPO, LABEL, ID_RE, CLI_TIMEOUT, INIT_PATH,
+    INIT_SCRIPT, container_name, volume_name, network_name, bridge_name, seccomp_profile,
+    seccomp_profile_path, disk_dir, image_tag, import_changes, run_argv, node_files_tar,
+    create_body)
+
+# Also this module's names for them (tests and the bench import them from here).
+__all__ = ["DockerDriver", "INIT_PATH", "INIT_SCRIPT", "bridge_name", "container_name",
+           "disk_dir", "network_name", "run_argv", "seccomp_profile", "volume_name"]
 
 log = logging.getLogger(__name__)
-
-NODE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-NODE_ENV = {"PATH": NODE_PATH, "HOME": "/root", "LANG": "C.UTF-8", "TERM": "xterm-256color",
-            "USER": "root"}
-START_TIMEOUT = float(os.environ.get("LAB_NODE_START_TIMEOUT", "60"))
-IMAGE_REPO = "lab-node"
-LABEL = "lab.node"
-ID_RE = re.compile(r"^[0-9a-f]{12}$")
-CLI_TIMEOUT = 120.0
-
-# Beyond Docker's default set: mounts and namespaces for the node's own runc
-# (SYS_ADMIN), bridges and iptables in the node's network namespace (NET_ADMIN).
-NODE_CAPS = ("SYS_ADMIN", "NET_ADMIN")
-# Runs before lab-init in every docker-driver node (placed with the node's files).
-INIT_PATH = "/usr/local/sbin/lab-docker-init"
-INIT_SCRIPT = """#!/bin/sh
-# Docker mounts the cgroup file systems of a container that is not privileged
-# read-only; the node's own engine must make cgroups for its containers. In
-# the node's cgroup namespace these are the node's own cgroups: what it makes
-# stays under the node's limits.
-for d in /sys/fs/cgroup /sys/fs/cgroup/*; do
-    if [ -d "$d" ] && [ ! -L "$d" ] && mountpoint -q "$d"; then
-        mount -o remount,bind,rw "$d" || echo "lab-docker-init: $d stays read-only" >&2
-    fi
-done
-exec /usr/local/sbin/lab-init
-"""
-
-
-def container_name(node_id: str) -> str:
-    return f"lab-{node_id}"
-
-
-def volume_name(node_id: str) -> str:
-    return f"lab-{node_id}-docker"
-
-
-def network_name(session: str) -> str:
-    return f"lab-{session}"
-
-
-def bridge_name(session: str) -> str:
-    """The session network's bridge on the host: labbrd + 9 hex digits (15 characters
-    at most), so the built-in driver's firewall (labbr+) covers it."""
-    return "labbrd" + hashlib.sha1(session.encode()).hexdigest()[:9]
-
-
-def seccomp_profile() -> dict:
-    """Docker's seccomp profile format: everything but the built-in driver's deny list.
-
-    Keyrings are not namespaced: without a user namespace a node's root would
-    share the host root's. keyctl and friends answer ENOSYS, which runc takes
-    as "no keyrings here" and goes on.
-    """
-    return {"defaultAction": "SCMP_ACT_ALLOW",
-            "architectures": ["SCMP_ARCH_X86_64"],
-            "syscalls": [{"names": sorted(seccomp.DENIED), "action": "SCMP_ACT_ERRNO",
-                          "errnoRet": 1},
-                         {"names": ["add_key", "keyctl", "request_key"],
-                          "action": "SCMP_ACT_ERRNO", "errnoRet": 38}]}
-
-
-def seccomp_profile_path() -> Path:
-    """The profile as a file (the docker CLI reads it and sends its content)."""
-    path = base_dir() / "docker-node-seccomp.json"
-    text = json.dumps(seccomp_profile(), indent=1) + "\n"
-    if not path.exists() or path.read_text() != text:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
-    return path
-
-
-def disk_dir(node_id: str) -> Path:
-    """A node's own disk, when the engine runs on this host (disks.make)."""
-    return base_dir() / "dockernodes" / node_id
-
-
-def image_tag(image_dir: Path) -> str:
-    """`lab-node:<recipe hash>` for the built image directory node-<hash>."""
-    return f"{IMAGE_REPO}:{image_dir.name.removeprefix('node-')}"
-
-
-def import_changes() -> list:
-    """Instructions for `docker import`: tini is PID 1, as in the built-in driver."""
-    env = " ".join(f"{k}={v}" for k, v in NODE_ENV.items() if k != "TERM")
-    return [f"ENV {env}", 'ENTRYPOINT ["/usr/bin/tini", "--"]',
-            'CMD ["/usr/local/sbin/lab-init"]']
-
-
-def run_argv(spec: NodeSpec, node_id: str, image: str, limits: dict, seccomp_file: str,
-             apparmor: bool = False, root_dir: Optional[str] = None) -> list:
-    """`docker create` arguments for a node (pure: unit tests compare them).
-
-    `apparmor`: the engine's host enforces AppArmor, whose docker-default
-    profile forbids every mount; `root_dir`: a host directory for /root (on
-    the node's own disk).
-    """
-    security = [a for cap in NODE_CAPS for a in ("--cap-add", cap)]
-    security += ["--security-opt", f"seccomp={seccomp_file}", "--cgroupns", "private",
-                 # The node's engine routes for its containers; /proc/sys is read-only.
-                 "--sysctl", "net.ipv4.ip_forward=1"]
-    if apparmor:
-        security += ["--security-opt", "apparmor=unconfined"]
-    mounts = ["-v", f"{volume_name(node_id)}:/var/lib/docker"]
-    if root_dir:
-        mounts += ["--mount", f"type=bind,source={root_dir},target=/root"]
-    return ["create", *security, "--name", container_name(node_id),
-            "--hostname", spec.name, "--network", network_name(spec.session),
-            "--network-alias", spec.name,
-            "--label", f"{LABEL}={node_id}", "--label", f"lab.session={spec.session}",
-            "--label", f"lab.name={spec.name}",
-            "--label", f"lab.created={time.time():.3f}", *mounts,
-            "--memory", str(limits["memory"]), "--memory-swap", str(limits["memory"]),
-            "--pids-limit", str(limits["pids"]), "--cpus", str(limits["cpus"]),
-            "--stop-timeout", "2", image, INIT_PATH]
-
-
-def node_files_tar(spec: NodeSpec, daemon_json: dict) -> bytes:
-    """A tar stream of the files a node gets before it starts (for `docker cp -`)."""
-    buf = io.BytesIO()
-    entries = [("/etc/docker/daemon.json", json.dumps(daemon_json, indent=1), 0o644),
-               (INIT_PATH, INIT_SCRIPT, 0o755)]
-    for path, content, *mode in spec.files:
-        if not str(path).startswith("/") or ".." in Path(path).parts:
-            raise LabRuntimeError(f"file path {path!r} must be absolute, without '..'",
-                                  permanent=True)
-        entries.append((str(path), content, mode[0] if mode else 0o644))
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        dirs = set()
-        for path, content, mode in entries:
-            parts = Path(path.lstrip("/")).parts
-            for i in range(1, len(parts)):
-                d = "/".join(parts[:i])
-                if d not in dirs:
-                    dirs.add(d)
-                    info = tarfile.TarInfo(d)
-                    info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, time.time()
-                    tar.addfile(info)
-            data = content.encode() if isinstance(content, str) else bytes(content)
-            info = tarfile.TarInfo("/".join(parts))
-            info.size, info.mode, info.mtime = len(data), mode, time.time()
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def _limits() -> dict:
@@ -209,6 +73,10 @@ class DockerDriver(Driver):
         self.host = host or os.environ.get("LAB_DOCKER_HOST") or None
         self._apparmor: Optional[bool] = None
         self._imported: set = set()  # tags seen in the engine (an inspect is ~40 ms a start)
+        # The engine's HTTP API when it is a unix socket: a request instead of a
+        # CLI process (30-60 ms each); None: the CLI (ssh://, tcp:// with TLS...).
+        self.api = EngineAPI.for_host(self.host or os.environ.get("DOCKER_HOST")
+                                      or "unix:///var/run/docker.sock")
 
     def local(self) -> bool:
         """Whether the engine runs on this host (a unix socket), so that the
@@ -217,6 +85,10 @@ class DockerDriver(Driver):
         return where.startswith("unix://") and os.geteuid() == 0
 
     def apparmor(self) -> bool:
+        if self._apparmor is None and self.api:
+            with contextlib.suppress(LabRuntimeError):
+                self._apparmor = "apparmor" in json.dumps(self.api.get("/info").get(
+                    "SecurityOptions"))
         if self._apparmor is None:
             proc = self.docker("info", "--format", "{{json .SecurityOptions}}", check=False,
                                timeout=15)
@@ -289,6 +161,8 @@ class DockerDriver(Driver):
         return problems
 
     def _image_present(self, tag: str) -> bool:
+        if self.api:
+            return self.api.get(f"/images/{tag}/json", missing_ok=True) is not None
         return self.docker("image", "inspect", tag, check=False).returncode == 0
 
     def _image_present_any(self) -> bool:
@@ -326,6 +200,9 @@ class DockerDriver(Driver):
     def _inspect(self, *refs: str) -> list:
         if not refs:
             return []
+        if self.api:
+            found = (self.api.get(f"/containers/{ref}/json", missing_ok=True) for ref in refs)
+            return [data for data in found if data]
         proc = self.docker("container", "inspect", *refs, check=False)
         if proc.returncode and b"No such" not in proc.stderr:
             raise LabRuntimeError("the host Docker engine did not answer: "
@@ -353,9 +230,15 @@ class DockerDriver(Driver):
                            "state": state.get("Status", ""),
                            "engine": self.host or os.environ.get("DOCKER_HOST", "")})
 
+    def _container_ids(self, label: str) -> list:
+        if self.api:
+            return [c["Id"] for c in self.api.get("/containers/json",
+                                                  {"all": "1", **label_filter(label)})]
+        return self.docker("ps", "-aq", "--no-trunc", "--filter",
+                           f"label={label}").stdout.decode().split()
+
     def list_nodes(self) -> list:
-        ids = self.docker("ps", "-aq", "--no-trunc", "--filter",
-                          f"label={LABEL}").stdout.decode().split()
+        ids = self._container_ids(LABEL)
         nodes = [self._node_from(d) for d in self._inspect(*ids)]
         return sorted((n for n in nodes if n), key=lambda n: (n.created, n.id))
 
@@ -375,6 +258,17 @@ class DockerDriver(Driver):
     def _ensure_network(self, session: str) -> dict:
         """The session's bridge network (caller holds the lock); its inspect data."""
         name = network_name(session)
+        if self.api:
+            found = self.api.get(f"/networks/{name}", missing_ok=True)
+            if found is None:
+                self.api.call("POST", "/networks/create", body={
+                    "Name": name, "Driver": "bridge", "CheckDuplicate": True,
+                    "Options": {"com.docker.network.bridge.name": bridge_name(session)},
+                    "Labels": {"lab.session": session}})
+                if self.local():
+                    firewall.apply()  # as below
+                found = self.api.get(f"/networks/{name}")
+            return found
         proc = self.docker("network", "inspect", name, check=False)
         if proc.returncode != 0:
             self.docker("network", "create", "--driver", "bridge",
@@ -411,14 +305,20 @@ class DockerDriver(Driver):
 
     def _start(self, spec: NodeSpec, progress) -> Node:
         started = time.monotonic()
+        marks = [("begin", time.time())]  # as the built-in driver's (the bench reads them)
         progress({"progress": 5, "message": "checking the node image"})
         tag = self.ensure_image()
         node_id = secrets.token_hex(6)
         name = container_name(node_id)
+        # The node's disk needs only its id: made while the engine is asked.
+        disk = None
+        if self.local():
+            pool = concurrent.futures.ThreadPoolExecutor(1)
+            disk = pool.submit(self._make_disk, node_id)
+            pool.shutdown(wait=False)  # its thread ends with the disk
         try:
             with self._lock():
-                if any(n.session == spec.session and n.name == spec.name
-                       for n in self.list_nodes()):
+                if self._name_taken(spec):
                     raise LabRuntimeError(f"session {spec.session} already has a node called "
                                           f"{spec.name}", permanent=True)
                 progress({"progress": 15, "message": "connecting the node to its network"})
@@ -427,48 +327,86 @@ class DockerDriver(Driver):
                 registry = f"{gateway}:{netplan.registry_port()}"
                 daemon = {"registry-mirrors": [f"http://{registry}"],
                           "insecure-registries": [registry], "storage-driver": "overlay2"}
-                root_dir = None
+                root_dir = files_dir = None
                 volume_opts = []
-                if self.local():
+                files = node_files_tar(spec, daemon)
+                if disk is not None:
+                    # (The engine mounts the volume, its device on the disk, at create.)
                     progress({"progress": 20, "message": "making the node's disk"})
-                    fs = self._make_disk(node_id)
+                    fs = disk.result()
                     root_dir = str(fs / "root")
                     volume_opts = ["--opt", "type=none", "--opt", "o=bind",
                                    "--opt", f"device={fs / 'docker'}"]
-                self.docker("volume", "create", "--label", f"{LABEL}={node_id}",
-                            "--label", f"lab.session={spec.session}", *volume_opts,
-                            volume_name(node_id))
-                self.docker(*run_argv(spec, node_id, tag, _limits(), str(seccomp_profile_path()),
-                                      self.apparmor(), root_dir))
-            progress({"progress": 25, "message": "placing the node's files"})
-            self.docker("cp", "-", f"{name}:/", input=node_files_tar(spec, daemon))
+                    if self.api:  # the files come in a bind mount (dockerplan.FILES_CMD)
+                        with tarfile.open(fileobj=io.BytesIO(files)) as tar:
+                            tar.extractall(fs / "files")
+                        files_dir = str(fs / "files")
+                self._create(spec, node_id, tag, root_dir, volume_opts, files_dir)
+            marks.append(("created", time.time()))
             progress({"progress": 35, "message": "starting the node"})
-            self.docker("start", name)
+            if self.api:
+                if not files_dir:
+                    self.api.call("PUT", f"/containers/{name}/archive", {"path": "/"}, files,
+                                  content_type="application/x-tar")
+                self.api.call("POST", f"/containers/{name}/start")
+            else:
+                self.docker("cp", "-", f"{name}:/", input=files)
+                self.docker("start", name)
+            marks.append(("started", time.time()))
             progress({"progress": 50, "message": "waiting for the Docker engine"})
             self._wait_for_engine(node_id)
+            marks.append(("ready", time.time()))
             node = self._load(node_id)
         except BaseException as e:
             log.warning("node %s (%s/%s) failed to start: %s", node_id, spec.session, spec.name, e)
+            if disk is not None:
+                concurrent.futures.wait([disk])  # its mount must be there to be released
             with contextlib.suppress(Exception):
                 self._stop(node_id, session=spec.session)
             if isinstance(e, LabRuntimeError):
                 raise
             raise LabRuntimeError(f"the node could not start: {e}") from e
         seconds = time.monotonic() - started
-        node = Node(**{**node.to_json(), "extra": {**node.extra,
-                                                  "start_seconds": round(seconds, 3)}})
+        node = Node(**{**node.to_json(), "extra": {
+            **node.extra, "start_seconds": round(seconds, 3),
+            "marks": [[k, round(t, 6)] for k, t in marks]}})
         progress({"progress": 100, "message": "ready"})
         log.info("node %s (%s/%s) ready in %.2fs", node_id, spec.session, spec.name, seconds)
         return node
+
+    def _name_taken(self, spec: NodeSpec) -> bool:
+        if self.api:
+            return any((c.get("Labels") or {}).get("lab.name") == spec.name
+                       for c in self.api.get("/containers/json", {"all": "1", **label_filter(
+                           LABEL, f"lab.session={spec.session}")}))
+        return any(n.session == spec.session and n.name == spec.name for n in self.list_nodes())
+
+    def _create(self, spec: NodeSpec, node_id: str, tag: str, root_dir, volume_opts: list,
+                files_dir=None):
+        """The node's volume and container (not started)."""
+        if not self.api:
+            self.docker("volume", "create", "--label", f"{LABEL}={node_id}",
+                        "--label", f"lab.session={spec.session}", *volume_opts,
+                        volume_name(node_id))
+            self.docker(*run_argv(spec, node_id, tag, _limits(), str(seccomp_profile_path()),
+                                  self.apparmor(), root_dir))
+            return
+        opts = dict(o.split("=", 1) for o in volume_opts[1::2])
+        self.api.call("POST", "/volumes/create", body={
+            "Name": volume_name(node_id), "DriverOpts": opts,
+            "Labels": {LABEL: node_id, "lab.session": spec.session}})
+        self.api.call("POST", "/containers/create", {"name": container_name(node_id)},
+                      create_body(spec, node_id, tag, _limits(), self.apparmor(), root_dir,
+                                  files_dir))
 
     def _make_disk(self, node_id: str) -> Path:
         """The node's own disk (LAB_NODE_DISK) for Docker's data and /root."""
         directory = disk_dir(node_id)
         directory.mkdir(parents=True, exist_ok=True)
-        fs = disks.make(directory, _limits()["disk"], ("docker", "root"))
+        fs = disks.from_template(directory, _limits()["disk"], ("docker", "root"))
         home = images.current_image() / "root"
         if home.is_dir():  # the image's own /root (.bashrc, .profile) comes along
-            subprocess.run(["cp", "-a", f"{home}/.", str(fs / "root")], check=False)
+            shutil.copytree(home, fs / "root", symlinks=True, dirs_exist_ok=True)
         (fs / "root").chmod(0o700)
         return fs
 
@@ -501,7 +439,7 @@ class DockerDriver(Driver):
                     return
                 if not os.path.exists(f"/proc/{pid}"):
                     raise LabRuntimeError("the node stopped while starting: " + self._logs(name))
-                time.sleep(0.02)
+                time.sleep(0.005)  # a refused connect: cheap, and a start waits for it
             else:
                 proc = self.docker("exec", name, "docker", "info", "--format", "{{.ID}}",
                                    check=False, timeout=30)
