@@ -176,8 +176,8 @@ async def drain_pool(driver: Driver, started: list) -> None:
     """Remove the nodes of `started` still waiting in the pool (nobody claimed them)."""
     if not started:
         return
-    from runtime.builtin import POOL_SESSION
-    waiting = {n.id for n in driver.list_nodes() if n.session == POOL_SESSION}
+    from runtime.builtin.pool import is_pool_session
+    waiting = {n.id for n in driver.list_nodes() if is_pool_session(n.session)}
     for node_id in started:
         if node_id in waiting:
             with contextlib.suppress(LabRuntimeError):
@@ -199,11 +199,12 @@ PHASE_NAMES = {
     "disk": "disk (loop-device file system)",
     "files": "node files (/etc)",
     "namespaces": "namespaces (holder: user + net)",
+    "launcher": "waiting for the launcher (cgroups; made in parallel)",
     "ownership": "ownership (chown, idmapped image)",
     "network": "network (veth, bridge, addresses)",
     "network joined": "waiting for the network (made in parallel)",
     "cgroups": "cgroups (dirs, limits)",
-    "launched": "launch (setsid, nsenter, unshare: init's pid)",
+    "launched": "launch (go: nsenter, unshare: init's pid)",
     # (the docker driver: all the CLI calls of its start, then its init)
     "dockerd exec": "init + mounts (nodestart.sh, tini, lab-init) to dockerd's 1st log",
     "containerd": "containerd (dockerd starts it, until it serves)",
@@ -213,6 +214,9 @@ PHASE_NAMES = {
     "ready": "until the host sees `docker info` answer",
     "end": "after ready (mounts released, state saved, hosts)",
     "run": "`docker run -d` returns (container created, started)",
+    # (the docker driver's own marks)
+    "created": "network, disk, volume, container created (Engine API)",
+    "started": "container started (the host engine: runc, its network)",
 }
 
 
