@@ -151,12 +151,15 @@ async def bench_node_start(driver: Driver, count: int, peer=None) -> dict:
         has_pool = hasattr(driver, "pool_nodes")
         if has_pool:
             pool_started = await grow_pool(driver, count)
+            # A learner each (a session of their own), as a class takes the pool.
             for i in range(min(count, len(pool_started))):
                 began = time.perf_counter()
-                await driver.start(NodeSpec(session=session, name=f"warm{i + 1}"))
+                await driver.start(NodeSpec(session=f"{session}w{i}", name="node1"))
                 warm.append(time.perf_counter() - began)
     finally:
         await driver.stop_session(session)
+        for i in range(count):
+            await driver.stop_session(f"{session}w{i}")
         await drain_pool(driver, pool_started)
     return {"start": times, "idle_pss": pss, "stop": stops, "warm": warm,
             "pool": has_pool, "breakdown": breakdown, "peer": peer_times,
