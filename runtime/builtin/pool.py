@@ -157,7 +157,8 @@ class WarmPool:
                                      "state": "claiming"}})
             self._save(node)
         try:
-            progress({"progress": 50, "message": "handing you a ready node"})
+            # (No progress news: a claim is over in milliseconds, and each
+            # message is a round trip to Redis for the worker.)
             self._reconfigure(node, spec, net, peers, moved)
             node = Node(**{**node.to_json(), "extra": {**node.extra, "state": "running",
                            "start_seconds": round(time.monotonic() - began, 3)}})
@@ -172,7 +173,6 @@ class WarmPool:
             with contextlib.suppress(Exception):
                 self._stop(node.id)
             return None  # the caller falls back to a cold start
-        progress({"progress": 100, "message": "ready"})
         log.info("node %s (%s/%s) claimed from the pool in %.3fs", node.id, spec.session,
                  spec.name, time.monotonic() - began)
         return node
