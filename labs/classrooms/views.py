@@ -205,11 +205,13 @@ PREVIEWERS = re.compile(r"bot|crawl|spider|preview|facebookexternalhit|whatsapp|
 def join(request, code=""):
     """Join a classroom with its code (typed in, or from the join link).
 
-    Opening the join link is the whole of joining: one request makes a
-    visitor a guest (no password, so nothing to hash), joins them and, once
-    the class's pool is being kept (LAB_POOL_LEAD_MINUTES before it starts),
-    starts their lab for its first lesson, so the lesson page opens on a
-    machine already on its way. Signing up later keeps that user.
+    For a visitor without an account, opening the join link is the whole of
+    joining: one request makes them a guest (no password, so nothing to
+    hash), joins them and, once the class's pool is being kept
+    (LAB_POOL_LEAD_MINUTES before it starts), starts their lab for its first
+    lesson, so the lesson page opens on a machine already on its way. Someone
+    logged in joins with one press of Join, which starts the lab the same
+    way. Signing up later keeps the guest's user.
     """
     code = (request.POST.get("code") or code or request.GET.get("code") or "").strip().upper()
     room = Classroom.objects.filter(code=code).first() if code else None
@@ -218,9 +220,13 @@ def join(request, code=""):
         error = "No classroom has that code. Check it with your instructor."
     elif room is not None and not room.is_open():
         error = "This classroom has ended."
+    # Only a visitor without an account joins by opening the link: the guest
+    # made is theirs alone. Someone logged in presses Join (a POST with its
+    # CSRF token), or any page could send them to a stranger's class link,
+    # and that class's instructor would see their progress and terminal.
     link = (request.method == "GET" and request.resolver_match.url_name == "join-code"
-            and not PREVIEWERS.search(request.META.get("HTTP_USER_AGENT", ""))
-            and not (request.user.is_authenticated and request.user.pk == getattr(room, "owner_id", None)))
+            and not request.user.is_authenticated
+            and not PREVIEWERS.search(request.META.get("HTTP_USER_AGENT", "")))
     if room is not None and not error and (request.method == "POST" or link):
         as_guest = link or request.POST.get("as_guest")
         if not request.user.is_authenticated and not as_guest:
@@ -234,7 +240,7 @@ def join(request, code=""):
             room.join(request.user)
             first = room.ordered_lessons()
             started = False
-            if first and link and _class_is_on(room) \
+            if first and _class_is_on(room) \
                     and not machines.page_context(request.user, first[0])["saved"]:
                 # (A saved machine waits for the learner's own choice: Resume or fresh.)
                 started = start_lab(request.user, first[0])[1] == 200

@@ -48,8 +48,9 @@ def test_main_pages_have_no_serious_accessibility_violations(browser, live_site)
         code = teacher.locator("#join-code").inner_text()
 
         sign_up(learner, url, "ally")
-        # The join link joins and starts the lab in one go (the class is on).
+        # Logged in: the link shows the class, Join joins and starts the lab (the class is on).
         learner.goto(url + f"/join/{code}/")
+        learner.click("#join-button")
         expect(learner).to_have_url(url + "/lessons/first-containers/")
         expect(learner.locator("#lab")).to_have_attribute("data-state", "ready", timeout=90_000)
         learner.locator('.step[data-step="1"] .cmd-run').first.click()

@@ -63,10 +63,19 @@ def test_the_instructor_opening_the_link_does_not_join_their_own_class(client, c
     assert page.status_code == 200 and not classroom.has_learner(iris.pk)
 
 
-def test_a_learner_opening_the_link_joins_in_one_click(client, classroom, otto, fake_driver):
+def test_someone_logged_in_is_never_joined_by_opening_a_link(client, classroom, otto, fake_driver,
+                                                             django_capture_on_commit_callbacks):
+    # Any page could send Otto to a stranger's class link: its instructor would
+    # then see his progress and terminal. He is shown the class and presses Join.
     client.force_login(otto)
-    assert client.get(f"/join/{classroom.code}/")["Location"] == "/lessons/first-containers/"
-    assert classroom.has_learner(otto.pk) and LabSession.objects.filter(user=otto).exists()
+    page = client.get(f"/join/{classroom.code}/")
+    assert page.status_code == 200 and b"join-button" in page.content
+    assert not classroom.has_learner(otto.pk) and not LabSession.objects.exists()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(f"/join/{classroom.code}/")
+    assert response["Location"] == "/lessons/first-containers/"
+    assert classroom.has_learner(otto.pk)
+    assert LabSession.objects.get(user=otto).state == LabSession.READY  # the press started it
 
 
 # ---- the pool, from the schedule -------------------------------------------------
