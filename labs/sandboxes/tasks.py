@@ -121,12 +121,14 @@ def start_session(session_id: int) -> str | None:
                 user_id = session.user_id
                 transaction.on_commit(lambda: push_learner_rows.delay(user_id, rooms))
     broadcast.push(broadcast.session_group(session), session.event())
-    # Replace what this start took from this host's pool: one refill a few
-    # seconds on, whatever the number of starts meanwhile (a class arriving
-    # would otherwise queue forty, each taking a worker from the starts).
-    if driver.has_pool and _refill_due():
-        maintain_pool.apply_async(queue=f"nodes.{settings.LAB_HOST_NAME}", countdown=REFILL_DELAY,
-                                  expires=REFILL_DELAY + 30)
+    # Replace what this start took from this host's pool: at most one refill
+    # every few seconds, whatever the number of starts (a class arriving would
+    # otherwise queue forty, each taking a worker from the starts). Sent now,
+    # not with a countdown: a worker holding a delayed message unacknowledged
+    # died when Redis restarted under it (kombu, restoring it; CI: test_restarts).
+    if driver.has_pool and (settings.LAB_POOL_SIZE or settings.LAB_POOL_CLASSES) \
+            and _refill_due():
+        maintain_pool.apply_async(queue=f"nodes.{settings.LAB_HOST_NAME}", expires=30)
     return LabSession.READY
 
 
