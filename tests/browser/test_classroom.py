@@ -75,7 +75,7 @@ def test_instructor_sees_the_class_live(browser, live_site):
         cell = row.locator('td[data-cell="first-containers:1"]')
         expect(cell).to_have_attribute("data-state", "pending")
 
-        lena.click("#start-button")
+        # Joining a class that is on starts her lab by itself.
         terminal = lena.locator('.terminal[data-node-name="node1"] .xterm-rows')
         expect(terminal).to_contain_text("#", timeout=90_000)
 

@@ -24,7 +24,7 @@ STEP2 = "docker container ls --all"
 
 
 def start_lab(page):
-    page.click("#start-button")
+    """Her lab: joining a class that is on started it; wait for its shell."""
     expect(page.locator('.terminal[data-node-name="node1"] .xterm-rows')).to_contain_text("#", timeout=90_000)
 
 
