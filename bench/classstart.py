@@ -28,8 +28,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
-import signal
 import statistics
 import sys
 import time
@@ -39,7 +37,8 @@ from runtime import get_driver
 from runtime.builtin.pool import is_pool_session
 
 from bench.runtime import percentile
-from bench.site import cpu_ticks, cpu_used, keep_logs, worker_task_times
+from bench.site import (bench_process, cpu_ticks, cpu_used, keep_logs, site_prefix,
+                        worker_task_times)
 from tests.support.labclient import Learner, next_event
 from tests.support.livesite import live_site
 
@@ -244,16 +243,8 @@ def main(argv=None) -> int:
     parser.add_argument("--fill-timeout", type=float, default=300,
                         help="deadline for beat to fill the class's pool (seconds)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
-                        stream=sys.stderr)
-    for noisy in ("runtime", "websockets"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-    def terminate(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-    signal.signal(signal.SIGTERM, terminate)
-
-    prefix = "bc" + "".join(random.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(4))
+    bench_process()
+    prefix = site_prefix("bc")
     env = {"LAB_POOL_SIZE": "2", "LAB_POOL_CLASSES": "1", "LAB_POOL_SECONDS": "5", "LAB_SAVE": "0",
            **({"LAB_WEB_PROCESSES": str(args.web)} if args.web else {})}
     driver = get_driver("builtin")

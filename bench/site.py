@@ -836,6 +836,24 @@ async def stages(site, args, r: dict) -> dict:
     return r
 
 
+def bench_process() -> None:
+    """Logging to stderr (the runtime and websockets quieter), and SIGTERM
+    handled as Ctrl-C, so the site and its nodes are removed either way."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    for noisy in ("runtime", "websockets"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    def terminate(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, terminate)
+
+
+def site_prefix(start: str) -> str:
+    """A session prefix of the bench's own site (lower-case letters only)."""
+    return start + "".join(random.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(4))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.site", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -869,21 +887,14 @@ def main(argv=None) -> int:
     parser.add_argument("--keep-logs", action="store_true",
                         help="keep the site's logs also when nothing failed")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
-                        stream=sys.stderr)
-    for noisy in ("runtime", "websockets"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-    def terminate(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-    signal.signal(signal.SIGTERM, terminate)
+    bench_process()
 
     if args.capacity > 0:
         # The capacity stage measures the machine, not the configured global
         # limit (LAB_MAX_NODES, 250 by default, counting every node here).
         os.environ.setdefault("LAB_MAX_NODES", str(max(250, args.capacity) + 100))
     interrupted = False
-    prefix = "bn" + "".join(random.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(4))
+    prefix = site_prefix("bn")
     with live_site(prefix=prefix, driver=args.driver, workers=args.workers, quiet=True) as site:
         log.info("site up at %s (sessions %s*)", site.url, prefix)
         try:

@@ -107,10 +107,10 @@ def readiness(room, now=None) -> dict | None:
     earliest, latest = window(now)
     if not (earliest <= room.starts <= latest and room.ends > now):
         return None
-    mine = next((d for d in demands(now) if d.classroom.pk == room.pk), None)
+    everyone = demands(now)
+    mine = next((d for d in everyone if d.classroom.pk == room.pk), None)
     if mine is None:
         return None
-    everyone = demands(now)
     wanted = sum(d.machines * d.nodes for d in everyone)
     sharing = pool_hosts()
     rows = SandboxHost.objects.filter(name__in=sharing)

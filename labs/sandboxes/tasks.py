@@ -22,7 +22,6 @@ from django.utils import timezone
 from runtime import (LabFull, LabRuntimeError, NodeSpec, checkbatch, get_driver, ports, recorder,
                      saves)
 from runtime import paths
-from runtime.paths import try_file_lock
 
 from labs import broadcast
 from labs.classrooms.tasks import push_learner_rows
@@ -463,7 +462,7 @@ def maintain_pool() -> dict:
     driver = get_driver()
     reaped = driver.reap_dead()
     started, trimmed = [], []
-    with try_file_lock("pool-fill.lock") as mine:
+    with paths.try_file_lock("pool-fill.lock") as mine:
         if not mine:
             return {"reaped": reaped, "started": [], "trimmed": [], "busy": True}
         target = pools.targets(settings.LAB_HOST_NAME)

@@ -66,9 +66,10 @@ class WarmPool:
 
     def pool_counts(self) -> dict:
         counts = {1: 0}
-        sizes = {n.extra.get("pool_set") for n in self.list_nodes() if is_pool_session(n.session)}
+        listed = self.list_nodes()
+        sizes = {n.extra.get("pool_set") for n in listed if is_pool_session(n.session)}
         for size in sorted(s for s in sizes if isinstance(s, int) and s > 0):
-            counts[size] = len(self.pool_sets(size))
+            counts[size] = len(self.pool_sets(size, listed))
         return counts
 
     def fill_pool(self, size: int, nodes: int = 1) -> list:
