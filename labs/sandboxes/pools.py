@@ -3,7 +3,7 @@
 Between classes a host keeps LAB_POOL_SIZE ready nodes. From
 LAB_POOL_LEAD_MINUTES before a classroom starts until LAB_POOL_HOLD_MINUTES
 after, the class's first lesson needs one ready machine per expected learner
-who has no lab running for it yet (expected: the classroom's seats, or who
+whose lab has no machine for it yet (expected: the classroom's seats, or who
 has joined if more). A multi-node lesson needs whole pre-built sessions, not
 single nodes. Classrooms that overlap add up; the demand is spread evenly over
 the hosts that take sessions. maintain_pool (each host, every
@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 
 from .models import LabSession, SandboxHost
@@ -57,9 +58,15 @@ def demands(now=None) -> list:
             continue
         first = lessons[0]
         expected = max(room.seats, room.memberships.count())
+        # Served: a learner whose lab has its machine. A session still queued
+        # or starting has not taken one from the pool yet: counting it served
+        # trimmed the pool under a class arriving at once (forty sessions made
+        # in five seconds, claimed over the next twenty), and the learners at
+        # the back got cold starts.
         running = (LabSession.objects.filter(
             lesson=first, user__memberships__classroom=room,
-            state__in=[LabSession.STARTING, LabSession.READY, LabSession.QUEUED])
+            state__in=[LabSession.STARTING, LabSession.READY])
+            .filter(Q(state=LabSession.READY) | Q(nodes__runtime_id__gt=""))
             .values("user").distinct().count())
         found.append(Demand(room, first, max(1, len(first.nodes)), max(0, expected - running)))
     return found
@@ -84,6 +91,21 @@ def targets(host_name: str, now=None) -> dict:
     for size, machines in by_size.items():
         wanted[size] = wanted.get(size, 0) + math.ceil(machines / len(sharing))
     return wanted
+
+
+def claiming(host_name: str) -> dict:
+    """{nodes per session: starts placed on `host_name` that have no machine
+    yet}. Each of them is about to take one from the pool (or to start its own
+    when the pool has none), so the pool need not be refilled for them: a
+    refill during a class's arrival would cold-start nodes beside the claims,
+    for the pool to trim them again once the class has its machines."""
+    counts: dict = {}
+    starting = (LabSession.objects.filter(host__name=host_name, state=LabSession.STARTING)
+                .exclude(nodes__runtime_id__gt="").select_related("lesson"))
+    for session in starting:
+        size = max(1, len(session.lesson.nodes))
+        counts[size] = counts.get(size, 0) + 1
+    return counts
 
 
 def record(host_name: str, target: dict, ready: dict) -> None:

@@ -466,11 +466,16 @@ def maintain_pool() -> dict:
         if not mine:
             return {"reaped": reaped, "started": [], "trimmed": [], "busy": True}
         target = pools.targets(settings.LAB_HOST_NAME)
-        for size, have in driver.pool_counts().items():
+        counts = driver.pool_counts()
+        for size, have in counts.items():
             if have > target.get(size, 0):
                 trimmed += driver.trim_pool(target.get(size, 0), size)
+        # Starts on their way count as taken already (their sessions are
+        # still in the target's demand until they have their machines).
+        claiming = pools.claiming(settings.LAB_HOST_NAME) if driver.has_pool else {}
         for size, count in sorted(target.items()):
-            if count:
+            count -= claiming.get(size, 0)
+            if count > counts.get(size, 0):
                 started += driver.fill_pool(count, size)
         if driver.has_pool:  # a driver without one has nothing to report
             pools.record(settings.LAB_HOST_NAME, target, driver.pool_counts())

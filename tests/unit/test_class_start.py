@@ -92,8 +92,15 @@ def test_a_class_about_to_start_needs_a_machine_per_expected_learner(settings, c
     Classroom.objects.filter(pk=classroom.pk).update(starts=minutes(5), ends=minutes(200),
                                                      seats=40)
     assert pools.targets(settings.LAB_HOST_NAME) == {1: 2 + 40}
-    # Ada already has her lab: one fewer to keep ready.
-    LabSession.objects.create(user=ada, lesson=lesson, state=LabSession.READY)
+    # Ada's start is on its way but has no machine yet: hers is still needed
+    # (the pool must not shrink under a class whose starts are queued).
+    session = LabSession.objects.create(user=ada, lesson=lesson, state=LabSession.STARTING)
+    node = session.nodes.create(name="node1")
+    assert pools.targets(settings.LAB_HOST_NAME) == {1: 2 + 40}
+    # Her start took a machine: one fewer to keep ready.
+    node.mark_ready("n1")
+    assert pools.targets(settings.LAB_HOST_NAME) == {1: 2 + 39}
+    LabSession.objects.filter(pk=session.pk).update(state=LabSession.READY)
     assert pools.targets(settings.LAB_HOST_NAME) == {1: 2 + 39}
     # More learners joined than expected: who has joined counts.
     Classroom.objects.filter(pk=classroom.pk).update(seats=1)
@@ -145,6 +152,30 @@ def test_maintain_pool_grows_for_the_class_and_shrinks_after(settings, classroom
     maintain_pool()
     assert fake_driver.pool_counts() == {1: 2}
     assert ("trim_pool", 2, 1) in fake_driver.pool_calls
+
+
+def test_while_the_class_arrives_the_pool_is_neither_trimmed_nor_refilled_under_it(
+        settings, classroom, fake_driver, ada, bob, lesson):
+    settings.LAB_POOL_SIZE = 2
+    Classroom.objects.filter(pk=classroom.pk).update(starts=minutes(4), ends=minutes(100), seats=40)
+    maintain_pool()
+    assert fake_driver.pool_counts() == {1: 42}
+    host = SandboxHost.objects.get(name=settings.LAB_HOST_NAME)
+    # Ada's and Bob's starts are queued on this host, no machine yet: the
+    # pool keeps theirs (it was trimmed to 2 + 38 here before).
+    starts = [LabSession.objects.create(user=u, lesson=lesson, host=host,
+                                        state=LabSession.STARTING) for u in (ada, bob)]
+    for s in starts:
+        s.nodes.create(name="node1")
+    maintain_pool()
+    assert fake_driver.pool_counts() == {1: 42}
+    # Ada's start took a pool node and has not recorded it yet: no cold start
+    # to replace it.
+    fake_driver.pool[1] -= 1
+    calls = len(fake_driver.pool_calls)
+    maintain_pool()
+    assert fake_driver.pool_counts() == {1: 41}
+    assert not [c for c in fake_driver.pool_calls[calls:] if c[0] == "fill_pool"]
 
 
 def test_a_pool_that_cannot_be_filled_says_so_on_the_classroom_page(settings, client, iris,
