@@ -46,6 +46,7 @@ log = logging.getLogger("benchclass")
 
 SLUG = "first-containers"
 PROMPT = b"] ~# "
+STATE_ASK = 3.0  # static/labs/lesson.js: STATE_ASK_MS
 
 CLASSROOM = """
 import datetime, json
@@ -109,8 +110,7 @@ async def arrive(site_url: str, code: str, timeout: float) -> dict:
         async with learner.connect(f"/ws/lessons/{SLUG}/") as lesson:
             marks["socket"] = time.monotonic() - t0
             stage = "machine ready event"
-            event = await next_event(lesson, lambda e: e.get("type") == "session"
-                                     and e.get("state") in ("ready", "failed"), timeout)
+            event = await wait_ready(lesson, timeout, marks)
             if event["state"] != "ready":
                 raise RuntimeError(f"start failed: {event.get('message') or event}")
             marks["ready"] = time.monotonic() - t0
@@ -131,6 +131,28 @@ async def arrive(site_url: str, code: str, timeout: float) -> dict:
         raise RuntimeError(f"at the {stage} ({', '.join(f'{k} {v:.1f}s' for k, v in marks.items())}"
                            f"): {type(exc).__name__}: {exc}") from exc
     return {"learner": learner, **marks}
+
+
+async def wait_ready(lesson, timeout: float, marks: dict) -> dict:
+    """The session's ready (or failed) event; like the page, ask for the
+    session's state every STATE_ASK seconds while waiting (marks["asked"]:
+    whether it asked at all)."""
+    deadline = time.monotonic() + timeout
+    asked = False
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("no ready event, nor an answer to the page's asks")
+        try:
+            event = await next_event(lesson, lambda e: e.get("type") == "session"
+                                     and e.get("state") in ("ready", "failed"),
+                                     min(STATE_ASK, left))
+        except TimeoutError:
+            await lesson.send(json.dumps({"type": "state"}))
+            asked = True
+            continue
+        marks["asked"] = asked
+        return event
 
 
 async def class_arrives(site, code: str, learners: int, timeout: float) -> dict:
@@ -213,6 +235,10 @@ async def run(site, args) -> list:
         lines.append(f"  join link -> machine ready on the lesson socket    {ms([x['ready'] for x in res])}")
         lines.append(f"  join link -> terminal socket open                  {ms([x['terminal'] for x in res])}")
         lines.append(f"  join link -> the shell's prompt                    {ms([x['prompt'] for x in res])}")
+        asked = sum(1 for x in res if x.get("asked"))
+        if asked:
+            lines.append(f"  {asked} learner(s) waited over {STATE_ASK:.0f} s for ready and "
+                         f"asked for the state, as the page does")
         lines.append(f"  {r['tasks']}")
         lines.append("  CPU meanwhile (share of one core, by process): "
                      + ", ".join(f"{name} {share:.2f}" for name, share in r["cpu"]))

@@ -456,6 +456,18 @@
   }
 
   // ---- starting -------------------------------------------------------------
+  // While the machine starts, the page asks where its session stands every few
+  // seconds: a "ready" pushed to it can be lost (the channel layer drops a
+  // message at times when another socket of the same web process closes just
+  // then), and the learner would wait for nothing until the deadline.
+  const STATE_ASK_MS = 3000;
+  setInterval(function () {
+    if (lab.dataset.state === "starting" && lessonSocket &&
+        lessonSocket.readyState === WebSocket.OPEN) {
+      lessonSocket.send(JSON.stringify({type: "state"}));
+    }
+  }, STATE_ASK_MS);
+
   // Never an endless spinner: give up after START_DEADLINE_MS and offer Retry.
   function armDeadline() {
     if (deadline) clearTimeout(deadline);

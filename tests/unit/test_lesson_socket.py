@@ -151,6 +151,23 @@ async def test_check_request_on_the_socket_runs_checks(ready_session, ada, ws_he
     await comm.disconnect()
 
 
+async def test_a_page_waiting_for_its_machine_asks_and_hears_where_its_session_stands(
+        lesson, ada, ws_headers, fake_driver):
+    # The ready pushed to the page can be lost on its way (the channel layer,
+    # when another socket of the web process closes at that moment): the page
+    # asks while it waits, and the answer is the session's state now.
+    headers = await database_sync_to_async(ws_headers)(ada)
+    session, _ = await database_sync_to_async(LabSession.ensure_for)(ada, lesson)
+    comm = await lesson_socket(headers)
+    assert core(await next_event(comm))["state"] == "starting"
+    # It became ready with nobody listening (a start with no channel layer).
+    await database_sync_to_async(session.mark)(LabSession.READY)
+    assert await comm.receive_nothing(timeout=0.1)
+    await comm.send_to(text_data=json.dumps({"type": "state"}))
+    assert core(await next_event(comm))["state"] == "ready"
+    await comm.disconnect()
+
+
 async def test_check_before_start_is_explained(lesson, ada, ws_headers, fake_driver):
     headers = await database_sync_to_async(ws_headers)(ada)
     comm = await lesson_socket(headers)

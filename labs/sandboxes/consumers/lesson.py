@@ -27,7 +27,9 @@ class LessonConsumer(AsyncWebsocketConsumer):
 
     Server -> client JSON: {"type": "progress"|"session"|"step", ...}; on
     connect, the session (if any) and then every step state recorded so far.
-    Client -> server JSON: {"type": "check"} runs the step checks.
+    Client -> server JSON: {"type": "check"} runs the step checks; {"type":
+    "state"} asks for the session's event again (the page does while it waits
+    for its machine).
     """
 
     async def connect(self):
@@ -73,11 +75,11 @@ class LessonConsumer(AsyncWebsocketConsumer):
             await groups.leave(self.channel_layer, self.channel_name)
         self._unwatch()
 
-    async def _watch(self, session):
+    async def _watch(self, session, just_ready: bool = False):
         """Follow engine events of the session's nodes while it is ready."""
         if self.watchers or session.state != LabSession.READY:
             return
-        self.watchers = await engine_watchers(session)
+        self.watchers = await engine_watchers(session, just_ready)
 
     def _unwatch(self):
         watchers, self.watchers = getattr(self, "watchers", []), []
@@ -86,6 +88,14 @@ class LessonConsumer(AsyncWebsocketConsumer):
 
     async def receive(self, text_data=None, bytes_data=None):
         message = client_message(text_data)
+        if message.get("type") == "state":
+            # The page waits for its machine and asks where its session stands
+            # (an event pushed to it may have been lost on the way).
+            session = await self._session()
+            if session is not None:
+                await self.send_json(await database_sync_to_async(session.event)())
+                await self._watch(session, just_ready=True)
+            return
         if message.get("type") == "control":
             await self._control(message)
             return
@@ -137,7 +147,7 @@ class LessonConsumer(AsyncWebsocketConsumer):
             if event.get("state") == LabSession.READY:
                 session = await self._session()
                 if session is not None:
-                    await self._watch(session)
+                    await self._watch(session, just_ready=True)
             else:
                 self._unwatch()
 
