@@ -2,6 +2,7 @@
 error puts a hint beside her current step."""
 import asyncio
 import json
+import time
 
 import pytest
 from channels.db import database_sync_to_async
@@ -102,6 +103,26 @@ async def test_two_pages_share_one_watcher(ready_session, ada, ws_headers, fake_
     assert watcher.refs == 1 and consumers.EngineWatcher.active
     await second.disconnect()
     assert consumers.EngineWatcher.active == {}
+
+
+async def test_a_machine_just_ready_is_watched_a_moment_later_from_the_moment_of_ready(
+        fake_driver, monkeypatch):
+    # A class's forty machines come up within seconds: their streams wait a
+    # little (not taking CPU from the prompts), and replay from ready on.
+    monkeypatch.setattr(consumers.engine, "WATCH_AFTER_READY_SECONDS", 0.5)
+    fake_driver.responder = engine([])
+    blocking_stream(fake_driver, [])
+    ready_at = time.time()
+    watcher = consumers.EngineWatcher.acquire("fake-node", 7, delay=0.5)
+    try:
+        await asyncio.sleep(0.2)
+        assert not [c for c in fake_driver.calls if c[0] == "exec"]
+        await until(lambda: [c for c in fake_driver.calls if c[0] == "exec"])
+        (watch,) = [c[2] for c in fake_driver.calls if c[0] == "exec"]
+        since = float(watch[watch.index("--since") + 1])
+        assert ready_at - 0.01 <= since <= ready_at + 0.1
+    finally:
+        watcher.release()
 
 
 def test_counts_as_change():

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import time
 
 
@@ -28,6 +29,16 @@ log = logging.getLogger(__name__)
 EVENTS_WINDOW_SECONDS = 120
 # A burst of engine events is collected this long before it asks for a check.
 EVENT_BURST_SECONDS = 1.0
+
+# A machine that has just become ready is watched from then on, but its
+# `docker events` starts this long after (plus up to WATCH_SPREAD_SECONDS):
+# a class arriving at once has forty machines ready within seconds, and their
+# streams (a process chain in each node, a subscription in its engine) would
+# take CPU from the prompts the learners are waiting for. Nothing is missed:
+# the stream replays from the moment of ready (--since), and no learner has
+# typed a command by then.
+WATCH_AFTER_READY_SECONDS = 3.0
+WATCH_SPREAD_SECONDS = 2.0
 
 
 EVENT_TYPES = ("container", "image", "network", "volume", "service", "node")
@@ -89,11 +100,13 @@ class EngineWatcher:
         self.changes = 0  # events that counted (for tests and logs)
 
     @classmethod
-    def acquire(cls, runtime_id: str, session_id: int) -> "EngineWatcher":
+    def acquire(cls, runtime_id: str, session_id: int, delay: float = 0.0) -> "EngineWatcher":
+        """The node's watcher, started if there is none (its stream `delay`
+        seconds from now, replaying the events since now)."""
         watcher = cls.active.get(runtime_id)
         if watcher is None:
             watcher = cls.active[runtime_id] = cls(runtime_id, session_id)
-            watcher.task = asyncio.create_task(watcher._run())
+            watcher.task = asyncio.create_task(watcher._run(delay))
         watcher.refs += 1
         return watcher
 
@@ -108,9 +121,12 @@ class EngineWatcher:
         if self.task is not None:
             self.task.cancel()
 
-    async def _run(self):
+    async def _run(self, delay: float = 0.0):
         driver = get_driver()
         since = None
+        if delay > 0:
+            since = time.time()
+            await asyncio.sleep(delay)
         backoff = 1.0
         loop = asyncio.get_running_loop()
         while True:
@@ -196,11 +212,12 @@ class EngineWatcher:
         task.add_done_callback(_background.discard)
 
 
-async def engine_watchers(session) -> list:
+async def engine_watchers(session, just_ready: bool = False) -> list:
     """Watchers of the session's ready nodes (each to be released), when this
     process reaches them; [] when engine events are not followed
     (LAB_WATCH_ENGINE_EVENTS off) or the nodes run on another host, whose
-    gateway follows them."""
+    gateway follows them. `just_ready`: the session became ready this moment
+    (its streams start a little later, WATCH_AFTER_READY_SECONDS)."""
     if not getattr(settings, "LAB_WATCH_ENGINE_EVENTS", True):
         return []
 
@@ -209,5 +226,7 @@ async def engine_watchers(session) -> list:
             return []
         return [n.runtime_id for n in session.nodes.all()
                 if n.state == LabNode.READY and n.runtime_id]
-    return [EngineWatcher.acquire(runtime_id, session.pk)
+    delay = WATCH_AFTER_READY_SECONDS + random.uniform(0, WATCH_SPREAD_SECONDS) \
+        if just_ready else 0.0
+    return [EngineWatcher.acquire(runtime_id, session.pk, delay)
             for runtime_id in await database_sync_to_async(ready_ids)()]
