@@ -242,6 +242,11 @@ async def run(site, args) -> list:
         lines.append(f"  {r['tasks']}")
         lines.append("  CPU meanwhile (share of one core, by process): "
                      + ", ".join(f"{name} {share:.2f}" for name, share in r["cpu"]))
+        # What the class cost, per learner: the budget a prompt within 2 s
+        # for all of them has is the machine's cores x 2 s / learners.
+        per = {name: share * r["wall"] * 1000 / max(1, len(res)) for name, share in r["cpu"]}
+        lines.append("  CPU per learner (ms): " + ", ".join(
+            f"{name} {ms_:.0f}" for name, ms_ in per.items() if ms_ >= 5))
         for failure in r["failures"][:5]:
             lines.append(f"    {failure}")
     lines.append(f"pool filled for the class by beat: {args.learners} nodes in {filled:.0f} s "
