@@ -460,9 +460,13 @@
   // seconds: a "ready" pushed to it can be lost (the channel layer drops a
   // message at times when another socket of the same web process closes just
   // then), and the learner would wait for nothing until the deadline.
+  // Not while the start's own request is on its way: until it has answered,
+  // the server's newest session is the one before (stopped, or failed before
+  // a Retry), and its state is no news about this start.
   const STATE_ASK_MS = 3000;
+  let startPending = false;
   setInterval(function () {
-    if (lab.dataset.state === "starting" && lessonSocket &&
+    if (lab.dataset.state === "starting" && !startPending && lessonSocket &&
         lessonSocket.readyState === WebSocket.OPEN) {
       lessonSocket.send(JSON.stringify({type: "state"}));
     }
@@ -486,6 +490,7 @@
     bar.style.width = "2%";
     armDeadline();
     let body;
+    startPending = true;
     try {
       const form = new FormData();
       form.append("resume", resume ? "1" : "0");
@@ -495,6 +500,8 @@
     } catch (err) {
       fail("Could not reach the server to start your machine (" + err + ").");
       return;
+    } finally {
+      startPending = false;
     }
     if (!body.ok) { fail(body.error, body.running_url); return; }
     onSession(body);
@@ -667,7 +674,11 @@
       let event;
       try { event = JSON.parse(message.data); } catch (err) { return; }
       if (event.type === "progress") onProgress(event);
-      else if (event.type === "session") onSessionEvent(event);
+      else if (event.type === "session") {
+        // The answer to an ask is news only when the start has moved on.
+        if (event.answer && ["ready", "failed", "queued"].indexOf(event.state) < 0) return;
+        onSessionEvent(event);
+      }
       else if (event.type === "step") onStep(event);
       else if (event.type === "checked") onChecked(event);
       else if (event.type === "hint") onHint(event);
@@ -740,10 +751,19 @@
     });
   }
 
-  // What the learner types (the session timer counts it as activity).
+  // What the learner types (the session timer counts it as activity). Typed
+  // while the machine is ready but its terminal's socket is still opening
+  // (right after the start), it waits for the socket instead of being lost.
   function typeInto(t, text) {
     limits.lastTyped = Date.now();
-    send(t, encoder.encode(text));
+    const bytes = encoder.encode(text);
+    const state = lab.dataset.state;
+    if (!(t.socket && t.socket.readyState === WebSocket.OPEN) && t.id !== null &&
+        (state === "ready" || state === "reconnecting")) {
+      t.queue.push(function () { send(t, bytes); });
+      return;
+    }
+    send(t, bytes);
   }
 
   function send(t, data) {

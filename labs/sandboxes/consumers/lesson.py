@@ -93,7 +93,8 @@ class LessonConsumer(AsyncWebsocketConsumer):
             # (an event pushed to it may have been lost on the way).
             session = await self._session()
             if session is not None:
-                await self.send_json(await database_sync_to_async(session.event)())
+                event = await database_sync_to_async(session.event)()
+                await self.send_json({**event, "answer": True})  # (not a push: see lesson.js)
                 await self._watch(session, just_ready=True)
             return
         if message.get("type") == "control":
