@@ -457,9 +457,10 @@
 
   // ---- starting -------------------------------------------------------------
   // While the machine starts, the page asks where its session stands every few
-  // seconds: a "ready" pushed to it can be lost (the channel layer drops a
-  // message at times when another socket of the same web process closes just
-  // then), and the learner would wait for nothing until the deadline.
+  // seconds: a "ready" pushed to it can be lost (seen once in a class of 40;
+  // most likely the channel layer, whose shared receive can drop a message
+  // when a socket of the same web process is cancelled just then), and the
+  // learner would wait for nothing until the deadline.
   // Not while the start's own request is on its way: until it has answered,
   // the server's newest session is the one before (stopped, or failed before
   // a Retry), and its state is no news about this start.
