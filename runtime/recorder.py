@@ -415,7 +415,12 @@ class Recorder:
         try:
             await NodeRecorder(self.driver, node, cap).run()
         except LabRuntimeError as exc:
-            log.debug("cannot record node %s: %s", node.id, exc.reason)
+            # A node stopping ends its recording this way: not worth a word.
+            # A node still running that cannot be recorded is (CI once had a
+            # session whose terminal was never recorded, and no reason why).
+            running = any(n.id == node.id for n in await asyncio.to_thread(self.wanted))
+            (log.warning if running else log.debug)(
+                "cannot record node %s (%s/%s): %s", node.id, node.session, node.name, exc.reason)
         except Exception:
             log.exception("recording of node %s failed", node.id)
         # The shell exited (its tmux session ended) or the node went: if the
