@@ -110,7 +110,7 @@ async def arrive(site_url: str, code: str, timeout: float) -> dict:
         async with learner.connect(f"/ws/lessons/{SLUG}/") as lesson:
             marks["socket"] = time.monotonic() - t0
             stage = "machine ready event"
-            event = await wait_ready(lesson, timeout, marks)
+            event, asked = await wait_ready(lesson, timeout)
             if event["state"] != "ready":
                 raise RuntimeError(f"start failed: {event.get('message') or event}")
             marks["ready"] = time.monotonic() - t0
@@ -130,13 +130,12 @@ async def arrive(site_url: str, code: str, timeout: float) -> dict:
     except BaseException as exc:
         raise RuntimeError(f"at the {stage} ({', '.join(f'{k} {v:.1f}s' for k, v in marks.items())}"
                            f"): {type(exc).__name__}: {exc}") from exc
-    return {"learner": learner, **marks}
+    return {"learner": learner, "asked": asked, **marks}
 
 
-async def wait_ready(lesson, timeout: float, marks: dict) -> dict:
-    """The session's ready (or failed) event; like the page, ask for the
-    session's state every STATE_ASK seconds while waiting (marks["asked"]:
-    whether it asked at all)."""
+async def wait_ready(lesson, timeout: float) -> tuple:
+    """(the session's ready or failed event, whether it asked): like the page,
+    ask for the session's state every STATE_ASK seconds while waiting."""
     deadline = time.monotonic() + timeout
     asked = False
     while True:
@@ -151,8 +150,7 @@ async def wait_ready(lesson, timeout: float, marks: dict) -> dict:
             await lesson.send(json.dumps({"type": "state"}))
             asked = True
             continue
-        marks["asked"] = asked
-        return event
+        return event, asked
 
 
 async def class_arrives(site, code: str, learners: int, timeout: float) -> dict:

@@ -27,6 +27,10 @@ from django.utils import timezone
 from .models import LabSession, SandboxHost
 
 
+# A session whose start has taken its machine (the pool's, or its own).
+HAS_MACHINE = Q(nodes__runtime_id__gt="")
+
+
 @dataclass
 class Demand:
     classroom: object
@@ -66,7 +70,7 @@ def demands(now=None) -> list:
         running = (LabSession.objects.filter(
             lesson=first, user__memberships__classroom=room,
             state__in=[LabSession.STARTING, LabSession.READY])
-            .filter(Q(state=LabSession.READY) | Q(nodes__runtime_id__gt=""))
+            .filter(Q(state=LabSession.READY) | HAS_MACHINE)
             .values("user").distinct().count())
         found.append(Demand(room, first, max(1, len(first.nodes)), max(0, expected - running)))
     return found
@@ -101,7 +105,7 @@ def claiming(host_name: str) -> dict:
     for the pool to trim them again once the class has its machines."""
     counts: dict = {}
     starting = (LabSession.objects.filter(host__name=host_name, state=LabSession.STARTING)
-                .exclude(nodes__runtime_id__gt="").select_related("lesson"))
+                .exclude(HAS_MACHINE).select_related("lesson"))
     for session in starting:
         size = max(1, len(session.lesson.nodes))
         counts[size] = counts.get(size, 0) + 1

@@ -759,12 +759,17 @@
     limits.lastTyped = Date.now();
     const bytes = encoder.encode(text);
     const state = lab.dataset.state;
-    if (!(t.socket && t.socket.readyState === WebSocket.OPEN) && t.id !== null &&
-        (state === "ready" || state === "reconnecting")) {
-      t.queue.push(function () { send(t, bytes); });
-      return;
+    if (t.id !== null && (state === "ready" || state === "reconnecting")) {
+      whenOpen(t, function () { send(t, bytes); });
+    } else {
+      send(t, bytes);
     }
-    send(t, bytes);
+  }
+
+  // Now if the terminal's socket is open, else as soon as it opens.
+  function whenOpen(t, job) {
+    if (t.socket && t.socket.readyState === WebSocket.OPEN) job();
+    else t.queue.push(job);
   }
 
   function send(t, data) {
@@ -934,8 +939,7 @@
       else t.term.paste(text);
       t.term.focus();
     };
-    if (t.socket && t.socket.readyState === WebSocket.OPEN) job();
-    else t.queue.push(job);
+    whenOpen(t, job);
   }
 
   // ---- session timer, Extend, idle warning ----------------------------------
