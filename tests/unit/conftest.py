@@ -20,11 +20,16 @@ ORIGIN = b"http://localhost"
 
 
 @pytest.fixture(autouse=True)
-def unit_settings(settings, monkeypatch):
+def unit_settings(settings, monkeypatch, request):
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     settings.LAB_DRIVER = "fake"
     # Engine-event watchers add exec calls of their own; the tests about them turn them on.
     settings.LAB_WATCH_ENGINE_EVENTS = False
+    # The site's password hasher is slow on purpose (PBKDF2 at Django's count,
+    # about half a second here), and nearly every test makes users or logs
+    # them in: the hashers' own tests (marked real_hashers) keep it.
+    if request.node.get_closest_marker("real_hashers") is None:
+        settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     monkeypatch.setenv("LAB_DRIVER", "fake")
     from labs.celery import app
 

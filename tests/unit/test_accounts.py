@@ -2,6 +2,9 @@
 import pytest
 from django.contrib.auth import get_user_model
 
+# Sign-up and log-in here go through the site's own password hashers.
+pytestmark = pytest.mark.real_hashers
+
 
 @pytest.mark.django_db
 def test_newcomer_signs_up_and_is_logged_in(client):
