@@ -21,13 +21,44 @@ LESSONS = [lesson if lesson.slug == THROUGH_THE_SITE else with_heldout(lesson)
            for lesson in load_lessons(ROOT / "labs" / "courses" / "content")]
 
 
+# The lessons are verified side by side, a few at a time: each has sessions and
+# nodes of its own, and most of a verification is waiting (for a command's
+# output to go quiet, a container to start, a package to download), so
+# together they take about as long as the longest lesson instead of the sum
+# (the sum was 11 of the suite's minutes on 2 cores).
+AT_ONCE = 3
+
+
+@pytest.fixture(scope="module")
+def verified(driver, lab_registry) -> dict:
+    """slug -> (results, seconds taken) for every lesson, verified AT_ONCE at a
+    time; a verification that crashed holds its exception instead (its own
+    test fails with it, the others still report)."""
+    gate = asyncio.Semaphore(AT_ONCE)
+
+    async def one(lesson):
+        async with gate:
+            started = time.monotonic()
+            try:
+                results = await verify.verify_lesson(
+                    driver, lesson,
+                    on_result=lambda r: print(f"{lesson.slug}: {r.line()}", flush=True))
+            except Exception as exc:
+                return lesson.slug, exc
+            return lesson.slug, (results, time.monotonic() - started)
+
+    async def every_lesson():
+        return dict(await asyncio.gather(*(one(lesson) for lesson in LESSONS)))
+    return asyncio.run(every_lesson())
+
+
 @pytest.mark.parametrize("lesson", LESSONS, ids=[lesson.slug for lesson in LESSONS])
-def test_every_step_fails_first_then_passes_after_its_solve(lesson, driver, lab_registry):
-    started = time.monotonic()
-    results = asyncio.run(verify.verify_lesson(driver, lesson,
-                                               on_result=lambda r: print(r.line(), flush=True)))
+def test_every_step_fails_first_then_passes_after_its_solve(lesson, verified):
+    if isinstance(verified[lesson.slug], Exception):
+        raise verified[lesson.slug]
+    results, seconds = verified[lesson.slug]
     lines = "\n".join(r.line() for r in results)
-    print(f"{lesson.slug}: {verify.summary(results)} in {time.monotonic() - started:.0f}s")
+    print(f"{lesson.slug}: {verify.summary(results)} in {seconds:.0f}s")
     assert [r.number for r in results if not r.case] == [s.number for s in lesson.steps], lines
     cases = sum(len(s.variants) + len(s.cheats) for s in lesson.steps)
     assert len([r for r in results if r.case]) == cases, lines
