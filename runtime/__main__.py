@@ -121,6 +121,8 @@ async def _dispatch(args) -> int:
         # The node image is rebuilt only when its recipe changes: running nodes
         # use it as their lower layer, so --force never replaces it under them.
         images.build_node_image()
+        from . import seccomp
+        seccomp.helper()  # built now, not by the first node start
         if not args.node_only:
             from . import lessonimages
             await lessonimages.build_all(get_driver(args.driver), force=args.force)

@@ -258,16 +258,17 @@ class BuiltinDriver(Launcher, Persist, WarmPool, SessionNetworks, Driver):
     async def exec(self, node_id, argv, timeout=30.0, input=None, on_output=None) -> ExecResult:
         pid = self._running_pid(node_id)
         limit, inner = hostexec.inner_timeout(argv, timeout)
-        return await hostexec.run_limited(self._enter_argv(pid, node_id, inner), limit, timeout,
-                                          input=input, on_output=on_output, env=dict(NODE_ENV),
-                                          preexec_fn=seccomp.install)
+        host_argv, preexec = seccomp.confine(self._enter_argv(pid, node_id, inner))
+        return await hostexec.run_limited(host_argv, limit, timeout, input=input,
+                                          on_output=on_output, env=dict(NODE_ENV),
+                                          preexec_fn=preexec)
 
     def node_path(self, node_id, path):
         return f"/proc/{self._running_pid(node_id)}/root{path}"
 
     async def open_control(self, node_id, name="main"):
-        enter = self._enter_argv(self._running_pid(node_id), node_id, [])
-        return await self.spawn_control(enter, name, env=dict(NODE_ENV), preexec_fn=seccomp.install)
+        enter, preexec = seccomp.confine(self._enter_argv(self._running_pid(node_id), node_id, []))
+        return await self.spawn_control(enter, name, env=dict(NODE_ENV), preexec_fn=preexec)
 
     async def open_terminal(self, node_id, cols=80, rows=24, name="main"):
         pid = self._running_pid(node_id)
@@ -275,6 +276,6 @@ class BuiltinDriver(Launcher, Persist, WarmPool, SessionNetworks, Driver):
             raise LabRuntimeError(f"invalid terminal name {name!r}", permanent=True)
         # tmux keeps the shell (and its screen) inside the node, so a new
         # attachment after a page reload or a site restart finds it again.
-        argv = ["setsid", "-c", *self._enter_argv(pid, node_id, tmux_attach(name, "-u"))]
-        return await PtyTerminal.spawn(argv, cols, rows, env=dict(NODE_ENV),
-                                       preexec_fn=seccomp.install)
+        argv, preexec = seccomp.confine(
+            ["setsid", "-c", *self._enter_argv(pid, node_id, tmux_attach(name, "-u"))])
+        return await PtyTerminal.spawn(argv, cols, rows, env=dict(NODE_ENV), preexec_fn=preexec)

@@ -386,9 +386,10 @@ class Launcher:
                 # A copy beside the node's state: the node's root may not be able
                 # to read the project's directory.
                 "/bin/sh", str(script), str(directory / "fs" / "root"), str(table)]
+        argv, preexec = seccomp.confine(argv)
         with open(directory / "console.log", "ab") as console:
             proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=console, stderr=console,
-                                    close_fds=True, preexec_fn=seccomp.install,
+                                    close_fds=True, preexec_fn=preexec,
                                     env={"PATH": os.environ.get("PATH", NODE_PATH),
                                          "LAB_CGROUPS": " ".join(str(p) for p in cg_dirs),
                                          "LAB_PIDFILE": str(pidfile)})

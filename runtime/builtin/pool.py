@@ -235,9 +235,10 @@ class WarmPool:
                 info = tarfile.TarInfo(str(path).lstrip("/"))
                 info.size, info.mode, info.mtime = len(data), mode[0] if mode else 0o644, time.time()
                 tar.addfile(info, io.BytesIO(data))
-        proc = subprocess.run(self._enter_argv(node.extra["pid"], node.id, ["tar", "-x", "-C", "/"]),
-                              input=buffer.getvalue(), capture_output=True, env=dict(NODE_ENV),
-                              preexec_fn=seccomp.install)
+        argv, preexec = seccomp.confine(
+            self._enter_argv(node.extra["pid"], node.id, ["tar", "-x", "-C", "/"]))
+        proc = subprocess.run(argv, input=buffer.getvalue(), capture_output=True,
+                              env=dict(NODE_ENV), preexec_fn=preexec)
         if proc.returncode:
             raise LabRuntimeError("could not place the lesson's files in the node: "
                                   + proc.stderr.decode(errors="replace").strip())
