@@ -21,6 +21,7 @@ import logging
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import transaction
 
 from labs.classrooms import reports
@@ -91,8 +92,59 @@ def push_classroom(pk, event: dict) -> None:
     send(classroom_group(pk), classroom_message(event))
 
 
+# ---- whether a live grid is open -----------------------------------------------
+# A grid row takes a dozen queries, and a class arriving changes forty rows at
+# once (a fifth of the workers' Python time when nobody watched). So rows are
+# computed only while a live grid of the classroom is open somewhere: each
+# open grid socket keeps this key alive (set on connect and on a rejoin after
+# Redis lost its data, renewed every third of its life), and a grid that opens
+# reads every row itself, so a row skipped before is never missing.
+GRID_OPEN_SECONDS = 60
+
+
+def grid_open_key(pk) -> str:
+    return f"lab:grid-open:{pk}"
+
+
+_redis = None  # this process's client for the key (redis-py resets it after a fork)
+
+
+def _redis_client():
+    global _redis
+    if _redis is None:
+        import redis
+        _redis = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2,
+                                      socket_connect_timeout=2)
+    return _redis
+
+
+def _uses_redis() -> bool:
+    return "Redis" in settings.CHANNEL_LAYERS["default"]["BACKEND"]
+
+
+def mark_grid_open(pk) -> None:
+    """A live grid of classroom `pk` is open (for GRID_OPEN_SECONDS)."""
+    if _uses_redis():
+        _redis_client().set(grid_open_key(pk), 1, ex=GRID_OPEN_SECONDS)
+
+
+def grid_is_open(pk) -> bool:
+    """Whether a live grid of classroom `pk` is open somewhere; True when it
+    cannot be told (the in-memory layer, Redis not answering): a row too many
+    costs little next to a grid left stale."""
+    if not _uses_redis():
+        return True
+    try:
+        return bool(_redis_client().exists(grid_open_key(pk)))
+    except Exception as exc:
+        log.warning("cannot tell whether the grid of classroom %s is open: %s", pk, exc)
+        return True
+
+
 def push_learner_row(classroom_pk, user) -> None:
-    """One learner's current grid row to a classroom's live grid."""
+    """One learner's current grid row to a classroom's live grid, if one is open."""
+    if not grid_is_open(classroom_pk):
+        return
     room = Classroom.objects.filter(pk=classroom_pk).first()
     if room is not None and user is not None:
         push_classroom(classroom_pk, {"type": "learner", "row": reports.learner_row(room, user)})

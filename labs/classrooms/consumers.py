@@ -33,6 +33,7 @@ class ClassroomConsumer(AsyncWebsocketConsumer):
     """
 
     group = None
+    open_task = None
 
     async def connect(self):
         user = self.scope.get("user")
@@ -49,12 +50,29 @@ class ClassroomConsumer(AsyncWebsocketConsumer):
         await groups.join(self.channel_layer, self.channel_name, [self.group],
                           on_rejoin=self._send_grid)
         await self._send_grid()
+        self.open_task = asyncio.create_task(self._keep_open())
 
     async def _send_grid(self):
+        # Said open first: rows that change from now on are pushed to the group
+        # (joined already), and the ones before are in this grid.
+        await self._say_open()
         grid = await database_sync_to_async(reports.grid)(self.room)
         await self.send(text_data=json.dumps({"type": "grid", **grid}))
 
+    async def _say_open(self):
+        try:
+            await asyncio.to_thread(broadcast.mark_grid_open, self.room.pk)
+        except Exception as exc:  # Redis down: rows are pushed anyway (grid_is_open)
+            log.warning("cannot mark the grid of classroom %s open: %s", self.room.pk, exc)
+
+    async def _keep_open(self):
+        while True:
+            await asyncio.sleep(broadcast.GRID_OPEN_SECONDS / 3)
+            await self._say_open()
+
     async def disconnect(self, code):
+        if self.open_task is not None:
+            self.open_task.cancel()
         if self.group:
             await groups.leave(self.channel_layer, self.channel_name)
 

@@ -126,3 +126,46 @@ def test_instructor_command(ada):
     assert is_instructor(ada)
     call_command("instructor", "ada", "--remove")
     assert not is_instructor(ada)
+
+
+class FakeRedis:
+    """The grid-open keys, as broadcast keeps them in Redis (expiry not modelled)."""
+
+    def __init__(self):
+        self.keys = {}
+
+    def set(self, key, value, ex=None):
+        self.keys[key] = (value, ex)
+
+    def exists(self, key):
+        return int(key in self.keys)
+
+
+async def test_rows_are_computed_only_while_a_grid_is_open(classroom, iris, ada, ready_session,
+                                                           ws_headers, fake_driver, monkeypatch):
+    """A class arriving changes forty rows at once: nobody watching, none is computed;
+    a grid that opens says so (and reads every row itself), and rows are pushed again."""
+    from labs import broadcast
+    redis = FakeRedis()
+    monkeypatch.setattr(broadcast, "_uses_redis", lambda: True)
+    monkeypatch.setattr(broadcast, "_redis", redis)
+    computed = []
+    real_row = reports.learner_row
+    monkeypatch.setattr(reports, "learner_row",
+                        lambda room, user, *a, **kw: computed.append(user.username) or
+                        real_row(room, user, *a, **kw))
+    fake_driver.responder = lambda node, argv: ExecResult(0 if "ancestor=alpine" in " ".join(argv) else 1, "not yet")
+
+    await sync_to_async(tasks.run_checks)(ready_session.pk)  # step 1 done, no grid open
+    assert computed == []
+
+    comm = await grid_socket(classroom, await database_sync_to_async(ws_headers)(iris))
+    grid = await next_event(comm)
+    assert grid["rows"][0]["cells"]["first-containers:1"]["state"] == "done"  # read by the grid
+    assert redis.keys[broadcast.grid_open_key(classroom.pk)] == (1, broadcast.GRID_OPEN_SECONDS)
+    computed.clear()
+    fake_driver.responder = lambda node, argv: ExecResult(1, "still not")
+    await sync_to_async(tasks.run_checks)(ready_session.pk)
+    assert computed == ["ada"]
+    assert (await next_event(comm))["row"]["cells"]["first-containers:2"]["message"] == "still not"
+    await comm.disconnect()
