@@ -21,7 +21,7 @@ from typing import Optional
 
 from .. import netplan, seccomp
 from ..model import LabFull, LabRuntimeError, Node, NodeSpec
-from ..paths import nodes_dir
+from ..paths import nodes_dir, sessions_dir
 from .common import START_TIMEOUT, NODE_ENV, POOL_SESSION, run, host_lock
 
 log = logging.getLogger(__name__)
@@ -273,4 +273,31 @@ class WarmPool:
             if not pid or not self._owns(node, pid):
                 self._stop(node.id)
                 reaped.append(node.id)
+        self._reap_empty_session_nets()
         return reaped
+
+    # A session network made this long ago with no node in it is left over.
+    # (One being set up has its first node listed under the same lock; the
+    # age is a second guard, as for half-made nodes above.)
+    EMPTY_NET_GRACE_SECONDS = 60
+
+    def _reap_empty_session_nets(self) -> None:
+        """Remove session networks (bridge, NAT rules, address range) whose last
+        node went without taking them along: a node removed by hand, a stop
+        that crashed, a claim racing a trim. Each holds one of the host's few
+        hundred session subnets until then."""
+        in_use = {n.session for n in self.list_nodes()}
+        for path in sessions_dir().glob("*.json"):
+            session = path.stem
+            with contextlib.suppress(FileNotFoundError):
+                if session in in_use or \
+                        time.time() - path.stat().st_mtime < self.EMPTY_NET_GRACE_SECONDS:
+                    continue
+                try:
+                    with host_lock():  # (it looks at the nodes again, under the lock)
+                        self._remove_session_net_if_empty(session)
+                except (OSError, ValueError, KeyError, LabRuntimeError) as exc:
+                    log.warning("could not remove the network of session %s: %s", session, exc)
+                    continue
+                if not path.exists():
+                    log.info("removed the network of session %s: no node was left in it", session)

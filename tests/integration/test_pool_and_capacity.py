@@ -66,6 +66,32 @@ def test_reaper_removes_a_node_whose_init_died(nodes, driver):
     assert POOL_SESSION != node.session
 
 
+def test_the_reaper_removes_a_session_network_left_without_nodes(driver):
+    """A session network whose last node went without it (a pre-built pool
+    session's was left by a claim racing a trim) is removed once it is a minute
+    old; a younger one may be a session being set up and stays."""
+    import secrets
+    from pathlib import Path
+    from runtime.builtin.common import host_lock
+    from runtime.paths import sessions_dir
+    old, young = "t" + secrets.token_hex(4), "t" + secrets.token_hex(4)
+    try:
+        with host_lock():
+            old_net, young_net = driver._ensure_session_net(old), driver._ensure_session_net(young)
+        assert Path(f"/sys/class/net/{old_net.bridge}").exists()
+        long_ago = time.time() - driver.EMPTY_NET_GRACE_SECONDS - 5
+        os.utime(sessions_dir() / f"{old}.json", (long_ago, long_ago))
+        driver.reap_dead()
+        assert not (sessions_dir() / f"{old}.json").exists()
+        assert not Path(f"/sys/class/net/{old_net.bridge}").exists()
+        assert (sessions_dir() / f"{young}.json").exists()
+        assert Path(f"/sys/class/net/{young_net.bridge}").exists()
+    finally:
+        with host_lock():
+            driver._remove_session_net_if_empty(old)
+            driver._remove_session_net_if_empty(young)
+
+
 def test_a_dead_pool_node_is_never_handed_out(nodes, driver, pool):
     new = driver.fill_pool(len(driver.pool_nodes()) + 1)
     dead = driver.get_node(new[0])
