@@ -327,7 +327,10 @@
   function connect() {
     const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host +
                              "/ws/classrooms/" + root.dataset.pk + "/");
-    ws.onopen = function () { retry = 0; liveState.textContent = "live"; liveState.className = "live-state on"; };
+    // "live" once the socket's own grid has come: the server has joined this
+    // page to the classroom's updates by then, so nothing after it is missed
+    // (on open it may not have yet).
+    ws.onopen = function () { retry = 0; };
     ws.onmessage = function (message) {
       let event;
       try { event = JSON.parse(message.data); } catch (err) { return; }
@@ -335,6 +338,8 @@
         grid = event;
         skew = Date.parse(grid.now) - Date.now();
         renderAll();
+        liveState.textContent = "live";
+        liveState.className = "live-state on";
       } else if (event.type === "learner") {
         const empty = table.tBodies[0].querySelector("tr.empty");
         if (empty) empty.remove();

@@ -54,6 +54,8 @@ def test_a_class_of_forty_reads_well(browser, live_site):
         assert "seeded" in seeded.stdout, seeded.stderr
         page.reload()
 
+        # The live grid's own copy has come (it draws the charts again): then measure.
+        expect(page.locator("#live-state")).to_have_text("live")
         expect(page.locator("#grid tbody tr")).to_have_count(40)
         charts = page.locator("#charts figure.lesson-chart")
         expect(charts).to_have_count(2)
