@@ -9,7 +9,7 @@ proxy (labs.sandboxes.portproxy) instead and never reach the site.
 import os
 
 import django
-from asgiref.sync import ThreadSensitiveContext, sync_to_async
+from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.base import BaseHandler
 from django.db import connections
@@ -34,16 +34,14 @@ class SiteHandler(ASGIHandler):
         BaseHandler.__init__(self)  # not ASGIHandler's: it loads the middleware for async
         self.load_middleware(is_async=False)
 
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            raise ValueError(f"Django serves HTTP here, not {scope['type']}")
-        async with ThreadSensitiveContext():  # (as Django's: a thread for this request)
-            try:
-                await self.handle(scope, receive, send)
-            finally:
-                # That thread ends with the request: its database connections
-                # go with it (CONN_MAX_AGE keeps the sockets' and workers' open).
-                await sync_to_async(connections.close_all)()
+    async def handle(self, scope, receive, send):
+        try:
+            await super().handle(scope, receive, send)
+        finally:
+            # Django runs each request on a thread of its own, which ends with
+            # it: its database connections go too (CONN_MAX_AGE keeps the
+            # sockets' and workers' open).
+            await sync_to_async(connections.close_all)()
 
     async def run_get_response(self, request):
         response = await sync_to_async(self.get_response, thread_sensitive=True)(request)
