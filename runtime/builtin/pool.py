@@ -246,7 +246,9 @@ class WarmPool:
     # ---- reaping ----------------------------------------------------------------
     def reap_dead(self) -> list:
         """Remove nodes whose processes died (a crash, a reboot) and half-made ones."""
-        reaped = []
+        # in_use: the sessions of the nodes listed (one reaped now takes its
+        # session's network along when it was the last; else the next round does)
+        reaped, in_use = [], set()
         for directory in nodes_dir().iterdir():
             state = directory / "node.json"
             try:
@@ -263,6 +265,7 @@ class WarmPool:
                 continue
             pid = node.extra.get("pid")
             starting = node.extra.get("state") in ("starting", "claiming")
+            in_use.add(node.session)
             if starting and time.time() - node.created < START_TIMEOUT + 30:
                 continue
             # Being saved (runtime/builtin/persist.py): its engine stops on
@@ -273,7 +276,7 @@ class WarmPool:
             if not pid or not self._owns(node, pid):
                 self._stop(node.id)
                 reaped.append(node.id)
-        self._reap_empty_session_nets()
+        self._reap_empty_session_nets(in_use)
         return reaped
 
     # A session network made this long ago with no node in it is left over.
@@ -281,12 +284,11 @@ class WarmPool:
     # age is a second guard, as for half-made nodes above.)
     EMPTY_NET_GRACE_SECONDS = 60
 
-    def _reap_empty_session_nets(self) -> None:
+    def _reap_empty_session_nets(self, in_use: set) -> None:
         """Remove session networks (bridge, NAT rules, address range) whose last
         node went without taking them along: a node removed by hand, a stop
         that crashed, a claim racing a trim. Each holds one of the host's few
-        hundred session subnets until then."""
-        in_use = {n.session for n in self.list_nodes()}
+        hundred session subnets until then. `in_use`: sessions with nodes."""
         for path in sessions_dir().glob("*.json"):
             session = path.stem
             with contextlib.suppress(FileNotFoundError):
