@@ -8,6 +8,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import dataclasses
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -211,10 +212,17 @@ class Driver(abc.ABC):
         await self.stop(node_id)
         raise LabRuntimeError(f"the {self.name} driver cannot save machines", permanent=True)
 
-    def node_path(self, node_id: str, path: str) -> str:
-        """The host's path to `path` inside the running node (the recorder reads
-        the terminal's output from a pipe there)."""
-        raise LabRuntimeError(f"the {self.name} driver cannot record terminals", permanent=True)
+    opens_node_files = False  # open_in_node works
+
+    def open_in_node(self, node_id: str, path: str, flags: int = os.O_RDONLY,
+                     kind: str = "file") -> int:
+        """A file descriptor, on the host, of `path` inside the running node,
+        resolved as the node resolves it and never outside it (runtime/nodefs.py):
+        the recorder reads the terminal's output from a pipe there, the engine
+        watcher connects to the node's engine socket (kind="socket": an O_PATH
+        descriptor to connect through /proc/self/fd/N). The caller closes it."""
+        raise LabRuntimeError(f"the {self.name} driver cannot open files in its nodes",
+                              permanent=True)
 
     @staticmethod
     async def spawn_control(enter: list, name: str, **options) -> asyncio.subprocess.Process:

@@ -128,15 +128,22 @@ class NodeRecorder:
                 f"capture-pane -p -e -t {self.name}\n")
 
     async def run(self) -> None:
-        host_fifo = self.driver.node_path(self.node.id, self.fifo)  # raises for a driver that cannot
         made = await self.driver.exec(self.node.id, ["sh", "-c", 'rm -f "$1" && mkfifo -m 600 "$1"',
                                                      "sh", self.fifo], timeout=10)
         if not made.ok:
             raise LabRuntimeError(f"could not make {self.fifo}: {made.output.strip()}")
         # Opened for writing too, by us: without a writer (before tmux's pipe
         # opens it, or between two pipes) a FIFO reads as ended.
-        reading = os.open(host_fifo, os.O_RDONLY | os.O_NONBLOCK)
-        keep_open = os.open(host_fifo, os.O_WRONLY | os.O_NONBLOCK)
+        # Resolved in the node's root, and only if it is a FIFO: the learner
+        # can put a link to any host file there between the mkfifo and this
+        # open, and what is read here is played back to them.
+        try:
+            reading = self.driver.open_in_node(self.node.id, self.fifo,
+                                               os.O_RDONLY | os.O_NONBLOCK, kind="fifo")
+        except OSError as exc:
+            raise LabRuntimeError(f"could not open {self.fifo}: {exc}") from exc
+        # (The same FIFO again, through the descriptor just checked.)
+        keep_open = os.open(f"/proc/self/fd/{reading}", os.O_WRONLY | os.O_NONBLOCK)
         self.proc = proc = await self.driver.open_control(self.node.id, self.name)
         output = asyncio.create_task(self.read_output(reading))
         try:
@@ -254,7 +261,8 @@ class NodeRecorder:
         if self.tmux_pid is None:
             return None
         try:
-            with open(self.driver.node_path(self.node.id, f"/proc/{self.tmux_pid}/io"), "rb") as f:
+            fd = self.driver.open_in_node(self.node.id, f"/proc/{self.tmux_pid}/io")
+            with open(fd, "rb") as f:
                 for line in f:
                     if line.startswith(b"rchar:"):
                         return int(line.split()[1])
@@ -264,7 +272,11 @@ class NodeRecorder:
 
     def commands_size(self):
         try:
-            return os.stat(self.driver.node_path(self.node.id, self.commands)).st_size
+            fd = self.driver.open_in_node(self.node.id, self.commands)
+            try:
+                return os.fstat(fd).st_size
+            finally:
+                os.close(fd)
         except FileNotFoundError:
             return 0  # not written yet: all of it will be new
         except (OSError, LabRuntimeError):
@@ -275,7 +287,7 @@ class NodeRecorder:
         if offset is None:
             return []
         try:
-            with open(self.driver.node_path(self.node.id, self.commands), "rb") as f:
+            with open(self.driver.open_in_node(self.node.id, self.commands), "rb") as f:
                 f.seek(offset)
                 text = f.read(1 << 16).decode("utf-8", "replace")
         except (OSError, LabRuntimeError):

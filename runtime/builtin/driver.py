@@ -24,7 +24,7 @@ import signal
 import time
 from pathlib import Path
 
-from .. import hostexec, images, netplan, saves, seccomp
+from .. import hostexec, images, netplan, nodefs, saves, seccomp
 from ..limits import capacity, mem_available
 from ..model import (Driver, ExecResult, LabFull, LabRuntimeError, Node, NodeNotFound, NodeSpec,
                      tmux_attach)
@@ -140,9 +140,9 @@ class BuiltinDriver(Launcher, Persist, WarmPool, SessionNetworks, Driver):
             raise LabFull("the lab is full: the machine has no memory to spare for another node")
 
     def _wait_for_engine(self, node: Node, pid: int, keeper: int) -> None:
-        # /var/run is an absolute symlink to /run, which /proc/PID/root would
-        # resolve against the host's root: name the real path.
-        sock_path = f"/proc/{pid}/root/run/docker.sock"
+        # (/var/run/docker.sock, resolved in the node's root: a restored
+        # machine's disk is the learner's, and a plain path through
+        # /proc/PID/root could lead out of it.)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if not _pid_alive(pid):
@@ -151,13 +151,24 @@ class BuiltinDriver(Launcher, Persist, WarmPool, SessionNetworks, Driver):
             # Until the node's init has entered its own root, that path is the
             # host's /run/docker.sock: an operator's own engine there answered
             # for the node, which was then "ready" before it had a root.
-            if _has_own_root(pid) and hostexec.engine_answers(sock_path):
+            if _has_own_root(pid) and self._engine_answers(pid):
                 return
             # A failed try costs a stat and a refused connect: poll often, a
             # cold start waits for it.
             time.sleep(0.005)
         raise LabRuntimeError(f"the node's Docker engine did not answer within {START_TIMEOUT:.0f}s"
                               + self._dockerd_log(pid, node))
+
+    @staticmethod
+    def _engine_answers(pid: int) -> bool:
+        try:
+            fd = nodefs.open_in_root(f"/proc/{pid}/root", "/var/run/docker.sock", kind="socket")
+        except OSError:
+            return False  # not made yet
+        try:
+            return hostexec.engine_answers(f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)
 
     # ---- stop -----------------------------------------------------------------
     async def stop(self, node_id: str) -> None:
@@ -263,8 +274,11 @@ class BuiltinDriver(Launcher, Persist, WarmPool, SessionNetworks, Driver):
                                           on_output=on_output, env=dict(NODE_ENV),
                                           preexec_fn=preexec)
 
-    def node_path(self, node_id, path):
-        return f"/proc/{self._running_pid(node_id)}/root{path}"
+    opens_node_files = True
+
+    def open_in_node(self, node_id, path, flags=os.O_RDONLY, kind="file"):
+        # Through the node's own mounts (its disk is not mounted on the host).
+        return nodefs.open_in_root(f"/proc/{self._running_pid(node_id)}/root", path, flags, kind)
 
     async def open_control(self, node_id, name="main"):
         enter, preexec = seccomp.confine(self._enter_argv(self._running_pid(node_id), node_id, []))

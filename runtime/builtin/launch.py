@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from .. import disks, idmap, images, netplan, seccomp
+from .. import disks, idmap, images, netplan, nodefs, seccomp
 from ..limits import node_limits
 from ..model import LabRuntimeError, Node, NodeSpec
 from .common import (host_lock, MAX_UID_SLOTS, NODE_PATH, NODESTART, _pid_alive,
@@ -422,7 +422,9 @@ class Launcher:
         return "(no output)"
 
     def _dockerd_log(self, pid: int, node: Node) -> str:
-        path = Path(f"/proc/{pid}/root/var/log/dockerd.log")
+        # Resolved in the node's root: a restored machine's disk is the
+        # learner's, and this text is shown to them.
         with contextlib.suppress(OSError):
-            return "\ndockerd said: " + path.read_text(errors="replace")[-1500:]
+            text = nodefs.read_in_root(f"/proc/{pid}/root", "/var/log/dockerd.log", tail=1500)
+            return "\ndockerd said: " + text.decode(errors="replace")
         return ""

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from .. import netplan, seccomp
+from .. import netplan, nodefs, seccomp
 from ..model import LabFull, LabRuntimeError, Node, NodeSpec
 from ..paths import nodes_dir, sessions_dir
 from .common import START_TIMEOUT, NODE_ENV, POOL_SESSION, run, host_lock
@@ -216,9 +216,10 @@ class WarmPool:
                      f"route replace default via {net.gateway}\n")
             run(["nsenter", "-t", str(pid), "-n", "ip", "-batch", "-"], input=batch.encode())
         run(["nsenter", "-t", str(pid), "-u", "hostname", spec.name])
-        root = Path(f"/proc/{pid}/root")
-        (root / "etc/hostname").write_text(spec.name + "\n")
-        (root / "etc/hosts").write_text(netplan.hosts_file(spec.name, node.address, peers))
+        root = f"/proc/{pid}/root"
+        nodefs.write_in_root(root, "/etc/hostname", (spec.name + "\n").encode())
+        nodefs.write_in_root(root, "/etc/hosts",
+                             netplan.hosts_file(spec.name, node.address, peers).encode())
         if spec.files:
             self._extract_in_node(node, spec.files)
 

@@ -8,7 +8,7 @@ import logging
 import shlex
 from pathlib import Path
 
-from .. import firewall, netplan
+from .. import firewall, netplan, nodefs
 from ..model import LabRuntimeError, NodeSpec
 from ..paths import sessions_dir
 from .common import run, _place_files, _disable_ipv6
@@ -105,8 +105,12 @@ class SessionNetworks:
         peers = {n.name: n.address for n in nodes}
         for n in nodes:
             pid = n.extra.get("pid")
-            # Through the node's own mounts: its disk is not mounted on the host.
-            with contextlib.suppress(OSError):
+            # Through the node's own mounts (its disk is not mounted on the
+            # host), resolved in its root: the learner may have made the file
+            # a link anywhere (runtime/nodefs.py).
+            try:
                 if pid and self._owns(n, pid):
-                    Path(f"/proc/{pid}/root/etc/hosts").write_text(
-                        netplan.hosts_file(n.name, n.address, peers))
+                    nodefs.write_in_root(f"/proc/{pid}/root", "/etc/hosts",
+                                         netplan.hosts_file(n.name, n.address, peers).encode())
+            except OSError as exc:
+                log.info("left /etc/hosts of node %s as it is: %s", n.id, exc)

@@ -240,6 +240,32 @@ def test_chroot_trick_does_not_leave_the_node(arena):
     assert name not in out
 
 
+def test_links_in_the_node_never_lead_the_hosts_writes_and_reads_out(arena, tmp_path):
+    """The host writes a session's /etc/hosts into its nodes when another node
+    joins, and the recorder reads the node's command log. Links to host files
+    made there (absolute paths, which a plain open of /proc/PID/root/... once
+    resolved in the host's root) must not let either reach the host's files."""
+    factory, attacker = arena["factory"], arena["a"]
+    host_file = Path(f"/root/lab-escape-hosts-{secrets.token_hex(4)}")
+    host_file.write_text("the host's own\n")
+    try:
+        sh(arena, f"rm -f /etc/hosts && ln -s {host_file} /etc/hosts && "
+                  f"ln -sf {arena['marker']} /root/.lab_commands")
+        mate = factory.start(session=attacker.session, name="node2")
+        assert host_file.read_text() == "the host's own\n"
+        # The joining node still learns its peer's name; the attacker's link stays a link.
+        assert "node1" in factory.sh(mate, "cat /etc/hosts").output
+        assert sh(arena, "readlink /etc/hosts").output.strip() == str(host_file)
+        # The recorder's view of the command log: the link is not followed.
+        with pytest.raises(OSError):
+            arena["driver"].open_in_node(attacker.id, "/root/.lab_commands")
+        fd = arena["driver"].open_in_node(attacker.id, "/etc/hostname")
+        os.close(fd)  # a plain file in the node opens as before
+    finally:
+        host_file.unlink(missing_ok=True)
+        sh(arena, "rm -f /etc/hosts /root/.lab_commands; echo '127.0.0.1 localhost' > /etc/hosts")
+
+
 # ---- exhaustion: one node's excess leaves other nodes and the host responsive
 
 def _responsive(factory, node, seconds=10) -> float:

@@ -179,14 +179,15 @@ async def stop(task) -> None:
 
 
 class HostTmux:
-    """A driver's open_control, exec and node_path on this machine's tmux, with
+    """A driver's open_control, exec and open_in_node on this machine's tmux, with
     `sh` as the shell: the "node" is this machine."""
 
     def __init__(self, socket):
         self.socket = socket
 
-    def node_path(self, node_id, path):
-        return path
+    def open_in_node(self, node_id, path, flags=os.O_RDONLY, kind="file"):
+        from runtime import nodefs
+        return nodefs.open_in_root("/", path, flags, kind)
 
     async def exec(self, node_id, argv, timeout=30.0):
         from runtime.model import ExecResult

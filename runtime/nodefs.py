@@ -1,0 +1,85 @@
+"""Opening a file inside a running node from the host, so that nothing the
+node holds can point the host anywhere else.
+
+A learner is root in their node and may make any path there a symlink. The
+host reaches a node's files through /proc/PID/root/<path>, and a plain open()
+of that resolves an absolute symlink met on the way against the *host's*
+root: a node's /etc/hosts made a link to /etc/passwd had the host (as root)
+write the session's hosts file over its own /etc/passwd when a second node
+joined. Here every path is resolved with openat2(RESOLVE_IN_ROOT): inside the
+node's root, as the node itself would resolve it, never leaving it; the last
+component is never followed if it is a symlink, and the file must be of the
+kind the caller expects (a FIFO for the recorder's pipe, a socket for the
+engine, a regular file for the rest).
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import stat
+
+# linux/openat2.h
+_SYS_OPENAT2 = 437  # the same number on every architecture (unified syscall table)
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_IN_ROOT = 0x10
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                ("resolve", ctypes.c_uint64)]
+
+
+KINDS = {"file": stat.S_ISREG, "fifo": stat.S_ISFIFO, "socket": stat.S_ISSOCK}
+
+
+def open_in_root(root: str, path: str, flags: int = os.O_RDONLY, kind: str = "file",
+                 mode: int = 0o644) -> int:
+    """A file descriptor of `path` (absolute, as the node sees it) under the
+    directory `root` (a node's /proc/PID/root), resolved as if `root` were
+    "/". OSError if it is missing, a symlink, or not of `kind` ("file",
+    "fifo", "socket"; sockets are opened O_PATH, to connect through
+    /proc/self/fd/N). The caller closes it."""
+    check = KINDS[kind]
+    if kind == "socket":
+        flags = os.O_PATH
+    # O_NONBLOCK on top: opening a FIFO nobody writes to must not hang a
+    # caller that expected a regular file.
+    how = _OpenHow(flags | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_NONBLOCK if kind != "socket" else 0),
+                   mode if flags & os.O_CREAT else 0, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+    dirfd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = _libc.syscall(_SYS_OPENAT2, dirfd, os.fsencode(path.lstrip("/") or "."),
+                           ctypes.byref(how), ctypes.sizeof(how))
+        if fd < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"{os.strerror(err)} (in the node)", path)
+    finally:
+        os.close(dirfd)
+    try:
+        if not check(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, f"not a {kind} (in the node)", path)
+        if kind != "socket" and not flags & os.O_NONBLOCK:
+            os.set_blocking(fd, True)  # as asked: the O_NONBLOCK above was for the open only
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_in_root(root: str, path: str, tail: int = 1 << 20) -> bytes:
+    """The last `tail` bytes of a regular file in the node (see open_in_root)."""
+    fd = open_in_root(root, path)
+    with os.fdopen(fd, "rb") as f:
+        f.seek(max(0, os.fstat(fd).st_size - tail))
+        return f.read(tail)
+
+
+def write_in_root(root: str, path: str, data: bytes) -> None:
+    """Replace the content of a regular file in the node (made if missing)."""
+    fd = open_in_root(root, path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)

@@ -1,0 +1,71 @@
+"""runtime/nodefs.py: the host opens a node's files as the node resolves them,
+and never outside the node's root, whatever links the learner made there."""
+import os
+import socket
+
+import pytest
+
+from runtime import nodefs
+
+
+@pytest.fixture
+def root(tmp_path):
+    """A node's root (tmp_path/root) and a host file outside it (tmp_path/host-file)."""
+    (tmp_path / "root" / "etc").mkdir(parents=True)
+    (tmp_path / "root" / "run").mkdir()
+    (tmp_path / "host-file").write_text("the host's own\n")
+    return tmp_path / "root"
+
+
+def test_a_link_to_a_host_file_is_not_written_through(root, tmp_path):
+    host_file = tmp_path / "host-file"
+    (root / "etc" / "hosts").symlink_to(host_file)  # absolute: the host's path
+    with pytest.raises(OSError):
+        nodefs.write_in_root(str(root), "/etc/hosts", b"10.0.0.2 node2\n")
+    assert host_file.read_text() == "the host's own\n"
+    # Without the guard the same write lands on the host's file: the test can fail.
+    (root / "etc" / "hosts").write_text("10.0.0.2 node2\n")
+    assert host_file.read_text() == "10.0.0.2 node2\n"
+
+
+def test_absolute_links_on_the_way_resolve_inside_the_node(root, tmp_path):
+    # As in a real node: /var/run -> /run (absolute), and /etc -> a directory
+    # given by an absolute link the learner made: both stay in the node's root.
+    (root / "var").mkdir()
+    (root / "var" / "run").symlink_to("/run")
+    (root / "run" / "motd").write_text("in the node\n")
+    assert nodefs.read_in_root(str(root), "/var/run/motd") == b"in the node\n"
+    (root / "escape").symlink_to("/../../../" + str(tmp_path).lstrip("/"))
+    with pytest.raises(OSError):
+        nodefs.read_in_root(str(root), "/escape/host-file")
+
+
+def test_a_file_must_be_of_the_kind_asked_for(root):
+    (root / "run" / "pipe").write_text("a regular file, not a FIFO")
+    with pytest.raises(OSError, match="not a fifo"):
+        nodefs.open_in_root(str(root), "/run/pipe", os.O_RDONLY | os.O_NONBLOCK, kind="fifo")
+    os.mkfifo(root / "run" / "fifo")
+    fd = nodefs.open_in_root(str(root), "/run/fifo", os.O_RDONLY | os.O_NONBLOCK, kind="fifo")
+    os.close(fd)
+
+
+def test_a_socket_in_the_node_is_connected_to_through_its_descriptor(root):
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(root / "run" / "engine.sock"))
+    server.listen(1)
+    fd = nodefs.open_in_root(str(root), "/run/engine.sock", kind="socket")
+    try:
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(f"/proc/self/fd/{fd}")
+            peer, _ = server.accept()
+            client.sendall(b"ping")
+            assert peer.recv(4) == b"ping"
+            peer.close()
+    finally:
+        os.close(fd)
+        server.close()
+
+
+def test_read_gives_the_tail(root):
+    (root / "run" / "log").write_bytes(b"x" * 5000 + b"the end")
+    assert nodefs.read_in_root(str(root), "/run/log", tail=7) == b"the end"
