@@ -189,3 +189,44 @@ async def test_no_hint_when_the_command_succeeded_or_the_error_is_unknown(ready_
     assert events and all(e["type"] != "hint" for e in events)
     await term.disconnect()
     await comm.disconnect()
+
+
+async def test_events_are_read_from_the_engine_socket_with_since_until_and_filters(tmp_path):
+    """The engine's /events over its socket (chunked, a line split across
+    chunks): the watcher's feed gets the JSON lines, and the request asks for
+    the window and the same filters as `docker events`."""
+    import os
+    import urllib.parse
+    from labs.sandboxes.consumers.engine import EVENT_ACTIONS, EVENT_TYPES, read_events
+    from runtime import nodefs
+
+    asked = []
+    first, second = event_line("create"), event_line("start")
+    body = [first[:10], first[10:] + "\n", second + "\n"]
+
+    async def engine(reader, writer):
+        asked.append((await reader.readline()).decode())
+        while (await reader.readline()) not in (b"\r\n", b""):
+            pass
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n")
+        for part in body:
+            writer.write(b"%x\r\n%s\r\n" % (len(part), part.encode()))
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_unix_server(engine, path=str(tmp_path / "docker.sock"))
+    got = bytearray()
+    try:
+        fd = nodefs.open_in_root(str(tmp_path), "/docker.sock", kind="socket")
+        await asyncio.wait_for(read_events(fd, 1700000000.5, 1700000120.5, got.extend), 10)
+    finally:
+        server.close()
+    assert got.decode() == first + "\n" + second + "\n"
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(asked[0].split()[1]).query)
+    assert query["since"] == ["1700000000.500"] and query["until"] == ["1700000120.500"]
+    filters = json.loads(query["filters"][0])
+    assert filters == {"type": list(EVENT_TYPES), "event": list(EVENT_ACTIONS)}
+    with pytest.raises(OSError):
+        os.fstat(fd)  # read_events closed the descriptor it was given

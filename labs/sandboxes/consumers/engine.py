@@ -1,13 +1,22 @@
-"""EngineWatcher: one `docker events` stream per node while a lesson page is open;
-the changes it sees ask for a check run (labs/checks.py)."""
+"""EngineWatcher: one stream of engine events per node while a lesson page is
+open; the changes it sees ask for a check run (labs/checks.py).
+
+The stream is the node engine's own /events endpoint, read over its socket
+(opened in the node's root: runtime/nodefs.py), for a driver that can open
+it; otherwise `docker events` run in the node. The socket costs no process:
+`docker events` is a process chain in the node (seccomp helper, nsenter,
+timeout, sh, the docker CLI: about 50 ms of CPU to start) per watched node,
+which a class arriving at once paid forty times."""
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
 import logging
+import os
 import random
 import time
+import urllib.parse
 
 
 from channels.db import database_sync_to_async
@@ -64,6 +73,48 @@ def events_argv() -> list:
     return argv
 
 
+def events_query(since, until: float) -> str:
+    """The /events request's query: the same filters as events_argv."""
+    query = {"until": f"{until:.3f}",
+             "filters": json.dumps({"type": list(EVENT_TYPES), "event": list(EVENT_ACTIONS)})}
+    if since is not None:
+        query["since"] = f"{since:.3f}"
+    return urllib.parse.urlencode(query)
+
+
+async def read_events(fd: int, since, until: float, on_output) -> None:
+    """Engine events from `since` (None: from now) to `until` (seconds since
+    the epoch), from the engine socket whose O_PATH descriptor is `fd` (closed
+    here); `on_output` gets the body as it comes (JSON lines)."""
+    try:
+        reader, writer = await asyncio.open_unix_connection(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
+    try:
+        writer.write(f"GET /events?{events_query(since, until)} HTTP/1.1\r\nHost: docker\r\n"
+                     "Connection: close\r\n\r\n".encode())
+        status = await reader.readline()
+        if status.split()[1:2] != [b"200"]:
+            raise LabRuntimeError(f"the engine answered {status.strip()[:80]!r} to /events")
+        chunked = False
+        while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.strip().lower() == "transfer-encoding" and "chunked" in value.lower():
+                chunked = True
+        if not chunked:
+            while data := await reader.read(65536):
+                on_output(data)
+            return
+        # (Each event is a chunk of its own here; a line may still be split.)
+        while size_line := await reader.readline():
+            size = int(size_line.split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                return
+            on_output((await reader.readexactly(size + 2))[:-2])
+    finally:
+        writer.close()
+
+
 def counts_as_change(line: str) -> bool:
     """Whether one `docker events` JSON line should run the checks."""
     try:
@@ -80,11 +131,12 @@ def counts_as_change(line: str) -> bool:
 
 
 class EngineWatcher:
-    """Follows `docker events` in one node and runs the session's checks on changes.
+    """Follows the engine events of one node and runs the session's checks on changes.
 
     Shared: every lesson page open on the node holds a reference; the stream
-    stops when the last one lets go. Costs one blocked `docker events` process
-    in the node while a page is open; nothing runs between events.
+    stops when the last one lets go. Costs one open connection to the node's
+    engine (or, for a driver that cannot open it, one blocked `docker events`
+    process in the node) while a page is open; nothing runs between events.
     """
 
     active: dict = {}  # runtime id -> EngineWatcher
@@ -128,42 +180,65 @@ class EngineWatcher:
             since = time.time()
             await asyncio.sleep(delay)
         backoff = 1.0
-        loop = asyncio.get_running_loop()
+        window = self._socket_window if driver.opens_node_files else self._cli_window
         while True:
-            argv = events_argv()
-            if since is not None:
-                argv += ["--since", f"{since:.3f}"]
-            # sh prints its pid first (then becomes docker events), so a
-            # cancelled watcher can stop the stream in the node right away.
-            script = 'echo "lab-watch-pid $$"; exec "$@"'
             began = time.monotonic()
-            pending = bytearray()
-            self.pid = None
-
-            def on_output(chunk: bytes):
-                loop.call_soon_threadsafe(self._feed, pending, chunk)
-
             try:
-                await driver.exec(self.runtime_id, ["/bin/sh", "-c", script, "watch", *argv],
-                                  timeout=EVENTS_WINDOW_SECONDS, on_output=on_output)
+                since = await window(driver, since)
             except asyncio.CancelledError:
-                self._kill_stream(driver)
                 raise
             except LabRuntimeError as exc:
                 if exc.permanent:
                     log.info("stopped watching %s: %s", self.runtime_id, exc.reason)
                     return
                 log.warning("watching engine events of %s failed: %s", self.runtime_id, exc.reason)
+                since = time.time()
+            except (OSError, EOFError) as exc:  # the engine restarting: no socket, a cut stream
+                log.warning("watching engine events of %s failed: %r", self.runtime_id, exc)
+                since = time.time()
             except Exception:
                 log.exception("watching engine events of %s crashed", self.runtime_id)
-            self.pid = None
-            since = time.time()
+                since = time.time()
             if time.monotonic() - began < 5:
                 # It ended at once (engine restarting, say): wait before the next try.
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 60.0)
             else:
                 backoff = 1.0
+
+    async def _socket_window(self, driver, since):
+        """One EVENTS_WINDOW_SECONDS of events from the engine's socket; the
+        next window's start (where this one ended: nothing is missed)."""
+        until = time.time() + EVENTS_WINDOW_SECONDS
+        fd = driver.open_in_node(self.runtime_id, "/var/run/docker.sock", kind="socket")
+        pending = bytearray()
+        await read_events(fd, since, until, lambda chunk: self._feed(pending, chunk))
+        return min(until, time.time())
+
+    async def _cli_window(self, driver, since):
+        """The same through `docker events` run in the node."""
+        argv = events_argv()
+        if since is not None:
+            argv += ["--since", f"{since:.3f}"]
+        # sh prints its pid first (then becomes docker events), so a
+        # cancelled watcher can stop the stream in the node right away.
+        script = 'echo "lab-watch-pid $$"; exec "$@"'
+        pending = bytearray()
+        loop = asyncio.get_running_loop()
+
+        def on_output(chunk: bytes):
+            loop.call_soon_threadsafe(self._feed, pending, chunk)
+
+        self.pid = None
+        try:
+            await driver.exec(self.runtime_id, ["/bin/sh", "-c", script, "watch", *argv],
+                              timeout=EVENTS_WINDOW_SECONDS, on_output=on_output)
+        except asyncio.CancelledError:
+            self._kill_stream(driver)
+            raise
+        finally:
+            self.pid = None
+        return time.time()
 
     def _kill_stream(self, driver):
         if not self.pid:
