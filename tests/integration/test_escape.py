@@ -248,10 +248,11 @@ def test_links_in_the_node_never_lead_the_hosts_writes_and_reads_out(arena, tmp_
     factory, attacker = arena["factory"], arena["a"]
     host_file = Path(f"/root/lab-escape-hosts-{secrets.token_hex(4)}")
     host_file.write_text("the host's own\n")
+    mate = None
     try:
         sh(arena, f"rm -f /etc/hosts && ln -s {host_file} /etc/hosts && "
                   f"ln -sf {arena['marker']} /root/.lab_commands")
-        mate = factory.start(session=attacker.session, name="node2")
+        mate = factory.start(session=attacker.session, name="node3")
         assert host_file.read_text() == "the host's own\n"
         # The joining node still learns its peer's name; the attacker's link stays a link.
         assert "node1" in factory.sh(mate, "cat /etc/hosts").output
@@ -263,6 +264,8 @@ def test_links_in_the_node_never_lead_the_hosts_writes_and_reads_out(arena, tmp_
         os.close(fd)  # a plain file in the node opens as before
     finally:
         host_file.unlink(missing_ok=True)
+        if mate is not None:
+            asyncio.run(arena["driver"].stop(mate.id))
         sh(arena, "rm -f /etc/hosts /root/.lab_commands; echo '127.0.0.1 localhost' > /etc/hosts")
 
 
