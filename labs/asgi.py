@@ -60,10 +60,11 @@ from django.conf import settings  # noqa: E402
 
 from labs.sandboxes.portproxy import PortOrigin, by_host  # noqa: E402
 from labs.routing import websocket_urlpatterns  # noqa: E402
-from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+from labs.staticfiles import StaticFiles  # noqa: E402
 
-# ASGIStaticFilesHandler serves with insecure=True, so this works with DEBUG off too.
-http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC else django_asgi_app
+# Served from memory, with DEBUG off too (labs/staticfiles.py).
+http_app = StaticFiles(django_asgi_app, settings.STATIC_URL) if settings.SERVE_STATIC \
+    else django_asgi_app
 
 port_origin = PortOrigin()
 
