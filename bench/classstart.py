@@ -12,10 +12,13 @@ first lesson:
   learners, so beat (labs/sandboxes/pools.py) fills the pool for it first;
   the bench waits for that and reports how long it took.
 
-Each learner is a fresh client with no account: it opens the join link (the
-one request makes a guest, joins and starts the lab), reads the lesson page
-it is sent to, opens the lesson socket as the page does, waits for its
-machine to be ready, opens the terminal and waits for the shell's prompt.
+Each learner is a fresh client with no account, doing what a fresh browser
+and the page's script do: it opens the join link (the one request makes a
+guest, joins and starts the lab), reads the lesson page it is sent to and
+the page's scripts and styles (/static/, six at a time), opens the lesson
+socket, waits for its machine to be ready, opens the terminal (straight to
+the site's socket for a node on this machine, as lesson.js does) and waits
+for the shell's prompt.
 Figures: the join request, and join link -> prompt (p50/p95/p99).
 
 Only loopback (the site) and the lab's own nodes are contacted. Every node
@@ -28,10 +31,14 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import statistics
 import sys
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+
+import websockets
 
 from runtime import get_driver
 from runtime.builtin.pool import is_pool_session
@@ -106,6 +113,9 @@ async def arrive(site_url: str, code: str, timeout: float) -> dict:
             raise RuntimeError(f"the join link led to {page.geturl()}")
         if b"lab-session" not in body:
             raise RuntimeError("the lesson page came without the lab")
+        stage = "the page's scripts and styles"
+        await page_assets(learner, body)
+        marks["assets"] = time.monotonic() - t0
         stage = "lesson socket"
         async with learner.connect(f"/ws/lessons/{SLUG}/") as lesson:
             marks["socket"] = time.monotonic() - t0
@@ -115,7 +125,7 @@ async def arrive(site_url: str, code: str, timeout: float) -> dict:
                 raise RuntimeError(f"start failed: {event.get('message') or event}")
             marks["ready"] = time.monotonic() - t0
             stage = f"terminal of node {event['node']}"
-            async with learner.terminal(event["node"], 100, 30) as term:
+            async with open_terminal(learner, event) as term:
                 marks["terminal"] = time.monotonic() - t0
                 stage = f"prompt in the terminal of node {event['node']}"
                 seen = b""
@@ -131,6 +141,38 @@ async def arrive(site_url: str, code: str, timeout: float) -> dict:
         raise RuntimeError(f"at the {stage} ({', '.join(f'{k} {v:.1f}s' for k, v in marks.items())}"
                            f"): {type(exc).__name__}: {exc}") from exc
     return {"learner": learner, "asked": asked, **marks}
+
+
+ASSET = re.compile(rb'(?:src|href)="(/static/[^"]+)"')
+
+
+async def page_assets(learner, body: bytes) -> None:
+    """What a fresh browser fetches before the page's script runs: the
+    page's /static/ files, up to six at a time, taking gzip."""
+    def fetch(path):
+        request = urllib.request.Request(learner.base + path,
+                                         headers={"Accept-Encoding": "gzip, deflate, br"})
+        with learner.http.open(request, timeout=60) as response:
+            response.read()
+    paths = list(dict.fromkeys(p.decode() for p in ASSET.findall(body)))
+    if not paths:
+        raise RuntimeError("the lesson page names no /static/ files")
+    limit = asyncio.Semaphore(6)
+
+    async def one(path):
+        async with limit:
+            await asyncio.to_thread(fetch, path)
+    await asyncio.gather(*(one(p) for p in paths))
+
+
+def open_terminal(learner, event: dict):
+    """The node's terminal socket, as lesson.js opens it: straight to the
+    site's socket for a node on this machine (no gateway), else through the
+    site's /nodes/<id>/terminal for the gateway's address and token."""
+    if event.get("gateway"):
+        return learner.terminal(event["node"], 100, 30)
+    return websockets.connect(learner.ws_url(f"/ws/nodes/{event['node']}/terminal/?cols=100&rows=30"),
+                              additional_headers=learner.ws_headers(), max_size=None)
 
 
 async def wait_ready(lesson, timeout: float) -> tuple:
@@ -229,6 +271,7 @@ async def run(site, args) -> list:
         lines.append(f"{name} ({ready} ready nodes waiting as the class arrived; "
                      f"{len(r['failures'])} failures, {r['wall']:.1f} s wall)")
         lines.append(f"  join request (guest, join, start; the lesson page) {ms([x['join'] for x in res])}")
+        lines.append(f"  join link -> the page's scripts and styles        {ms([x['assets'] for x in res])}")
         lines.append(f"  join link -> lesson socket open                    {ms([x['socket'] for x in res])}")
         lines.append(f"  join link -> machine ready on the lesson socket    {ms([x['ready'] for x in res])}")
         lines.append(f"  join link -> terminal socket open                  {ms([x['terminal'] for x in res])}")
