@@ -11,6 +11,11 @@ node's root, as the node itself would resolve it, never leaving it; the last
 component is never followed if it is a symlink, and the file must be of the
 kind the caller expects (a FIFO for the recorder's pipe, a socket for the
 engine, a regular file for the rest).
+
+The same holds before a node runs: a restored machine's writable layer is
+the learner's, and the files the lab writes into it at start (hostname,
+hosts, the lesson's files) once followed a link there onto the host's own
+files. place() writes inside the layer only.
 """
 from __future__ import annotations
 
@@ -68,6 +73,56 @@ def open_in_root(root: str, path: str, flags: int = os.O_RDONLY, kind: str = "fi
         os.close(fd)
         raise
     return fd
+
+
+def _openat2(dirfd: int, path: str, flags: int) -> int:
+    how = _OpenHow(flags | os.O_CLOEXEC, 0, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+    fd = _libc.syscall(_SYS_OPENAT2, dirfd, os.fsencode(path or "."), ctypes.byref(how),
+                       ctypes.sizeof(how))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{os.strerror(err)} (in the node)", path)
+    return fd
+
+
+def place(root: str, path: str, data: bytes, mode: int = 0o644) -> None:
+    """Put a file the lab owns at `path` in a node's writable layer `root` (a
+    directory on the host, before the node runs), making its directories:
+    all resolved inside `root`. A link the learner left at `path` itself (a
+    restored machine's layer is theirs) is replaced by the file, not
+    followed. Mode set on the file itself, never through a link."""
+    parts = [p for p in path.split("/") if p]
+    if not parts or ".." in parts:
+        raise OSError(errno.EINVAL, "not an absolute path without '..'", path)
+    top = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        parent = _openat2(top, ".", os.O_PATH | os.O_DIRECTORY)
+        for i, name in enumerate(parts[:-1]):
+            inner = "/".join(parts[:i + 1])
+            try:
+                below = _openat2(top, inner, os.O_PATH | os.O_DIRECTORY)
+            except FileNotFoundError:
+                os.mkdir(name, 0o755, dir_fd=parent)
+                below = _openat2(top, inner, os.O_PATH | os.O_DIRECTORY)
+            os.close(parent)
+            parent = below
+        name = parts[-1]
+        try:
+            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+            if not stat.S_ISREG(st.st_mode):
+                os.unlink(name, dir_fd=parent)  # a link, a FIFO...: the lab's file goes there
+        except FileNotFoundError:
+            pass
+        try:
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         mode, dir_fd=parent)
+        finally:
+            os.close(parent)
+    finally:
+        os.close(top)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        os.fchmod(f.fileno(), mode)
 
 
 def read_in_root(root: str, path: str, tail: int = 1 << 20) -> bytes:

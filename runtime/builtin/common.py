@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Optional
 
+from .. import nodefs
 from ..model import LabRuntimeError
 from ..paths import file_lock
 
@@ -79,15 +80,18 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _place_files(root: Path, files) -> None:
-    """Write (path, content[, mode]) files under `root` (a node's upper layer)."""
+    """Write (path, content[, mode]) files under `root` (a node's upper layer),
+    inside it only (runtime/nodefs.py: a restored layer is the learner's)."""
     for path, content, *mode in files:
         if not str(path).startswith("/") or ".." in Path(path).parts:
             raise LabRuntimeError(f"file path {path!r} must be absolute, without '..'",
                                   permanent=True)
-        target = root / str(path).lstrip("/")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(content.encode() if isinstance(content, str) else content)
-        target.chmod(mode[0] if mode else 0o644)
+        try:
+            nodefs.place(str(root), str(path),
+                         content.encode() if isinstance(content, str) else content,
+                         mode[0] if mode else 0o644)
+        except OSError as exc:
+            raise LabRuntimeError(f"could not place {path} in the node: {exc}") from exc
 
 
 def _disable_ipv6(ifname: str, netns: str | None = None) -> None:

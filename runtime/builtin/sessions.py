@@ -77,12 +77,12 @@ class SessionNetworks:
         path.unlink(missing_ok=True)
 
     def _write_node_files(self, directory: Path, spec: NodeSpec, net, address: str, peers: dict):
-        etc = directory / "upper/etc"
-        (etc / "hostname").write_text(spec.name + "\n")
-        (etc / "hosts").write_text(netplan.hosts_file(spec.name, address, peers))
-        (etc / "resolv.conf").write_text(self._resolv_conf())
-        (etc / "docker/daemon.json").write_text(json.dumps(netplan.daemon_json(net), indent=1))
-        _place_files(directory / "upper", spec.files)
+        _place_files(directory / "upper", [
+            ("/etc/hostname", spec.name + "\n"),
+            ("/etc/hosts", netplan.hosts_file(spec.name, address, peers)),
+            ("/etc/resolv.conf", self._resolv_conf()),
+            ("/etc/docker/daemon.json", json.dumps(netplan.daemon_json(net), indent=1)),
+            *spec.files])
 
     @staticmethod
     def _resolv_conf() -> str:

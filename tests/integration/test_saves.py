@@ -3,11 +3,14 @@ survive its end and come back on a new node, also one with another uid range
 (runtime/builtin/persist.py, runtime/saves.py)."""
 import asyncio
 import json
+import secrets
+import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
-from runtime import saves
+from runtime import LabRuntimeError, NodeSpec, saves
 from runtime.builtin.cgroups import node_pids
 
 
@@ -103,3 +106,35 @@ def test_a_node_being_saved_is_not_reaped_as_dead(driver, nodes, store):
         done.set()
         reaper.join()
     assert node.id not in reaped and info.size > 0
+
+
+def test_links_in_a_restored_machine_never_lead_the_hosts_writes_out(driver, nodes, store):
+    """A restored machine's writable layer is the learner's. The host writes the
+    node's hostname, hosts and the lesson's files into it at start: links the
+    learner left there to host paths (absolute, which once resolved on the
+    host) must not take those writes onto the host's files."""
+    host_file = Path(f"/root/lab-restore-escape-{secrets.token_hex(4)}")
+    host_dir = Path(f"/root/lab-restore-escape-dir-{secrets.token_hex(4)}")
+    try:
+        node = nodes.start()
+        made = nodes.sh(node, f"rm -f /etc/hostname && ln -s {host_file} /etc/hostname && "
+                              f"ln -s {host_dir} /root/app")
+        assert made.ok, made.output
+        asyncio.run(driver.save_and_stop(node.id, "u3/first-containers/node1"))
+        back = nodes.start(session=node.session, restore="u3/first-containers/node1")
+        assert not host_file.exists()
+        # The node has its name in a plain file of its own, where the link was.
+        assert nodes.sh(back, "test ! -L /etc/hostname && cat /etc/hostname").output.strip() \
+            == "node1"
+        asyncio.run(driver.save_and_stop(back.id, "u3/first-containers/node1"))
+        # A lesson file under the linked directory: never on the host. (The
+        # link leads nowhere inside the machine's own layer: the start says so.)
+        with pytest.raises(LabRuntimeError, match="could not place /root/app/index.html"):
+            asyncio.run(driver.start(NodeSpec(
+                session=node.session, name="node1", restore="u3/first-containers/node1",
+                files=[("/root/app/index.html", "<h1>hello</h1>")])))
+        assert not host_dir.exists()
+    finally:
+        host_file.unlink(missing_ok=True)
+        if host_dir.is_dir():
+            shutil.rmtree(host_dir)

@@ -69,3 +69,28 @@ def test_a_socket_in_the_node_is_connected_to_through_its_descriptor(root):
 def test_read_gives_the_tail(root):
     (root / "run" / "log").write_bytes(b"x" * 5000 + b"the end")
     assert nodefs.read_in_root(str(root), "/run/log", tail=7) == b"the end"
+
+
+def test_place_makes_directories_and_replaces_a_link_instead_of_following_it(root, tmp_path):
+    host_file = tmp_path / "host-file"
+    (root / "etc" / "hostname").symlink_to(host_file)
+    nodefs.place(str(root), "/etc/hostname", b"node1\n")
+    assert host_file.read_text() == "the host's own\n"
+    assert not (root / "etc" / "hostname").is_symlink()
+    assert (root / "etc" / "hostname").read_bytes() == b"node1\n"
+    nodefs.place(str(root), "/root/app/run.sh", b"echo hi\n", 0o755)
+    assert (root / "root" / "app" / "run.sh").stat().st_mode & 0o777 == 0o755
+
+
+def test_place_never_writes_through_a_linked_directory(root, tmp_path):
+    host_dir = tmp_path / "host-dir"
+    host_dir.mkdir()
+    (root / "app").symlink_to(host_dir)  # absolute: the host's path
+    with pytest.raises(OSError):
+        nodefs.place(str(root), "/app/index.html", b"<h1>hi</h1>")
+    assert list(host_dir.iterdir()) == []
+    # A link that stays in the layer is followed, as the node would.
+    (root / "site").mkdir()
+    (root / "www").symlink_to("/site")
+    nodefs.place(str(root), "/www/index.html", b"<h1>hi</h1>")
+    assert (root / "site" / "index.html").read_bytes() == b"<h1>hi</h1>"
