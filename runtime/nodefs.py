@@ -38,7 +38,8 @@ class _OpenHow(ctypes.Structure):
                 ("resolve", ctypes.c_uint64)]
 
 
-KINDS = {"file": stat.S_ISREG, "fifo": stat.S_ISFIFO, "socket": stat.S_ISSOCK}
+KINDS = {"file": stat.S_ISREG, "fifo": stat.S_ISFIFO, "socket": stat.S_ISSOCK,
+         "dir": stat.S_ISDIR}
 
 
 def open_in_root(root: str, path: str, flags: int = os.O_RDONLY, kind: str = "file",
@@ -46,7 +47,7 @@ def open_in_root(root: str, path: str, flags: int = os.O_RDONLY, kind: str = "fi
     """A file descriptor of `path` (absolute, as the node sees it) under the
     directory `root` (a node's /proc/PID/root), resolved as if `root` were
     "/". OSError if it is missing, a symlink, or not of `kind` ("file",
-    "fifo", "socket"; sockets are opened O_PATH, to connect through
+    "fifo", "dir", "socket"; sockets are opened O_PATH, to connect through
     /proc/self/fd/N). The caller closes it."""
     check = KINDS[kind]
     if kind == "socket":

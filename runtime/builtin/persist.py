@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import re
 import shutil
 import signal
-import subprocess
+import struct
 import time
 from pathlib import Path
 
-from .. import disks, recorder, saves
+from .. import disks, nodefs, recorder, saves
 from ..model import LabRuntimeError, Node
 from .cgroups import node_pids
 from .common import UID_RANGE, USERNS
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 STOP_SECONDS = 3  # a container's time to end cleanly (a database flushes) before it is killed
 ENGINE_STOP_SECONDS = 20  # dockerd's own end
 MOTD = "/run/lab-motd"
+# linux/fs.h: _IOWR('X', 119, int), _IOWR('X', 120, int), _IOWR('X', 121, struct fstrim_range)
+FIFREEZE, FITHAW, FITRIM = 0xC0045877, 0xC0045878, 0xC0185879
 _CONTAINER_LINE = re.compile(r"[0-9a-f]{64} \S+")  # printed once by the first shell (lab.bashrc)
 
 
@@ -50,18 +53,31 @@ class Persist:
         self._save(node)
         recorder.wake()  # the host's recorder lets go of the node's terminal now
         namespace = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY)
-        staging = None
+        disk = staging = None
         try:
+            # The disk's directory, opened now (in the node's root: nodefs).
+            # The trim and the freeze are asked of it directly, with no
+            # program: `fstrim` or `fsfreeze` run in the node's mounts is the
+            # node's own file, which the learner can replace, and it ran as
+            # the host's root.
+            try:
+                disk = nodefs.open_in_root(f"/proc/{pid}/root", "/var/lib/docker",
+                                           os.O_RDONLY | os.O_DIRECTORY, kind="dir")
+            except OSError as exc:
+                raise saves.SaveError("the machine could not be saved: its Docker disk is not "
+                                      f"where it belongs ({exc.strerror})") from exc
             running = self._engine_running(node_id)
             # Blocks the node freed go back as holes in its disk image: a
             # deleted image costs the save nothing.
-            _in_node_mounts(namespace, ["fstrim", "/var/lib/docker"])
+            _trim(disk)
             self._stop_engine(node_id, running)
             self._kill_node(node_id)
             stopped = time.monotonic()
-            if not _in_node_mounts(namespace, ["fsfreeze", "--freeze", "/var/lib/docker"]):
+            try:
+                fcntl.ioctl(disk, FIFREEZE, 0)
+            except OSError as exc:
                 raise saves.SaveError("the machine could not be saved: its disk could not be "
-                                      "brought to rest")
+                                      "brought to rest") from exc
             try:
                 staging = store.staging(key)
                 size = saves.pack(self._node_dir(node_id) / "disk.img", staging, {
@@ -69,13 +85,16 @@ class Persist:
                     "uid_base": node.extra.get("uid_base", 0) if USERNS else 0,
                     "running": running}, limit_bytes)
             finally:
-                _in_node_mounts(namespace, ["fsfreeze", "--unfreeze", "/var/lib/docker"])
+                with contextlib.suppress(OSError):
+                    fcntl.ioctl(disk, FITHAW, 0)
             info = store.put(key, staging)
         except BaseException:
             if staging is not None:
                 shutil.rmtree(staging, ignore_errors=True)
             raise
         finally:
+            if disk is not None:
+                os.close(disk)
             os.close(namespace)
             self._stop(node_id)
         log.info("node %s saved as %s: %.1f MB in %.1f s (%.1f s to stop it)", node_id, key,
@@ -163,13 +182,12 @@ class Persist:
                         input="".join(f"{line}\n" for line in lines).encode())
 
 
-def _in_node_mounts(namespace: int, argv: list) -> bool:
-    """Run `argv` (a host tool) in the node's mounts, held by the fd `namespace`
-    (they outlive the node's processes while it is open)."""
-    with contextlib.suppress(subprocess.TimeoutExpired, OSError):
-        return subprocess.run(["nsenter", f"--mount=/proc/self/fd/{namespace}", *argv],
-                              pass_fds=(namespace,), capture_output=True, timeout=60).returncode == 0
-    return False
+def _trim(fd: int) -> None:
+    """FITRIM on the file system of `fd`: its free blocks are discarded (holes
+    in a loop device's image). Nothing lost if it cannot."""
+    whole = bytearray(struct.pack("QQQ", 0, 2**64 - 1, 0))  # struct fstrim_range
+    with contextlib.suppress(OSError):
+        fcntl.ioctl(fd, FITRIM, whole, True)
 
 
 def _comm(pid: int) -> str:

@@ -138,3 +138,21 @@ def test_links_in_a_restored_machine_never_lead_the_hosts_writes_out(driver, nod
         host_file.unlink(missing_ok=True)
         if host_dir.is_dir():
             shutil.rmtree(host_dir)
+
+
+def test_saving_runs_none_of_the_nodes_programs_as_the_host(driver, nodes, store):
+    """The save trims and freezes the node's disk. Done by running `fstrim`
+    and `fsfreeze` in the node's mounts, those were the node's own files,
+    which the learner can replace, run as the host's root. Replaced here by
+    scripts that leave a mark: the mark must never be made."""
+    node = nodes.start()
+    made = nodes.sh(node, "for tool in fstrim fsfreeze; do "
+                          "printf '#!/bin/sh\\necho ran > /var/lib/docker/ran-by-${0##*/}; sync\\n' "
+                          "> /usr/sbin/$tool && chmod 755 /usr/sbin/$tool; done; "
+                          "echo kept > /root/note.txt")
+    assert made.ok, made.output
+    asyncio.run(driver.save_and_stop(node.id, "u4/first-containers/node1"))
+    back = nodes.start(session=node.session, restore="u4/first-containers/node1")
+    seen = nodes.sh(back, "cat /root/note.txt; ls /var/lib/docker")
+    assert "kept" in seen.output
+    assert "ran-by" not in seen.output, seen.output
