@@ -42,6 +42,17 @@ KINDS = {"file": stat.S_ISREG, "fifo": stat.S_ISFIFO, "socket": stat.S_ISSOCK,
          "dir": stat.S_ISDIR}
 
 
+def _openat2(dirfd: int, path: str, flags: int, mode: int = 0) -> int:
+    """openat2(dirfd, path) resolved inside dirfd, as if it were "/"."""
+    how = _OpenHow(flags | os.O_CLOEXEC, mode, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+    fd = _libc.syscall(_SYS_OPENAT2, dirfd, os.fsencode(path.lstrip("/") or "."), ctypes.byref(how),
+                       ctypes.sizeof(how))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{os.strerror(err)} (in the node)", path)
+    return fd
+
+
 def open_in_root(root: str, path: str, flags: int = os.O_RDONLY, kind: str = "file",
                  mode: int = 0o644) -> int:
     """A file descriptor of `path` (absolute, as the node sees it) under the
@@ -54,15 +65,11 @@ def open_in_root(root: str, path: str, flags: int = os.O_RDONLY, kind: str = "fi
         flags = os.O_PATH
     # O_NONBLOCK on top: opening a FIFO nobody writes to must not hang a
     # caller that expected a regular file.
-    how = _OpenHow(flags | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_NONBLOCK if kind != "socket" else 0),
-                   mode if flags & os.O_CREAT else 0, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
     dirfd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        fd = _libc.syscall(_SYS_OPENAT2, dirfd, os.fsencode(path.lstrip("/") or "."),
-                           ctypes.byref(how), ctypes.sizeof(how))
-        if fd < 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"{os.strerror(err)} (in the node)", path)
+        fd = _openat2(dirfd, path,
+                      flags | os.O_NOFOLLOW | (os.O_NONBLOCK if kind != "socket" else 0),
+                      mode if flags & os.O_CREAT else 0)
     finally:
         os.close(dirfd)
     try:
@@ -73,16 +80,6 @@ def open_in_root(root: str, path: str, flags: int = os.O_RDONLY, kind: str = "fi
     except BaseException:
         os.close(fd)
         raise
-    return fd
-
-
-def _openat2(dirfd: int, path: str, flags: int) -> int:
-    how = _OpenHow(flags | os.O_CLOEXEC, 0, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
-    fd = _libc.syscall(_SYS_OPENAT2, dirfd, os.fsencode(path or "."), ctypes.byref(how),
-                       ctypes.sizeof(how))
-    if fd < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{os.strerror(err)} (in the node)", path)
     return fd
 
 
