@@ -40,6 +40,9 @@ SPECIAL_RE = re.compile(r"^\s*<([a-z-]+)(?:\s+([^<>]+?))?>\s*$")
 COPIED_RE = re.compile(r"\{\{\$\s(.+?)\s\}\}")
 MAX_WAIT = 120.0
 QUIET = 1.5  # seconds of silence that end a line without a mark
+# seconds of silence after a prompt, with our line's output not shown, that
+# mean the line was read by the command before and must be typed again
+SWALLOWED_QUIET = 1.0
 
 
 @dataclass(frozen=True)
@@ -141,17 +144,34 @@ class Typist:
 
     async def sync(self, timeout: float) -> bool:
         """Run a command of our own and wait for the mark after its output: True once
-        the node's shell is back (lines typed ahead have all run by then)."""
-        nonce = secrets.token_hex(4)
-        start = len(self.screen)
-        # The output, lab-verify-<nonce>, is not in the echo of what is typed.
-        await self.terminal.write(f"\x15printf '%s-%s\\n' lab-verify {nonce}\r".encode())
-        word = f"lab-verify-{nonce}".encode()
+        the node's shell is back (lines typed ahead have all run by then).
 
-        def back():
-            at = self.screen.find(word, start)
-            return at != -1 and any(pos > at for _code, pos in self._codes)
-        return await self._until(back, timeout)
+        A line typed while a command still runs is read by that command if it
+        reads its input (`docker run -it`, `read`): the shell's prompt then comes
+        back without our line having run, as it would for a learner who typed
+        ahead. So, like the learner, type it again once the prompt is back and
+        the terminal has been quiet a moment without our word."""
+        deadline = time.monotonic() + timeout
+        while True:
+            nonce = secrets.token_hex(4)
+            start, seen = len(self.screen), len(self._codes)
+            # The output, lab-verify-<nonce>, is not in the echo of what is typed.
+            await self.terminal.write(f"\x15printf '%s-%s\\n' lab-verify {nonce}\r".encode())
+            word = f"lab-verify-{nonce}".encode()
+
+            def back():
+                at = self.screen.find(word, start)
+                return at != -1 and any(pos > at for _code, pos in self._codes)
+
+            def swallowed():
+                return (len(self._codes) > seen and self.screen.find(word, start) == -1
+                        and time.monotonic() - self._last_output > SWALLOWED_QUIET)
+
+            await self._until(lambda: back() or swallowed(), deadline - time.monotonic())
+            if back():
+                return True
+            if time.monotonic() >= deadline:
+                return False
 
     async def type(self, script: str, timeout: float, copy=None) -> bool:
         """Type a script; True when the node's shell prompt came back after it.

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 import time
 
@@ -29,6 +30,8 @@ from tests.support.labclient import Learner, next_event
 
 LESSONS = {lesson.slug: lesson for lesson in load_lessons(ROOT / "labs" / "courses" / "content")}
 QUIET = 1.5  # seconds without output that end a typed line (the page gets no command-end marks)
+# the node's shell prompt at the end of the screen: "[node1] ~/app# "
+PROMPT_RE = re.compile(r"\[node\d+\] \S*# ?$")
 
 
 FILES = heldout.files()
@@ -96,10 +99,27 @@ class SiteTerminal:
                     # now (a container's shell that is exiting loses it).
                     await asyncio.sleep(0.3)
                     await self.quiet()
-        nonce = secrets.token_hex(4)
-        await self.ws.send(f"\x15printf '%s-%s\\n' lab-heldout {nonce}\r".encode())
-        word = f"lab-heldout-{nonce}".encode()
-        await self.until(lambda: word in self.screen, 300, "the shell coming back")
+        deadline = time.monotonic() + 300
+        while True:
+            nonce = secrets.token_hex(4)
+            start = len(self.screen)
+            await self.ws.send(f"\x15printf '%s-%s\\n' lab-heldout {nonce}\r".encode())
+            word = f"lab-heldout-{nonce}".encode()
+
+            def swallowed():
+                # A command still running read our line (`docker run -it` does):
+                # the node's prompt is back, quiet, and our word never came.
+                shown = clean_output(self.screen[start:].decode(errors="replace"))
+                return (time.monotonic() - self.last_output > 1.0
+                        and PROMPT_RE.search(shown) is not None)
+
+            await self.until(lambda: word in self.screen[start:] or swallowed(),
+                             max(1.0, deadline - time.monotonic()), "the shell coming back")
+            if word in self.screen[start:]:
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError("the shell never ran our line: ...{}".format(
+                    " ".join(clean_output(self.screen.decode(errors="replace")).split())[-400:]))
         await self.quiet()  # the checks that the case's own commands asked for are over
 
 
