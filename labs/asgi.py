@@ -1,4 +1,4 @@
-"""ASGI entry point: `daphne labs.asgi:application`.
+"""ASGI entry point: `python -m labs.webserver labs.asgi:application` (Daphne; scripts/web.py).
 
 HTTP goes to Django (with /static/ served straight from the static dirs, so
 no collectstatic is needed); websockets go through the origin check and the

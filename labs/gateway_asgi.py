@@ -1,4 +1,5 @@
-"""A sandbox host's gateway: `daphne labs.gateway_asgi:application` on the host.
+"""A sandbox host's gateway: `python -m labs.webserver labs.gateway_asgi:application`
+on the host (Daphne; scripts/host.Procfile).
 
 It serves the terminal websockets of the nodes on this host
 (ws/nodes/<pk>/terminal/?token=...), each opened with a token the site signed

@@ -60,7 +60,8 @@ def main(argv=None) -> int:
     if args.also:
         sockets.append(listening_socket(args.also, args.port))
     fds = [s.fileno() for s in sockets]
-    argv = [str(VENV_BIN / "daphne"), "--fd", str(fds[0]),
+    # labs.webserver: Daphne, waiting longer for a browser to answer our close.
+    argv = [sys.executable, "-m", "labs.webserver", "--fd", str(fds[0]),
             *[a for fd in fds[1:] for a in ("-e", f"fd:fileno={fd}")],
             # A websocket may take up to 30 s to be accepted when the site is
             # busy (Daphne's default, 5 s, drops it silently).
