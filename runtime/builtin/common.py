@@ -29,8 +29,11 @@ START_TIMEOUT = float(os.environ.get("LAB_NODE_START_TIMEOUT", "60"))
 
 
 # Root in a node is an unprivileged uid range on the host, a different one per
-# node: [UID_BASE + k*UID_RANGE, +UID_RANGE). Off only for debugging.
+# node: [UID_BASE + k*UID_RANGE, +UID_RANGE). Off only for debugging: root in
+# a node is then the host's root (USERNS_OFF_WARNING says so at each start).
 USERNS = os.environ.get("LAB_USERNS", "1") not in ("0", "false", "no", "off")
+USERNS_OFF_WARNING = ("LAB_USERNS is off: root in this node is root on the host. "
+                      "For debugging the runtime only, never with learners.")
 
 
 UID_BASE = int(os.environ.get("LAB_UID_BASE", str(10_000_000)))

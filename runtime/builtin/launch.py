@@ -16,7 +16,7 @@ from .. import disks, idmap, images, netplan, nodefs, seccomp
 from ..limits import node_limits
 from ..model import LabRuntimeError, Node, NodeSpec
 from .common import (host_lock, MAX_UID_SLOTS, NODE_PATH, NODESTART, _pid_alive,
-                     run, UID_BASE, UID_RANGE, USERNS)
+                     run, UID_BASE, UID_RANGE, USERNS, USERNS_OFF_WARNING)
 from .cgroups import cgroup_limit_writes, cgroup_hierarchies, node_cgroup_dirs, _prepare_cpuset
 
 log = logging.getLogger(__name__)
@@ -173,6 +173,8 @@ class Launcher:
                 address = net.node_address(slot)
                 (directory / "lower").mkdir(parents=True, exist_ok=True)
                 uid_base = self._free_uid_base() if USERNS else 0
+                if not USERNS:
+                    log.warning("node %s: %s", node_id, USERNS_OFF_WARNING)
                 node = Node(id=node_id, session=spec.session, name=spec.name, driver=self.name,
                             address=address, created=time.time(),
                             extra={"image": str(image), "bridge": net.bridge,
