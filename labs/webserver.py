@@ -10,7 +10,9 @@ not answered by then (a busy machine, a slow network) writes its answer into
 a reset connection and reports 1006, an abnormal close, instead of our code:
 4403 (not yours), 4404, or the codes lesson.js acts on, such as "your node is
 served by its host's gateway" (labs/sockets.py). The browser tests saw this
-on a loaded machine. A peer that never answers now holds its socket 10 s.
+on a loaded machine; a browser with 600 ms of round trip gets it every time
+(tests/browser/test_slow_network.py). A peer that never answers now holds
+its socket 10 s.
 """
 from __future__ import annotations
 
