@@ -14,6 +14,14 @@ from pathlib import Path
 from .model import LabRuntimeError
 from .paths import base_dir, file_lock
 
+# How a node's disk is mounted. nobarrier: the node's fsyncs (containerd's and
+# dockerd's bolt databases at every start, a learner's apt and builds) write
+# through the loop device into the host's page cache, instead of each one
+# also making the host flush the image file to its own disk (1.07 ms against
+# 0.03 ms an fdatasync here). A node's disk has no life past a host crash
+# anyway: saves freeze and copy it (persist.py), which flushes it first.
+MOUNT_OPTIONS = "loop,nosuid,nodev,nobarrier"
+
 
 def make(directory: Path, size: int, subdirs=()) -> Path:
     """Create directory/disk.img of `size` bytes, mount it on directory/fs; return fs."""
@@ -23,7 +31,7 @@ def make(directory: Path, size: int, subdirs=()) -> Path:
     _run(["mkfs.ext4", "-q", "-F", "-m", "0", "-E",
           "lazy_itable_init=1,lazy_journal_init=1", str(image)])
     fs.mkdir(exist_ok=True)
-    _run(["mount", "-o", "loop,nosuid,nodev", str(image), str(fs)])
+    _run(["mount", "-o", MOUNT_OPTIONS, str(image), str(fs)])
     for sub in subdirs:
         (fs / sub).mkdir(parents=True, exist_ok=True)
     return fs
@@ -93,7 +101,7 @@ def mount(directory: Path) -> Path:
     fs = directory / "fs"
     fs.mkdir(exist_ok=True)
     # A disk saved from a node that was killed mid-write: the journal is replayed here.
-    _run(["mount", "-o", "loop,nosuid,nodev", str(directory / "disk.img"), str(fs)])
+    _run(["mount", "-o", MOUNT_OPTIONS, str(directory / "disk.img"), str(fs)])
     return fs
 
 

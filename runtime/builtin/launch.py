@@ -314,7 +314,7 @@ class Launcher:
         fs = directory / "fs"
         disks.copy_sparse(disks.template(node_limits()["disk"]), directory / "disk.img")
         fs.mkdir(exist_ok=True)
-        run(["mount", "-o", "loop,nosuid,nodev", str(directory / "disk.img"), str(fs)])
+        run(["mount", "-o", disks.MOUNT_OPTIONS, str(directory / "disk.img"), str(fs)])
         for sub in ("upper/etc/docker", "work", "docker", "root"):
             (fs / sub).mkdir(parents=True, exist_ok=True)
 
