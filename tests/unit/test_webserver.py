@@ -19,14 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.livesite import free_port, wait_for
+
 ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.support.closing_asgi:application"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -35,16 +31,15 @@ def server(request):
     proc = subprocess.Popen([sys.executable, "-m", request.param, "-b", "127.0.0.1",
                              "-p", str(port), APP], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    def listening():
+        assert proc.poll() is None, proc.stderr.read().decode()
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert proc.poll() is None, proc.stderr.read().decode()
-                assert time.monotonic() < deadline, "the server did not listen in 30 s"
-                time.sleep(0.1)
+        wait_for(listening, 30, f"{request.param} to listen", interval=0.1)
         yield port
     finally:
         proc.terminate()
