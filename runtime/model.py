@@ -77,6 +77,10 @@ class NodeSpec:
         check_name("node name", self.name)
 
 
+_MAKE_SESSION = ("flock -o /run/lab-tmux.lock sh -c 'tmux has-session -t \"$1\" 2>/dev/null "
+                 "|| tmux new-session -d -s \"$1\" -c /root' sh \"$1\"")
+
+
 def tmux_attach(name: str, *options: str) -> list:
     """argv, run in a node, of a tmux client (with `options`) attached to the
     session `name`, which is made first under a lock if it is not there: two
@@ -84,9 +88,15 @@ def tmux_attach(name: str, *options: str) -> list:
     ("server exited unexpectedly": the recorder and a page's terminal did,
     on a fresh node). `flock -o`: the server that `new-session -d` starts
     must not inherit the lock, or it holds it for good."""
-    make = 'tmux has-session -t "$1" 2>/dev/null || tmux new-session -d -s "$1" -c /root'
-    return ["sh", "-c", f"flock -o /run/lab-tmux.lock sh -c '{make}' sh \"$1\"; shift; exec tmux \"$@\"",
+    return ["sh", "-c", f"{_MAKE_SESSION}; shift; exec tmux \"$@\"",
             "lab-tmux", name, *options, "new-session", "-A", "-s", name, "-c", "/root"]
+
+
+def tmux_make(name: str) -> list:
+    """argv, run in a node, that makes the tmux session `name` (its shell
+    started, its first prompt drawn) if it is not there, as tmux_attach does,
+    and attaches nothing."""
+    return ["sh", "-c", _MAKE_SESSION, "lab-tmux", name]
 
 
 @dataclass(frozen=True)

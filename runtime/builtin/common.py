@@ -112,3 +112,11 @@ def _is_zombie(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] == "Z"
     except (OSError, IndexError):
         return False
+
+
+def name_taken(listed: list, session: str, name: str) -> bool:
+    """Whether `session` has a node called `name` among `listed`. A pre-built
+    session's nodes wait "reserved" under the names lessons use until each
+    is handed out (runtime/builtin/pool.py): those do not count."""
+    return any(n.session == session and n.name == name and n.extra.get("state") != "reserved"
+               for n in listed)

@@ -15,7 +15,7 @@ from pathlib import Path
 from .. import disks, idmap, images, netplan, nodefs, seccomp
 from ..limits import node_limits
 from ..model import LabRuntimeError, Node, NodeSpec
-from .common import (host_lock, MAX_UID_SLOTS, NODE_PATH, NODESTART, _pid_alive,
+from .common import (host_lock, name_taken, MAX_UID_SLOTS, NODE_PATH, NODESTART, _pid_alive,
                      run, UID_BASE, UID_RANGE, USERNS, USERNS_OFF_WARNING)
 from .cgroups import cgroup_limit_writes, cgroup_hierarchies, node_cgroup_dirs, _prepare_cpuset
 
@@ -161,7 +161,7 @@ class Launcher:
             disk = _Background(self._make_disk, None, directory)
         try:
             with host_lock():
-                if any(n.session == spec.session and n.name == spec.name for n in self.list_nodes()):
+                if name_taken(self.list_nodes(), spec.session, spec.name):
                     raise LabRuntimeError(f"session {spec.session} already has a node called "
                                           f"{spec.name}", permanent=True)
                 self._check_capacity()

@@ -5,7 +5,13 @@ of one. A start of a session with no node yet takes a whole one of its size:
 the session's network becomes the learner's (no bridge, address or firewall
 work while the learner waits), and each node is renamed and given its files
 as the learner's start reaches it. A further node of a session that already
-has nodes takes a single one and moves it onto the session's network."""
+has nodes takes a single one and moves it onto the session's network.
+
+A pool node's terminal shell is started while it waits (the login bash
+alone costs about 25 ms of CPU, tmux more, and a class arriving at once
+paid that forty times over). Pool nodes are named as lessons name theirs (node1, node2...),
+so the prompt drawn then is the learner's; a claim under another name starts
+the shell again."""
 from __future__ import annotations
 
 import contextlib
@@ -20,14 +26,15 @@ from pathlib import Path
 from typing import Optional
 
 from .. import netplan, nodefs, seccomp
-from ..model import LabFull, LabRuntimeError, Node, NodeSpec
+from ..model import LabFull, LabRuntimeError, Node, NodeSpec, tmux_make
 from ..paths import nodes_dir, sessions_dir
-from .common import START_TIMEOUT, NODE_ENV, POOL_SESSION, run, host_lock
+from .common import START_TIMEOUT, NODE_ENV, POOL_SESSION, run, host_lock, name_taken
 
 log = logging.getLogger(__name__)
 
 
 SAVE_GRACE_SECONDS = 600
+TERMINAL = "main"  # the terminal the site opens (Driver.open_terminal's name)
 
 
 def is_pool_session(session: str) -> bool:
@@ -91,9 +98,10 @@ class WarmPool:
         made = []
         try:
             for i in range(nodes):
-                node = self._cold_start(NodeSpec(session=session, name=f"warm{i + 1}"),
+                node = self._cold_start(NodeSpec(session=session, name=f"node{i + 1}"),
                                         lambda event: None)
                 made.append(node.id)
+                self._start_shell(node)
                 node = self._load(node.id)
                 self._save(Node(**{**node.to_json(),
                                    "extra": {**node.extra, "pool_set": nodes}}))
@@ -129,7 +137,7 @@ class WarmPool:
         # /proc looked at only for the pre-built session taken).
         with host_lock():
             listed = self.list_nodes()
-            if any(n.session == spec.session and n.name == spec.name for n in listed):
+            if name_taken(listed, spec.session, spec.name):
                 raise LabRuntimeError(f"session {spec.session} already has a node called "
                                       f"{spec.name}", permanent=True)
             node, mates = self._reserved_node(spec, listed)
@@ -139,6 +147,7 @@ class WarmPool:
             if node is None:
                 return None
             left = node.session  # a single one's own network goes once it is moved
+            renamed = node.name != spec.name
             if moved:
                 net = self._ensure_session_net(spec.session)
             else:  # the adopted network is made already: no `ip` or `iptables` run here
@@ -160,7 +169,7 @@ class WarmPool:
         try:
             # (No progress news: a claim is over in milliseconds, and each
             # message is a round trip to Redis for the worker.)
-            self._reconfigure(node, spec, net, peers, moved)
+            self._reconfigure(node, spec, net, peers, moved, renamed)
             node = Node(**{**node.to_json(), "extra": {**node.extra, "state": "running",
                            "start_seconds": round(time.monotonic() - began, 3)}})
             self._save(node)
@@ -203,25 +212,54 @@ class WarmPool:
                      pool_session, len(members))
         reserved = [n for n in mine if n.extra.get("state") == "reserved"
                     and self._owns(n, n.extra.get("pid"))]
-        return min(reserved, key=lambda n: n.address, default=None), mine
+        # The one already named so keeps its waiting shell (see the module's doc).
+        return min(reserved, key=lambda n: (n.name != spec.name, n.address), default=None), mine
 
-    def _reconfigure(self, node: Node, spec: NodeSpec, net, peers: dict, move: bool = True) -> None:
+    def _reconfigure(self, node: Node, spec: NodeSpec, net, peers: dict, move: bool = True,
+                     rename: bool = True) -> None:
         """Give a running node to another session: network (unless it is on the
         session's network already), name, files."""
         pid = node.extra["pid"]
+        if rename:
+            # The waiting shell's prompt has the old name (bash reads the
+            # host name once): the terminal starts a new one when opened.
+            self._in_node(node, ["sh", "-c", "tmux kill-server 2>/dev/null; true"],
+                          "could not stop the waiting shell")
         if move:
             host_if, _ = netplan.veth_names(node.id)
             run(["ip", "link", "set", host_if, "master", net.bridge])
             batch = (f"addr flush dev eth0\naddr add {node.address}/24 dev eth0\n"
                      f"route replace default via {net.gateway}\n")
             run(["nsenter", "-t", str(pid), "-n", "ip", "-batch", "-"], input=batch.encode())
-        run(["nsenter", "-t", str(pid), "-u", "hostname", spec.name])
         root = f"/proc/{pid}/root"
-        nodefs.write_in_root(root, "/etc/hostname", (spec.name + "\n").encode())
+        if rename:
+            run(["nsenter", "-t", str(pid), "-u", "hostname", spec.name])
+            nodefs.write_in_root(root, "/etc/hostname", (spec.name + "\n").encode())
         nodefs.write_in_root(root, "/etc/hosts",
                              netplan.hosts_file(spec.name, node.address, peers).encode())
         if spec.files:
             self._extract_in_node(node, spec.files)
+
+    def _start_shell(self, node: Node) -> None:
+        """Start the node's terminal (its tmux session and login shell) now,
+        as the terminal's first opening would. A failure only logs: the
+        terminal then starts it when opened, as on a cold node."""
+        try:
+            self._in_node(node, tmux_make(TERMINAL), "could not start the shell")
+        except (LabRuntimeError, subprocess.TimeoutExpired) as e:
+            log.warning("pool node %s: its shell starts when its terminal opens: %s",
+                        node.id, getattr(e, "reason", e))
+
+    def _in_node(self, node: Node, argv: list, failed: str, stdin: bytes = b"") -> None:
+        """Run `argv` in the node as its root (seccomp-confined, as a
+        learner's commands are); a failure is a LabRuntimeError: `failed`
+        and the command's stderr."""
+        enter, preexec = seccomp.confine(self._enter_argv(node.extra["pid"], node.id, argv))
+        proc = subprocess.run(enter, input=stdin, capture_output=True, env=dict(NODE_ENV),
+                              preexec_fn=preexec, timeout=START_TIMEOUT)
+        if proc.returncode:
+            raise LabRuntimeError(f"{failed} in the node: "
+                                  + proc.stderr.decode(errors="replace").strip())
 
     def _extract_in_node(self, node: Node, files) -> None:
         """Place files in a running node, as its root (the host's root may not
@@ -236,13 +274,8 @@ class WarmPool:
                 info = tarfile.TarInfo(str(path).lstrip("/"))
                 info.size, info.mode, info.mtime = len(data), mode[0] if mode else 0o644, time.time()
                 tar.addfile(info, io.BytesIO(data))
-        argv, preexec = seccomp.confine(
-            self._enter_argv(node.extra["pid"], node.id, ["tar", "-x", "-C", "/"]))
-        proc = subprocess.run(argv, input=buffer.getvalue(), capture_output=True,
-                              env=dict(NODE_ENV), preexec_fn=preexec)
-        if proc.returncode:
-            raise LabRuntimeError("could not place the lesson's files in the node: "
-                                  + proc.stderr.decode(errors="replace").strip())
+        self._in_node(node, ["tar", "-x", "-C", "/"], "could not place the lesson's files",
+                      buffer.getvalue())
 
     # ---- reaping ----------------------------------------------------------------
     def reap_dead(self) -> list:

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from runtime import NodeSpec
+from runtime.model import tmux_make
 from runtime.builtin import POOL_SESSION, LabFull
 
 
@@ -23,8 +24,13 @@ def pool(driver):
 
 
 def test_start_claims_a_ready_pool_node(nodes, driver, pool, lab_registry):
+    before = {n.id for n in driver.pool_nodes()}
     driver.fill_pool(len(driver.pool_nodes()) + 1)
     pooled = {n.id for n in driver.pool_nodes()}
+    # Each waits with its terminal's shell started, under the name lessons use.
+    for waiting in (n for n in driver.pool_nodes() if n.id not in before):
+        assert waiting.name == "node1"
+        assert asyncio.run(wait_prompt(driver, waiting.id)) == "[node1] ~#"
     session = nodes.session()
     began = time.monotonic()
     node = asyncio.run(driver.start(NodeSpec(session=session, name="node1", files=(
@@ -37,9 +43,31 @@ def test_start_claims_a_ready_pool_node(nodes, driver, pool, lab_registry):
                          "docker run --rm alpine hostname >/dev/null 2>&1 && echo pulled").output
     assert out.split() == ["node1", "node1", "from", "the", "lesson", "root", "pulled"]
     assert node.address in nodes.exec(node, ["ip", "-4", "-o", "addr", "show", "eth0"]).output
-    # A second node of the session, cold or claimed, reaches the first by name.
+    assert asyncio.run(wait_prompt(driver, node.id)) == "[node1] ~#"
+    # A second node of the session, claimed under another name than it waited
+    # with, has a new shell, with its name; and reaches the first by name.
+    driver.fill_pool(len(driver.pool_nodes()) + 1)
+    pooled = {n.id for n in driver.pool_nodes()}
     peer = nodes.start(session, "node2")
+    assert peer.id in pooled
+    assert asyncio.run(wait_prompt(driver, peer.id, make=True)) == "[node2] ~#"
     assert nodes.exec(peer, ["ping", "-c1", "-W3", "node1"]).exit_code == 0
+
+
+async def wait_prompt(driver, node_id: str, make: bool = False, seconds: float = 15) -> str:
+    """The last line of the node's terminal once it ends in a prompt ("" if
+    none came). make: the terminal's tmux session is made first if there is
+    none, as opening the terminal does."""
+    if make:
+        await driver.exec(node_id, tmux_make("main"))
+    deadline = time.monotonic() + seconds
+    while True:
+        lines = (await driver.capture_terminal(node_id)).strip().splitlines()
+        if lines and lines[-1].endswith("#"):
+            return lines[-1]
+        if time.monotonic() > deadline:
+            return ""
+        await asyncio.sleep(0.2)
 
 
 def test_the_lab_refuses_nodes_beyond_its_limit(nodes, driver, monkeypatch):
