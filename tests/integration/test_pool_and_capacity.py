@@ -9,6 +9,7 @@ import time
 import pytest
 
 from runtime import NodeSpec
+from tests.support.labclient import Learner, next_event
 from runtime.model import tmux_make
 from runtime.builtin import POOL_SESSION, LabFull
 
@@ -52,6 +53,37 @@ def test_start_claims_a_ready_pool_node(nodes, driver, pool, lab_registry):
     assert peer.id in pooled
     assert asyncio.run(wait_prompt(driver, peer.id, make=True)) == "[node2] ~#"
     assert nodes.exec(peer, ["ping", "-c1", "-W3", "node1"]).exit_code == 0
+
+
+def test_a_learner_on_a_pool_node_finds_its_shell_waiting_and_checked(live_site, driver, pool):
+    """Through the site: the lab starts on a pool node (the site keeps no pool
+    of its own here; this test fills one), the terminal opens on the shell
+    that waited, and a command typed there is checked as on a fresh node."""
+    driver.fill_pool(len(driver.pool_sets(1)) + 1)
+    waiting = {n.id for n in driver.pool_nodes() if n.extra.get("pool_set") == 1}
+    ada = Learner(live_site.url)
+    ada.signup("ada-pool")
+
+    async def run():
+        async with ada.connect("/ws/lessons/first-containers/") as lesson:
+            assert ada.start("first-containers").get("ok", True)
+            ready = await next_event(lesson, lambda e: e.get("type") == "session"
+                                     and e.get("state") in ("ready", "failed"), 90)
+            assert ready["state"] == "ready", ready
+            async with ada.terminal(ready["node"], 100, 30) as term:
+                seen = b""
+                while b"[node1] ~# " not in seen:
+                    seen += await asyncio.wait_for(term.recv(), 15)
+                await term.send(b"docker container run alpine hostname\r")
+                step = await next_event(lesson, lambda e: e.get("type") == "step"
+                                        and e.get("step") == 1, 90)
+        return step
+
+    step = asyncio.run(run())
+    assert step["state"] == "done", step
+    mine = [n for n in driver.list_nodes() if n.session.startswith(live_site.prefix)
+            and n.id in waiting]
+    assert len(mine) == 1 and mine[0].name == "node1"
 
 
 async def wait_prompt(driver, node_id: str, make: bool = False, seconds: float = 15) -> str:
