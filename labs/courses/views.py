@@ -34,8 +34,9 @@ def lesson_page(request, slug):
     lesson = get_object_or_404(Lesson, slug=slug)
     progress = StepProgress.states_for(request.user, lesson)
     classrooms, messages = [], []
+    activity = None
     if request.user.is_authenticated:
-        LessonActivity.touch(request.user, lesson)
+        activity = LessonActivity.touch(request.user, lesson)
         classrooms = list(Classroom.objects.filter(memberships__user=request.user, lessons=lesson))
         messages = ClassMessage.recent_for(request.user)
     steps = []
@@ -45,16 +46,13 @@ def lesson_page(request, slug):
                       "state": entry.state if entry else StepProgress.PENDING,
                       "message": entry.message if entry else ""})
     session = None
-    nodes = []
     if request.user.is_authenticated:
         session = LabSession.current_for(request.user, lesson)
-    ready = bool(session and session.state == LabSession.READY)
-    if ready:
-        nodes = [n.summary() for n in session.nodes.order_by("name")]
+    event = session.event() if session else None
+    # (The event lists the nodes as the page shows them: no second query.)
+    nodes = event["nodes"] if session and session.state == LabSession.READY else []
     resume = next((e["step"].number for e in steps if e["state"] != StepProgress.DONE), None)
     done_count = sum(e["state"] == StepProgress.DONE for e in steps)
-    activity = (LessonActivity.objects.filter(user=request.user, lesson=lesson).first()
-                if request.user.is_authenticated else None)
     took = ""
     if steps and resume is None and activity is not None:
         last_done = max((e.done_at for e in progress.values() if e.done_at), default=None)
@@ -67,7 +65,7 @@ def lesson_page(request, slug):
         "node_names": lesson.nodes,
         "ready_node": nodes[0]["id"] if nodes else "",
         "ready_nodes": nodes,
-        "session_event": session.event() if session else None,
+        "session_event": event,
         "resume": resume,
         "done_count": done_count,
         "complete": bool(steps) and resume is None,
