@@ -5,7 +5,7 @@ import secrets
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import models
+from django.db import IntegrityError, models, transaction
 
 INSTRUCTORS_GROUP = "instructors"
 
@@ -36,12 +36,16 @@ class Profile(models.Model):
         """A new user flagged guest, with no usable password."""
         User = get_user_model()
         while True:
-            name = "guest-" + secrets.token_hex(4)
-            if not User.objects.filter(username=name).exists():
+            # A name taken already (rare) fails the insert: try another. No
+            # query first to look, since a class joins at once.
+            try:
+                with transaction.atomic():
+                    # No password: create_user marks it unusable, and no hash
+                    # is computed (a class of forty joining at once costs no PBKDF2).
+                    user = User.objects.create_user("guest-" + secrets.token_hex(4))
                 break
-        # No password: create_user marks it unusable, and no hash is computed
-        # (a class of forty joining at once costs no PBKDF2).
-        user = User.objects.create_user(name)
+            except IntegrityError:
+                continue
         cls.objects.create(user=user, guest=True)
         return user
 

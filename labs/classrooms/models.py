@@ -48,7 +48,11 @@ class Classroom(models.Model):
         when = when or timezone.now()
         return when <= self.ends
 
-    def join(self, user) -> "Membership":
+    def join(self, user, new_user: bool = False) -> "Membership":
+        """`user`'s membership, made if needed (new_user: one made in this
+        request, so it has none: no query to look)."""
+        if new_user:
+            return Membership.objects.create(classroom=self, user=user)
         membership, _ = Membership.objects.get_or_create(classroom=self, user=user)
         return membership
 

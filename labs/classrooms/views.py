@@ -234,16 +234,18 @@ def join(request, code=""):
         # One transaction: a class joining at once takes the database's write
         # lock once per learner, not once per row.
         with transaction.atomic():
-            if not request.user.is_authenticated:
+            new_guest = not request.user.is_authenticated
+            if new_guest:
                 login(request, Profile.make_guest(),
                       backend="django.contrib.auth.backends.ModelBackend")
-            room.join(request.user)
+            room.join(request.user, new_user=new_guest)
             first = room.ordered_lessons()
             started = False
-            if first and _class_is_on(room) \
-                    and not machines.page_context(request.user, first[0])["saved"]:
-                # (A saved machine waits for the learner's own choice: Resume or fresh.)
-                started = start_lab(request.user, first[0])[1] == 200
+            if first and _class_is_on(room) and (
+                    new_guest or not machines.page_context(request.user, first[0])["saved"]):
+                # (A saved machine waits for the learner's own choice: Resume or
+                # fresh. A guest made just now has none.)
+                started = start_lab(request.user, first[0], with_event=False)[1] == 200
         if not started:  # a start pushes the row itself, once its machine is ready
             broadcast.push_learner_row(room.pk, request.user)
         return redirect("lesson", first[0].slug) if first else redirect("dashboard")

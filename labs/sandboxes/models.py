@@ -147,11 +147,13 @@ class LabSession(models.Model):
                 now = timezone.now()
                 session = cls.objects.create(user=user, lesson=lesson, state=cls.STARTING,
                                              expires=now + cls.length(), last_input=now)
+            if created:  # (its nodes cannot be there yet)
+                LabNode.objects.bulk_create(LabNode(session=session, name=name)
+                                            for name in lesson.nodes)
+                return session, True
             for name in lesson.nodes:
                 LabNode.objects.get_or_create(session=session, name=name)
             nodes = list(session.nodes.all())
-            if created:
-                return session, True
             if session.state == cls.READY and all(n.state == LabNode.READY for n in nodes):
                 return session, False
             age = (timezone.now() - session.updated).total_seconds()

@@ -39,10 +39,11 @@ def start(request, slug):
     return JsonResponse(body, status=status)
 
 
-def start_lab(user, lesson, resume: bool = False) -> tuple:
+def start_lab(user, lesson, resume: bool = False, with_event: bool = True) -> tuple:
     """Start (or find) `user`'s lab for `lesson`: (the JSON for the page, HTTP status).
     Also what joining a class by its link does, so the machine is on its way
-    while the lesson page loads."""
+    while the lesson page loads; it sends no JSON on (with_event=False: the
+    session's event, three queries, is left out)."""
     room = LabSession.room_for(user, lesson)
     if room:
         return {"ok": False, "state": "failed", "error": room,
@@ -54,7 +55,7 @@ def start_lab(user, lesson, resume: bool = False) -> tuple:
                 "error": "The lab machines cannot start on this server: " + " ".join(problems)}, 503
     with transaction.atomic():
         session, needs_start = LabSession.ensure_for(user, lesson)
-        if needs_start:
+        if needs_start and session.resume != resume:
             # Resume my machine (the page's default when there is a save) or Start fresh.
             session.resume = resume
             LabSession.objects.filter(pk=session.pk).update(resume=session.resume)
@@ -62,9 +63,10 @@ def start_lab(user, lesson, resume: bool = False) -> tuple:
         if needs_start and hosts.place_session(session):
             session_id = session.pk
             transaction.on_commit(lambda: tasks.start_session.delay(session_id))
-    session.refresh_from_db()
     body = {"ok": True, "session": session.pk, "started": needs_start}
-    body.update(session.event())
+    if with_event:
+        session.refresh_from_db()
+        body.update(session.event())
     return body, 200
 
 

@@ -3,6 +3,7 @@ is sized from the classroom schedule (labs/sandboxes/pools.py)."""
 import datetime
 
 import pytest
+from django.test import Client
 from django.utils import timezone
 
 from labs.accounts.models import is_guest
@@ -224,3 +225,14 @@ def test_a_two_node_lesson_takes_a_whole_pre_built_session(
     assert [s.session_nodes for s in starts] == [2, 2]
     assert fake_driver.pool_counts()[2] == 0
     assert all(n.extra["claimed"] for n in fake_driver.nodes.values())
+
+
+def test_the_join_link_asks_the_database_little(client, classroom, fake_driver,
+                                                django_assert_max_num_queries):
+    """A class of forty joins at once, each request on the one database: a
+    new guest's join (guest, membership, session and nodes, placed on a host)
+    stays within a count of queries that a change adding to it has to raise."""
+    client.get(f"/join/{classroom.code}/", HTTP_USER_AGENT="Mozilla/5.0 Firefox/140")  # the host row
+    with django_assert_max_num_queries(28):
+        response = Client().get(f"/join/{classroom.code}/", HTTP_USER_AGENT="Mozilla/5.0 Firefox/140")
+    assert response.status_code == 302

@@ -91,3 +91,12 @@ def test_guest_days_zero_keeps_every_guest(settings):
     guest = _guest_made(400)
     assert tasks.remove_stale_guests() == 0
     assert get_user_model().objects.filter(pk=guest.pk).exists()
+
+
+def test_a_guest_name_taken_already_is_drawn_again(db, monkeypatch, django_user_model):
+    django_user_model.objects.create_user("guest-0000000a")
+    drawn = iter(["0000000a", "0000000b"])
+    monkeypatch.setattr("labs.accounts.models.secrets.token_hex", lambda n: next(drawn))
+    guest = Profile.make_guest()
+    assert guest.username == "guest-0000000b" and is_guest(guest)
+    assert django_user_model.objects.filter(username__startswith="guest-").count() == 2
