@@ -21,6 +21,12 @@ the site's socket for a node on this machine, as lesson.js does) and waits
 for the shell's prompt.
 Figures: the join request, and join link -> prompt (p50/p95/p99).
 
+`--one-at-a-time N`: then N learners arrive one after another, and the bench
+prints the CPU each stage of an arrival costs (web, Celery, nodes, recorder,
+the whole machine), the machine's idle use taken off. A class arriving at
+once is bound by that sum (2 cores, 40 learners, 2 s: 100 ms each), and its
+own figures vary by a third from run to run; these hold still.
+
 Only loopback (the site) and the lab's own nodes are contacted. Every node
 and process it starts is removed at the end, also on Ctrl-C or failure.
 """
@@ -31,6 +37,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import re
 import statistics
 import sys
@@ -54,6 +61,8 @@ log = logging.getLogger("benchclass")
 SLUG = "first-containers"
 PROMPT = b"] ~# "
 STATE_ASK = 3.0  # static/labs/lesson.js: STATE_ASK_MS
+IDLE_SECONDS = 5.0  # the one-at-a-time mode's look at the machine at rest
+SETTLE_SECONDS = 0.5  # ... and at what an arrival still costs after its prompt
 
 CLASSROOM = """
 import datetime, json
@@ -99,11 +108,25 @@ async def wait_pool(size: int, seconds: float) -> float:
     return time.monotonic() - began
 
 
-async def arrive(site_url: str, code: str, timeout: float) -> dict:
+class _Marks(dict):
+    """Seconds since the arrival began, by stage; `on_mark(stage)` is called
+    as each is set (the one-at-a-time mode reads the CPU counters there)."""
+
+    def __init__(self, on_mark=None):
+        super().__init__()
+        self.on_mark = on_mark
+
+    def __setitem__(self, stage, seconds):
+        super().__setitem__(stage, seconds)
+        if self.on_mark is not None:
+            self.on_mark(stage)
+
+
+async def arrive(site_url: str, code: str, timeout: float, on_mark=None) -> dict:
     """One learner: join link -> the shell's prompt in the lesson's terminal."""
     learner = Learner(site_url)
     t0 = time.monotonic()
-    marks: dict = {}
+    marks: dict = _Marks(on_mark)
     stage = "join request"
     try:
         page = await asyncio.to_thread(lambda: learner.get(f"/join/{code}/"))
@@ -141,6 +164,85 @@ async def arrive(site_url: str, code: str, timeout: float) -> dict:
         raise RuntimeError(f"at the {stage} ({', '.join(f'{k} {v:.1f}s' for k, v in marks.items())}"
                            f"): {type(exc).__name__}: {exc}") from exc
     return {"learner": learner, "asked": asked, **marks}
+
+
+# The one-at-a-time mode's stages: what each arrival mark ends.
+STAGES = {"join": "join link and lesson page", "assets": "scripts and styles",
+          "socket": "lesson socket open", "ready": "machine ready",
+          "terminal": "terminal socket open", "prompt": "the prompt",
+          "settled": f"{SETTLE_SECONDS:.1f} s after the prompt"}
+GROUPS = (("web", "webserver"), ("Celery", "celery"), ("recorder", "runtime record"),
+          ("bench", "bench.classstart"), ("Redis", "redis"))
+
+
+def _by_group(before: dict, after: dict) -> dict:
+    """CPU ms between two cpu_ticks() by part of the lab: the site's
+    processes by kind, the nodes (their cgroups: engines, shells...) and the
+    whole machine."""
+    hz = os.sysconf("SC_CLK_TCK")
+    used = {"machine": 0.0, "nodes": 0.0, **{name: 0.0 for name, _ in GROUPS}}
+    for pid, (name, ticks) in after.items():
+        if pid == "cgroups":
+            continue
+        group = next((g for g, key in GROUPS if key in name), None)
+        if group is not None:
+            used[group] += (ticks - before.get(pid, (name, ticks))[1]) * 1000 / hz
+    for name in ("machine", "nodes"):
+        if name in after["cgroups"] and name in before["cgroups"]:
+            used[name] = (after["cgroups"][name] - before["cgroups"][name]) / 1e6
+    return used
+
+
+async def one_at_a_time(site, code: str, learners: int, timeout: float) -> list:
+    """Learners arriving one after another, each on a quiet machine: the CPU
+    each stage of an arrival costs, by part of the lab, without the waiting
+    and the contention of a class arriving at once (whose figures vary by a
+    third from run to run; these vary less, but this machine's neighbours
+    still move them: compare runs made one after another). The machine's idle use (pool nodes'
+    engines, the site's timers) is measured first and taken off each stage.
+    Each figure is the median over the learners (a stage now and then meets
+    a timer of the site or a busy neighbour of this machine)."""
+    began, ticks = time.monotonic(), cpu_ticks()
+    await asyncio.sleep(IDLE_SECONDS)
+    idle_seconds = time.monotonic() - began
+    idle = {k: v / idle_seconds for k, v in _by_group(ticks, cpu_ticks()).items()}
+    samples: dict = {}  # stage -> column -> [ms, one per learner]
+    for _ in range(learners):
+        stamps = [("start", cpu_ticks(), time.monotonic())]
+        result = await arrive(site.url, code, timeout,
+                              on_mark=lambda stage: stamps.append((stage, cpu_ticks(),
+                                                                   time.monotonic())))
+        await asyncio.sleep(SETTLE_SECONDS)  # the recorder's attach, the grids' rows
+        stamps.append(("settled", cpu_ticks(), time.monotonic()))
+        for (_, t0, w0), (stage, t1, w1) in zip(stamps, stamps[1:]):
+            row = samples.setdefault(stage, {})
+            row.setdefault("wall", []).append((w1 - w0) * 1000)
+            for group, ms_ in _by_group(t0, t1).items():
+                row.setdefault(group, []).append(ms_ - idle.get(group, 0.0) * (w1 - w0))
+        await stop_all([result], site.prefix)
+    columns = ["machine", "nodes", *(name for name, _ in GROUPS)]
+    medians = {stage: {c: statistics.median(v) for c, v in row.items()}
+               for stage, row in samples.items()}
+    lines = [f"one at a time: {learners} learners from the schedule-sized pool, CPU ms per "
+             f"learner by stage (medians), the machine's idle use taken off (idle: "
+             + ", ".join(f"{k} {idle[k]:.0f}" for k in columns) + " ms/s)",
+             f"  {'stage':34s} {'wall':>6s} " + " ".join(f"{c:>8s}" for c in columns)]
+    totals = {c: 0.0 for c in ["wall", *columns]}
+    for stage, row in medians.items():
+        lines.append(f"  {STAGES[stage]:34s} {row['wall']:6.0f} "
+                     + " ".join(f"{row.get(c, 0):8.1f}" for c in columns))
+        for c in totals:
+            totals[c] += row.get(c, 0)
+    lines.append(f"  {'all':34s} {totals['wall']:6.0f} "
+                 + " ".join(f"{totals[c]:8.1f}" for c in columns))
+    # The bench's own share here is mostly its reading of /proc at each stage.
+    cores = os.cpu_count() or 1
+    lab = sum(totals[c] for c in columns if c not in ("machine", "bench"))
+    lines.append(f"  a class of 40 with prompts within 2 s has {cores} cores x 2 s / 40 = "
+                 f"{cores * 2000 / 40:.0f} ms of the machine per learner; one costs "
+                 f"{totals['machine'] - totals['bench']:.0f} ms (the machine's, less the bench's); "
+                 f"the lab's parts (nodes, web, Celery, recorder, Redis) {lab:.0f} ms")
+    return lines
 
 
 ASSET = re.compile(rb'(?:src|href)="(/static/[^"]+)"')
@@ -239,9 +341,25 @@ def ms(values: list) -> str:
 async def run(site, args) -> list:
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=args.learners * 2 + 8))
-    lines, rows = [], []
     log.info("waiting for beat to fill the usual pool (LAB_POOL_SIZE=2)")
     await wait_pool(2, 120)
+    return await class_rounds(site, args)
+
+
+async def run_one_at_a_time(site, args) -> list:
+    """On a site that keeps no pool (no refill after each start, which would
+    be a cold start in the figures): the bench fills one for the learners."""
+    room = make_classroom(site, "Evening class (one at a time)", args.one_at_a_time, 5)
+    log.info("filling a pool of %d for the learners one at a time", args.one_at_a_time)
+    await asyncio.to_thread(get_driver("builtin").fill_pool, pool_ready() + args.one_at_a_time)
+    log.info("%d learners one at a time", args.one_at_a_time)
+    return await one_at_a_time(site, room["code"], args.one_at_a_time, args.timeout)
+
+
+async def class_rounds(site, args) -> list:
+    """The two rounds: the class of args.learners with the usual pool, then
+    with the pool beat sized for it."""
+    lines, rows = [], []
     plain = make_classroom(site, "Afternoon class (running a while)", args.learners, -60)
     log.info("round 1: %d learners through the join link, usual pool", args.learners)
     before = pool_ready()
@@ -304,7 +422,11 @@ async def run(site, args) -> list:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.classstart", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--learners", type=int, default=40)
+    parser.add_argument("--learners", type=int, default=40,
+                        help="the class arriving at once (0: no class rounds)")
+    parser.add_argument("--one-at-a-time", type=int, default=0, metavar="N",
+                        help="then N learners one after another: the CPU each stage of an "
+                             "arrival costs, by part of the lab")
     parser.add_argument("--workers", type=int, default=4, help="Celery worker concurrency")
     parser.add_argument("--postgres", action="store_true",
                         help="the site on a throwaway PostgreSQL server instead of SQLite")
@@ -316,9 +438,27 @@ def main(argv=None) -> int:
                         help="deadline for beat to fill the class's pool (seconds)")
     args = parser.parse_args(argv)
     bench_process()
-    prefix = site_prefix("bc")
-    env = {"LAB_POOL_SIZE": "2", "LAB_POOL_CLASSES": "1", "LAB_POOL_SECONDS": "5", "LAB_SAVE": "0",
-           **({"LAB_WEB_PROCESSES": str(args.web)} if args.web else {})}
+    lines = []
+    try:
+        if args.learners:
+            lines += with_site(args, run, beat=True,
+                               env={"LAB_POOL_SIZE": "2", "LAB_POOL_CLASSES": "1",
+                                    "LAB_POOL_SECONDS": "5"})
+        if args.one_at_a_time:
+            lines += with_site(args, run_one_at_a_time, beat=False,
+                               env={"LAB_POOL_SIZE": "0", "LAB_POOL_CLASSES": "0"})
+    except KeyboardInterrupt:
+        log.warning("interrupted: the site and its nodes are gone")
+        return 130
+    print("\n".join(lines), flush=True)
+    return 0
+
+
+def with_site(args, body, beat: bool, env: dict) -> list:
+    """body(site, args) on a site of its own (saves off: a stop here should
+    not spend its time packing disks); the pool nodes made meanwhile are
+    removed with it."""
+    env = {**env, "LAB_SAVE": "0", **({"LAB_WEB_PROCESSES": str(args.web)} if args.web else {})}
     driver = get_driver("builtin")
     had_pool = {n.id for n in driver.list_nodes() if is_pool_session(n.session)}
     try:
@@ -326,25 +466,22 @@ def main(argv=None) -> int:
             if args.postgres:
                 from tests.support.postgres import postgres_server
                 env["DATABASE_URL"] = stack.enter_context(postgres_server())
-            site = stack.enter_context(live_site(prefix=prefix, driver="builtin",
-                                                 workers=args.workers, quiet=True, beat=True,
+            site = stack.enter_context(live_site(prefix=site_prefix("bc"), driver="builtin",
+                                                 workers=args.workers, quiet=True, beat=beat,
                                                  extra_env=env))
             try:
-                lines = asyncio.run(run(site, args))
+                return asyncio.run(body(site, args))
             except KeyboardInterrupt:
-                log.warning("interrupted: stopping the site and removing its nodes")
-                return 130
+                raise
             except BaseException:
                 sys.stderr.write(site.dump_logs()[-8000:] + "\n")
                 raise
     finally:
-        # The pool nodes this site's beat made go with it (once beat is gone).
+        # The pool nodes this site's beat (or the bench) made go with it.
         for node in driver.list_nodes():
             if is_pool_session(node.session) and node.id not in had_pool:
                 with contextlib.suppress(Exception):
                     asyncio.run(driver.stop(node.id))
-    print("\n".join(lines), flush=True)
-    return 0
 
 
 if __name__ == "__main__":
