@@ -193,6 +193,12 @@ def _by_group(before: dict, after: dict) -> dict:
     return used
 
 
+def _trimmed_mean(values: list) -> float:
+    """The mean without the highest and the lowest value (when there are five or more)."""
+    kept = sorted(values)[1:-1] if len(values) >= 5 else values
+    return statistics.fmean(kept)
+
+
 async def one_at_a_time(site, code: str, learners: int, timeout: float) -> list:
     """Learners arriving one after another, each on a quiet machine: the CPU
     each stage of an arrival costs, by part of the lab, without the waiting
@@ -200,8 +206,10 @@ async def one_at_a_time(site, code: str, learners: int, timeout: float) -> list:
     third from run to run; these vary less, but this machine's neighbours
     still move them: compare runs made one after another). The machine's idle use (pool nodes'
     engines, the site's timers) is measured first and taken off each stage.
-    Each figure is the median over the learners (a stage now and then meets
-    a timer of the site or a busy neighbour of this machine)."""
+    Each figure is a mean over the learners without the highest and the
+    lowest (a stage now and then meets a timer of the site or a busy
+    neighbour of this machine). Not a median: a process's CPU is counted in
+    10-ms ticks, and a median of ticks is a multiple of 10 ms."""
     began, ticks = time.monotonic(), cpu_ticks()
     await asyncio.sleep(IDLE_SECONDS)
     idle_seconds = time.monotonic() - began
@@ -221,14 +229,14 @@ async def one_at_a_time(site, code: str, learners: int, timeout: float) -> list:
                 row.setdefault(group, []).append(ms_ - idle.get(group, 0.0) * (w1 - w0))
         await stop_all([result], site.prefix)
     columns = ["machine", "nodes", *(name for name, _ in GROUPS)]
-    medians = {stage: {c: statistics.median(v) for c, v in row.items()}
-               for stage, row in samples.items()}
+    means = {stage: {c: _trimmed_mean(v) for c, v in row.items()}
+             for stage, row in samples.items()}
     lines = [f"one at a time: {learners} learners from the schedule-sized pool, CPU ms per "
-             f"learner by stage (medians), the machine's idle use taken off (idle: "
+             f"learner by stage (trimmed means), the machine's idle use taken off (idle: "
              + ", ".join(f"{k} {idle[k]:.0f}" for k in columns) + " ms/s)",
              f"  {'stage':34s} {'wall':>6s} " + " ".join(f"{c:>8s}" for c in columns)]
     totals = {c: 0.0 for c in ["wall", *columns]}
-    for stage, row in medians.items():
+    for stage, row in means.items():
         lines.append(f"  {STAGES[stage]:34s} {row['wall']:6.0f} "
                      + " ".join(f"{row.get(c, 0):8.1f}" for c in columns))
         for c in totals:
