@@ -77,7 +77,10 @@ class NodeSpec:
         check_name("node name", self.name)
 
 
-_MAKE_SESSION = ("flock -o /run/lab-tmux.lock sh -c 'tmux has-session -t \"$1\" 2>/dev/null "
+# (The session is usually there already, on a pool node or a reattach: then
+# no lock and no second shell are needed to know it.)
+_MAKE_SESSION = ("tmux has-session -t \"$1\" 2>/dev/null || "
+                 "flock -o /run/lab-tmux.lock sh -c 'tmux has-session -t \"$1\" 2>/dev/null "
                  "|| tmux new-session -d -s \"$1\" -c /root' sh \"$1\"")
 
 
