@@ -14,7 +14,7 @@ first lesson:
 
 Each learner is a fresh client with no account, doing what a fresh browser
 and the page's script do: it opens the join link (the one request makes a
-guest, joins and starts the lab), reads the lesson page it is sent to and
+guest, joins and starts the lab, and answers with the lesson page), reads
 the page's scripts and styles (/static/, six at a time), opens the lesson
 socket, waits for its machine to be ready, opens the terminal (straight to
 the site's socket for a node on this machine, as lesson.js does) and waits
@@ -132,8 +132,8 @@ async def arrive(site_url: str, code: str, timeout: float, on_mark=None) -> dict
         page = await asyncio.to_thread(lambda: learner.get(f"/join/{code}/"))
         body = await asyncio.to_thread(page.read)
         marks["join"] = time.monotonic() - t0
-        if f"/lessons/{SLUG}/" not in page.geturl():
-            raise RuntimeError(f"the join link led to {page.geturl()}")
+        if f'data-page-url="/lessons/{SLUG}/"'.encode() not in body:
+            raise RuntimeError(f"the join link ({page.geturl()}) did not answer with the lesson")
         if b"lab-session" not in body:
             raise RuntimeError("the lesson page came without the lab")
         stage = "the page's scripts and styles"

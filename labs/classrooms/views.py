@@ -26,6 +26,7 @@ from django.views.decorators.http import require_POST
 from labs import broadcast
 from labs.accounts.models import Profile, is_instructor
 from labs.courses.models import Lesson
+from labs.courses.views import lesson_response
 from labs.sandboxes import machines, pools, tasks
 from labs.sandboxes.models import LabNode, LabSession
 from labs.sandboxes.views import start_lab
@@ -248,6 +249,13 @@ def join(request, code=""):
                 started = start_lab(request.user, first[0], with_event=False)[1] == 200
         if not started:  # a start pushes the row itself, once its machine is ready
             broadcast.push_learner_row(room.pk, request.user)
+        if link and first:
+            # The lesson page in this response: a class arriving at once costs
+            # one request per learner, not a redirect and a second request
+            # (which paid the web process again for the session, the user and
+            # a database connection). The page's script puts its own address
+            # in the address bar.
+            return lesson_response(request, first[0])
         return redirect("lesson", first[0].slug) if first else redirect("dashboard")
     return render(request, "classrooms/join.html", {
         "room": room if not error else None, "code": code, "error": error})

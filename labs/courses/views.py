@@ -31,7 +31,11 @@ def home(request):
 
 
 def lesson_page(request, slug):
-    lesson = get_object_or_404(Lesson, slug=slug)
+    return lesson_response(request, get_object_or_404(Lesson, slug=slug))
+
+
+def lesson_response(request, lesson):
+    """The lesson page of `lesson` for request.user (also the join link's answer)."""
     progress = StepProgress.states_for(request.user, lesson)
     classrooms, messages = [], []
     activity = None

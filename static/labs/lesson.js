@@ -13,6 +13,11 @@
   const PLACEHOLDER = /<[A-Za-z][^<>\n]*>/;
 
   const lab = document.getElementById("lab");
+  // Served in the join link's own response too: the address bar (reloads,
+  // bookmarks, the back button) gets the lesson's address.
+  if (lab && lab.dataset.pageUrl && location.pathname !== lab.dataset.pageUrl) {
+    history.replaceState(history.state, "", lab.dataset.pageUrl + location.hash);
+  }
   const csrfInput = document.querySelector("input[name=csrfmiddlewaretoken]");
   const csrf = csrfInput ? csrfInput.value : "";
 
