@@ -108,30 +108,21 @@ async def wait_pool(size: int, seconds: float) -> float:
     return time.monotonic() - began
 
 
-class _Marks(dict):
-    """Seconds since the arrival began, by stage; `on_mark(stage)` is called
-    as each is set (the one-at-a-time mode reads the CPU counters there)."""
-
-    def __init__(self, on_mark=None):
-        super().__init__()
-        self.on_mark = on_mark
-
-    def __setitem__(self, stage, seconds):
-        super().__setitem__(stage, seconds)
-        if self.on_mark is not None:
-            self.on_mark(stage)
-
-
 async def arrive(site_url: str, code: str, timeout: float, on_mark=None) -> dict:
     """One learner: join link -> the shell's prompt in the lesson's terminal."""
     learner = Learner(site_url)
     t0 = time.monotonic()
-    marks: dict = _Marks(on_mark)
+    marks: dict = {}  # seconds since t0, by stage
+
+    def mark(stage: str) -> None:
+        marks[stage] = time.monotonic() - t0
+        if on_mark is not None:  # (the one-at-a-time mode reads the CPU counters here)
+            on_mark(stage)
     stage = "join request"
     try:
         page = await asyncio.to_thread(lambda: learner.get(f"/join/{code}/"))
         body = await asyncio.to_thread(page.read)
-        marks["join"] = time.monotonic() - t0
+        mark("join")
         # (The link answers with the lesson page; older code redirected to it.)
         if f'data-page-url="/lessons/{SLUG}/"'.encode() not in body \
                 and not page.geturl().endswith(f"/lessons/{SLUG}/"):
@@ -140,18 +131,18 @@ async def arrive(site_url: str, code: str, timeout: float, on_mark=None) -> dict
             raise RuntimeError("the lesson page came without the lab")
         stage = "the page's scripts and styles"
         await page_assets(learner, body)
-        marks["assets"] = time.monotonic() - t0
+        mark("assets")
         stage = "lesson socket"
         async with learner.connect(f"/ws/lessons/{SLUG}/") as lesson:
-            marks["socket"] = time.monotonic() - t0
+            mark("socket")
             stage = "machine ready event"
             event, asked = await wait_ready(lesson, timeout)
             if event["state"] != "ready":
                 raise RuntimeError(f"start failed: {event.get('message') or event}")
-            marks["ready"] = time.monotonic() - t0
+            mark("ready")
             stage = f"terminal of node {event['node']}"
             async with open_terminal(learner, event) as term:
-                marks["terminal"] = time.monotonic() - t0
+                mark("terminal")
                 stage = f"prompt in the terminal of node {event['node']}"
                 seen = b""
                 deadline = time.monotonic() + timeout
@@ -161,7 +152,7 @@ async def arrive(site_url: str, code: str, timeout: float, on_mark=None) -> dict
                         raise TimeoutError(f"no prompt; the terminal showed {seen[-200:]!r}")
                     data = await asyncio.wait_for(term.recv(), left)
                     seen += data if isinstance(data, bytes) else data.encode()
-                marks["prompt"] = time.monotonic() - t0
+                mark("prompt")
     except BaseException as exc:
         raise RuntimeError(f"at the {stage} ({', '.join(f'{k} {v:.1f}s' for k, v in marks.items())}"
                            f"): {type(exc).__name__}: {exc}") from exc

@@ -42,8 +42,8 @@ def start(request, slug):
 def start_lab(user, lesson, resume: bool = False, with_event: bool = True) -> tuple:
     """Start (or find) `user`'s lab for `lesson`: (the JSON for the page, HTTP status).
     Also what joining a class by its link does, so the machine is on its way
-    while the lesson page loads; it sends no JSON on (with_event=False: the
-    session's event, three queries, is left out)."""
+    while the lesson page loads. with_event=False leaves the session's event
+    (three queries) out of the JSON, for a caller that sends none."""
     room = LabSession.room_for(user, lesson)
     if room:
         return {"ok": False, "state": "failed", "error": room,

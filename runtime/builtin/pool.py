@@ -9,9 +9,9 @@ has nodes takes a single one and moves it onto the session's network.
 
 A pool node's terminal shell is started while it waits (the login bash
 alone costs about 25 ms of CPU, tmux more, and a class arriving at once
-paid that forty times over). Pool nodes are named as lessons name theirs (node1, node2...),
-so the prompt drawn then is the learner's; a claim under another name starts
-the shell again."""
+paid that forty times over). Pool nodes are named as lessons name theirs
+(node1, node2...), so the prompt drawn then is the learner's; a claim under
+another name starts the shell again."""
 from __future__ import annotations
 
 import contextlib
