@@ -59,9 +59,10 @@ def cgroup_hierarchies() -> list:
     return found
 
 
-def node_cgroup_dirs(node_id: str) -> list:
+def node_cgroup_dirs(node_id: str, hierarchies: list | None = None) -> list:
+    """The node's directory in each hierarchy (of `hierarchies`: cgroup_hierarchies())."""
     dirs = []
-    for name, _opts in cgroup_hierarchies():
+    for name, _opts in cgroup_hierarchies() if hierarchies is None else hierarchies:
         mountpoint = CGROUP_ROOT if name == "unified" and not (CGROUP_ROOT / name).exists() \
             else CGROUP_ROOT / name
         dirs.append(mountpoint / CGROUP_PARENT / node_id)
@@ -83,6 +84,38 @@ def _cgroup_procs(path: Path) -> list:
         with contextlib.suppress(OSError):
             pids += [int(p) for p in procs.read_text().split()]
     return pids
+
+
+def freezer_file(node_id: str):
+    """(file, frozen, thawed): the node's freezer, cgroup v1's freezer
+    hierarchy where one is mounted, else v2's cgroup.freeze; None if neither."""
+    hierarchies = cgroup_hierarchies()
+    dirs = node_cgroup_dirs(node_id, hierarchies)
+    for (_name, opts), path in zip(hierarchies, dirs):
+        if "freezer" in opts.split(","):
+            return path / "freezer.state", "FROZEN", "THAWED"
+    for (_name, opts), path in zip(hierarchies, dirs):
+        if opts == "cgroup2":
+            return path / "cgroup.freeze", "1", "0"
+    return None
+
+
+def set_frozen(node_id: str, frozen: bool) -> bool:
+    """Freeze a node's processes (they keep their memory, and use no CPU
+    until thawed) or thaw them. A waiting pool node is frozen: its engine's
+    idle timers cost about 6 ms of CPU a second, 0.25 of a core for a class's
+    pool of forty. Anything entering the node thaws it first (a process
+    joining a frozen cgroup would stop there). False if the node has no
+    freezer (gone, or none on this host)."""
+    found = freezer_file(node_id)
+    if found is None:
+        return False
+    path, on, off = found
+    try:
+        path.write_text(on if frozen else off)
+    except OSError:  # (the node is gone)
+        return False
+    return True
 
 
 def _prepare_cpuset(path: Path) -> None:

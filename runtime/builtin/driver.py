@@ -36,7 +36,7 @@ from .launch import Launcher
 from .persist import Persist
 from .pool import WarmPool
 from .sessions import SessionNetworks
-from .cgroups import CGROUP_PARENT, node_cgroup_dirs, node_pids
+from .cgroups import CGROUP_PARENT, node_cgroup_dirs, node_pids, set_frozen
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +204,7 @@ class BuiltinDriver(Launcher, Persist, WarmPool, SessionNetworks, Driver):
         is the truth if the init was already gone."""
         if node is None:
             node = self._load(node_id)
+        set_frozen(node_id, False)  # (a frozen process dies only once thawed)
         deadline = time.monotonic() + 15
         while True:
             pids = node_pids(node_id)
@@ -260,6 +261,8 @@ class BuiltinDriver(Launcher, Persist, WarmPool, SessionNetworks, Driver):
     def _enter_argv(self, pid: int, node_id: str, argv: list) -> list:
         """Host argv that runs `argv` inside the node: its cgroups, namespaces and root."""
         in_userns = bool(self._load(node_id).extra.get("uid_base"))
+        # A waiting pool node is frozen; what joins its cgroups would stop there.
+        set_frozen(node_id, False)
         cg = " ".join(str(p) for p in node_cgroup_dirs(node_id))
         join = "for c in %s; do echo $$ > \"$c/cgroup.procs\"; done; exec \"$@\"" % cg
         return ["/bin/sh", "-c", join, "enter",
