@@ -115,7 +115,10 @@ def start_session(session_id: int) -> str | None:
         if last_node:
             nodes[-1].mark_ready(last_node)
         if session.mark(LabSession.READY):
-            rooms = broadcast.grid_rooms(session.user, session.lesson_id)
+            # (Only to grids open now: a task per learner costs the workers
+            # some 10 ms even when nobody watches.)
+            rooms = [pk for pk in broadcast.grid_rooms(session.user, session.lesson_id)
+                     if broadcast.grid_is_open(pk)]
             if rooms:
                 user_id = session.user_id
                 transaction.on_commit(lambda: push_learner_rows.delay(user_id, rooms))
