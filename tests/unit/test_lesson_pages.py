@@ -37,7 +37,7 @@ def test_ada_sees_stored_progress(client, lesson, ada):
     assert "List them all" in html
     assert 'id="start-button" class="button primary" disabled >' in html  # shown: no machine yet
     assert 'data-node=""' in html
-    assert "/static/vendor/xterm/xterm.js" in html
+    assert "/static/bundles/lesson.js" in html  # xterm.js and lesson.js, in one
 
 
 def test_page_attaches_to_ready_node(client, ready_session, ada):

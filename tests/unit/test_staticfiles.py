@@ -81,3 +81,34 @@ async def test_other_paths_and_methods(static_dir):
     assert (await get(app, "/static/app.js", method="POST"))[0] == 405
     status, headers, body = await get(app, "/static/app.js", method="HEAD")
     assert status == 200 and body == b"" and int(headers[b"content-length"]) > 0
+
+
+async def test_a_bundle_is_its_files_joined_in_order_and_follows_their_changes(static_dir):
+    (static_dir / "lib.js").write_text("var lib = 1\n//# sourceMappingURL=lib.js.map\n")
+    app = StaticFiles(not_static, bundles={"bundles/page.js": ("lib.js", "app.js")})
+    status, headers, body = await get(app, "/static/bundles/page.js")
+    assert status == 200 and headers[b"content-type"].startswith(b"text/javascript")
+    # Each file's statements end before the next file's begin; no stale map comment.
+    assert body.startswith(b"var lib = 1\n;\nconsole.log('lab');")
+    assert b"sourceMappingURL" not in body and body.count(b"console.log") == 200
+    status, _, _ = await get(app, "/static/bundles/page.js", [(b"if-none-match", headers[b"etag"])])
+    assert status == 304
+    (static_dir / "lib.js").write_text("var lib = 2\n")
+    status, changed, body = await get(app, "/static/bundles/page.js",
+                                      [(b"if-none-match", headers[b"etag"])])
+    assert status == 200 and body.startswith(b"var lib = 2\n;\n") and changed[b"etag"] != headers[b"etag"]
+    (static_dir / "lib.js").unlink()
+    assert (await get(app, "/static/bundles/page.js"))[0] == 404
+
+
+def test_the_lesson_page_loads_one_script_and_one_stylesheet_or_each_file_behind_a_server(settings):
+    from django.template import Context, Template
+    from labs.staticfiles import BUNDLES
+    page = Template('{% load bundles %}{% bundle "bundles/lesson.js" %}{% bundle "bundles/lesson.css" %}')
+    assert page.render(Context()) == ('<script src="/static/bundles/lesson.js"></script>'
+                                      '<link rel="stylesheet" href="/static/bundles/lesson.css">')
+    settings.SERVE_STATIC = False  # collectstatic's files, served by a server in front
+    html = page.render(Context())
+    for path in BUNDLES["bundles/lesson.js"] + BUNDLES["bundles/lesson.css"]:
+        assert f'"/static/{path}"' in html
+    assert "bundles/" not in html
