@@ -14,6 +14,8 @@ def is_instructor(user) -> bool:
     """Instructors are the members of the "instructors" group (granted in the admin)."""
     if user is None or not user.is_authenticated:
         return False
+    if getattr(user, "made_guest", False):  # (made by this request: see make_guest)
+        return False
     return user.groups.filter(name=INSTRUCTORS_GROUP).exists()
 
 
@@ -47,11 +49,16 @@ class Profile(models.Model):
             except IntegrityError:
                 continue
         cls.objects.create(user=user, guest=True)
+        # The join link's page asks what this user is: a guest, and nothing
+        # else yet (two queries fewer for each learner of a class arriving).
+        user.made_guest = True
         return user
 
 
 def is_guest(user) -> bool:
     if user is None or not user.is_authenticated:
         return False
+    if getattr(user, "made_guest", False):
+        return True
     return Profile.objects.filter(user=user, guest=True).exists()
 

@@ -255,7 +255,7 @@ def join(request, code=""):
             # (which paid the web process again for the session, the user and
             # a database connection). The page's script puts its own address
             # in the address bar.
-            return lesson_response(request, first[0])
+            return lesson_response(request, first[0], joined=room if new_guest else None)
         return redirect("lesson", first[0].slug) if first else redirect("dashboard")
     return render(request, "classrooms/join.html", {
         "room": room if not error else None, "code": code, "error": error})

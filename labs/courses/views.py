@@ -34,14 +34,18 @@ def lesson_page(request, slug):
     return lesson_response(request, get_object_or_404(Lesson, slug=slug))
 
 
-def lesson_response(request, lesson):
-    """The lesson page of `lesson` for request.user (also the join link's answer)."""
+def lesson_response(request, lesson, joined=None):
+    """The lesson page of `lesson` for request.user (also the join link's
+    answer). `joined`: the classroom that a guest made by this same request
+    has just joined, the one classroom they are in (so no query asks which,
+    whether their hand is up, or what machines they saved)."""
     progress = StepProgress.states_for(request.user, lesson)
     classrooms, messages = [], []
     activity = None
     if request.user.is_authenticated:
         activity = LessonActivity.touch(request.user, lesson)
-        classrooms = list(Classroom.objects.filter(memberships__user=request.user, lessons=lesson))
+        classrooms = [joined] if joined else list(
+            Classroom.objects.filter(memberships__user=request.user, lessons=lesson))
         messages = ClassMessage.recent_for(request.user)
     steps = []
     for step in lesson.steps.all():
@@ -62,7 +66,7 @@ def lesson_response(request, lesson):
         last_done = max((e.done_at for e in progress.values() if e.done_at), default=None)
         if last_done is not None:
             took = duration_text(last_done - activity.started)
-    hand = bool(classrooms) and Membership.objects.filter(
+    hand = bool(classrooms) and not joined and Membership.objects.filter(
         user=request.user, classroom__in=classrooms, hand_raised__isnull=False).exists()
     return render(request, "courses/lesson.html", {
         "lesson": lesson, "steps": steps, "session": session,
@@ -81,7 +85,7 @@ def lesson_response(request, lesson):
         "warn_seconds": settings.LAB_SESSION_WARN_MINUTES * 60,
         "recording": settings.LAB_RECORD,
         "saving": settings.LAB_SAVE,
-        **machines.page_context(request.user, lesson),
+        **(machines.page_context(request.user, lesson) if not joined else {"saved": None}),
     })
 
 
