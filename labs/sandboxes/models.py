@@ -371,7 +371,8 @@ class LabNode(models.Model):
         """The node `pk` if `user` owns it, else None."""
         if user is None or not user.is_authenticated:
             return None
-        return (cls.objects.select_related("session", "session__lesson")
+        # (With its session's host: the terminal socket asks where it runs.)
+        return (cls.objects.select_related("session", "session__lesson", "session__host")
                 .filter(pk=pk, session__user=user).first())
 
 

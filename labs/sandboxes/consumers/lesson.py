@@ -62,13 +62,18 @@ class LessonConsumer(AsyncWebsocketConsumer):
         group) would otherwise show only after a reload. Called after joining
         the groups, so nothing recorded from then on is missed.
         """
-        session = await self._session()
-        if session is not None:
-            await self.send_json(await database_sync_to_async(session.event)())
-        progress = await database_sync_to_async(StepProgress.states_for)(self.user, self.lesson)
-        for number in sorted(progress):
-            await self.send_json(progress[number].event())
+        session, events = await database_sync_to_async(self._standing)()
+        for event in events:
+            await self.send_json(event)
         return session
+
+    def _standing(self):
+        """(the session, the events saying where it and each step stand), in
+        one trip to the database thread (each trip costs the web process)."""
+        session = LabSession.current_for(self.user, self.lesson)
+        events = [session.event()] if session is not None else []
+        progress = StepProgress.states_for(self.user, self.lesson)
+        return session, events + [progress[number].event() for number in sorted(progress)]
 
     async def disconnect(self, code):
         if getattr(self, "group", None):

@@ -103,7 +103,8 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             await self.accept()
             await self.close(code=CLOSE_NODE_GONE)
             return
-        if not await database_sync_to_async(gateway.is_here)(node.session):
+        # (LabNode.owned brought the session and its host: no query here.)
+        if not gateway.is_here(node.session):
             # A page that did not know yet: its node's host gateway serves it.
             await self.accept()
             await self.close(code=CLOSE_ELSEWHERE)
@@ -133,7 +134,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         # Output goes to instructors watching this node while one said hello lately.
         self.watched_until = 0.0
         self.input_task = None
-        self.session = await database_sync_to_async(lambda: node.session)()
+        self.session = node.session
         await groups.join(self.channel_layer, self.channel_name, [term_group(node.pk)])
         await self.accept()
         self.pump_task = asyncio.create_task(self._pump())
