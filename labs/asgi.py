@@ -68,6 +68,23 @@ http_app = StaticFiles(django_asgi_app, settings.STATIC_URL) if settings.SERVE_S
 
 port_origin = PortOrigin()
 
+
+def warm_up() -> None:
+    """Load now what a web process's first requests would: a class arriving
+    just after a restart paid it in the requests of its first learners (some
+    tens of ms each, per process): the URLconf and the views it imports, the
+    static bundles, the digest of the site's code that placing a session
+    compares with the hosts'."""
+    from django.urls import get_resolver
+    from labs.sandboxes.hosts import site_versions
+    get_resolver().url_patterns
+    site_versions()
+    if isinstance(http_app, StaticFiles):
+        http_app.warm()
+
+
+warm_up()
+
 application = ProtocolTypeRouter({
     "http": by_host(port_origin, http_app),
     "websocket": by_host(port_origin, AllowedHostsOriginValidator(AuthMiddlewareStack(

@@ -84,6 +84,11 @@ class StaticFiles:
         headers.append((b"content-length", str(len(body)).encode()))
         await self._send(send, 200, headers, b"" if scope["method"] == "HEAD" else body)
 
+    def warm(self) -> None:
+        """Build the bundles now (each is some 20 ms of joining and gzip)."""
+        for relative in self.bundles:
+            self._file(relative)
+
     def _file(self, relative: str) -> _File | None:
         """The file (or bundle), read again if it changed on disk; None if there is none."""
         cached = self.files.get(relative)
