@@ -62,6 +62,12 @@ SLUG = "first-containers"
 PROMPT = b"] ~# "
 STATE_ASK = 3.0  # static/labs/lesson.js: STATE_ASK_MS
 IDLE_SECONDS = 5.0  # the one-at-a-time mode's look at the machine at rest
+# Arrivals before the measured ones: the web processes' first requests, and
+# the first claim of each worker, load code no later one does.
+WARM_UP_ARRIVALS = 4
+# After a learner's nodes are gone, their stop still removes the session's
+# network and writes the database: the next arrival waits for that to end.
+STOP_SETTLE_SECONDS = 1.5
 SETTLE_SECONDS = 0.5  # ... and at what an arrival still costs after its prompt
 
 CLASSROOM = """
@@ -197,12 +203,17 @@ async def one_at_a_time(site, code: str, learners: int, timeout: float) -> list:
     each stage of an arrival costs, by part of the lab, without the waiting
     and the contention of a class arriving at once (whose figures vary by a
     third from run to run; these vary less, but this machine's neighbours
-    still move them: compare runs made one after another). The machine's idle use (pool nodes'
-    engines, the site's timers) is measured first and taken off each stage.
+    still move them: compare runs made one after another). A few arrivals
+    first are not measured (each process's first requests load code). The
+    machine's idle use (the site's timers) is measured then and taken off
+    each stage.
     Each figure is a mean over the learners without the highest and the
     lowest (a stage now and then meets a timer of the site or a busy
     neighbour of this machine). Not a median: a process's CPU is counted in
     10-ms ticks, and a median of ticks is a multiple of 10 ms."""
+    for _ in range(WARM_UP_ARRIVALS):
+        await stop_all([await arrive(site.url, code, timeout)], site.prefix)
+    await asyncio.sleep(STOP_SETTLE_SECONDS)
     began, ticks = time.monotonic(), cpu_ticks()
     await asyncio.sleep(IDLE_SECONDS)
     idle_seconds = time.monotonic() - began
@@ -221,6 +232,7 @@ async def one_at_a_time(site, code: str, learners: int, timeout: float) -> list:
             for group, ms_ in _by_group(t0, t1).items():
                 row.setdefault(group, []).append(ms_ - idle.get(group, 0.0) * (w1 - w0))
         await stop_all([result], site.prefix)
+        await asyncio.sleep(STOP_SETTLE_SECONDS)
     columns = ["machine", "nodes", *(name for name, _ in GROUPS)]
     means = {stage: {c: _trimmed_mean(v) for c, v in row.items()}
              for stage, row in samples.items()}
@@ -350,9 +362,10 @@ async def run(site, args) -> list:
 async def run_one_at_a_time(site, args) -> list:
     """On a site that keeps no pool (no refill after each start, which would
     be a cold start in the figures): the bench fills one for the learners."""
-    room = make_classroom(site, "Evening class (one at a time)", args.one_at_a_time, 5)
-    log.info("filling a pool of %d for the learners one at a time", args.one_at_a_time)
-    await asyncio.to_thread(get_driver("builtin").fill_pool, pool_ready() + args.one_at_a_time)
+    arrivals = WARM_UP_ARRIVALS + args.one_at_a_time
+    room = make_classroom(site, "Evening class (one at a time)", arrivals, 5)
+    log.info("filling a pool of %d for the learners one at a time", arrivals)
+    await asyncio.to_thread(get_driver("builtin").fill_pool, pool_ready() + arrivals)
     log.info("%d learners one at a time", args.one_at_a_time)
     return await one_at_a_time(site, room["code"], args.one_at_a_time, args.timeout)
 
