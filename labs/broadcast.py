@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import logging
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 
+from labs import asyncbridge
 from labs.classrooms import reports
 from labs.classrooms.models import Classroom
 
@@ -74,7 +74,7 @@ def send(group: str, message: dict) -> None:
     if layer is None:
         return
     try:
-        async_to_sync(layer.group_send)(group, message)
+        asyncbridge.call(layer.group_send, group, message)
     except Exception:  # a dead channel layer must not fail the real work
         log.exception("could not push %s to %s", message.get("type"), group)
 

@@ -5,7 +5,7 @@ Configured from Django settings (every CELERY_* name); the broker is REDIS_URL.
 import os
 
 from celery import Celery
-from celery.signals import worker_ready
+from celery.signals import worker_process_init, worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "labs.settings")
 
@@ -25,3 +25,11 @@ def start_heartbeat(sender=None, **kwargs):
     from labs.sandboxes.tasks import reap_nodes
     from runtime import get_driver
     HeartbeatThread(get_driver(), reap_nodes).start()
+
+
+@worker_process_init.connect
+def own_event_loop(**kwargs):
+    """Each worker process runs its coroutines (pushes to pages, driver
+    calls) on one loop of its own (labs/asyncbridge.py says why)."""
+    from labs import asyncbridge
+    asyncbridge.use_own_loop()

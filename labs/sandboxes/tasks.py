@@ -23,7 +23,7 @@ from runtime import (LabFull, LabRuntimeError, NodeSpec, checkbatch, get_driver,
                      saves)
 from runtime import paths
 
-from labs import broadcast
+from labs import asyncbridge, broadcast
 from labs.classrooms.tasks import push_learner_rows
 from labs.courses.models import StepProgress
 
@@ -358,7 +358,7 @@ def send_screen(session_id: int, node_pk: int, channel_name: str) -> bool:
     screen = _run(get_driver().terminal_screen(node.runtime_id))
     if screen is None:
         return False
-    async_to_sync(get_channel_layer().send)(channel_name, screen_message(screen))
+    asyncbridge.call(get_channel_layer().send, channel_name, screen_message(screen))
     return True
 
 
@@ -377,7 +377,9 @@ def _run(coro):
 
     async_to_sync rather than asyncio.run: under an ASGI server or an eager
     test it runs on the outer event loop (where the channel layer lives), in
-    a worker it gets a loop of its own.
+    a worker it gets a loop of its own. (Not asyncbridge.call: the check
+    batches' coroutine writes the database through sync_to_async, which
+    async_to_sync runs on this thread, with this task's connection.)
     """
     async def wrapper():
         return await coro
