@@ -4,8 +4,8 @@ In a Celery worker no event loop runs anywhere in the process, and asgiref's
 async_to_sync then makes a thread and an event loop for every call; the
 channel layer opens a new Redis connection on each loop. One push to a page
 cost the worker about 6 ms of CPU that way, against 0.5 ms on a loop kept
-for the process's life, and a node start makes two or three such calls. So
-each worker process (labs/celery.py: worker_process_init) runs one loop in
+for the process's life, and every node start and check run pushes. So each
+worker process (labs/celery.py: worker_process_init) runs one loop in
 a thread of its own, and calls go there.
 
 Everywhere else (a view on an ASGI server's synchronous thread, an eager

@@ -29,7 +29,7 @@ def start_heartbeat(sender=None, **kwargs):
 
 @worker_process_init.connect
 def own_event_loop(**kwargs):
-    """Each worker process runs its coroutines (pushes to pages, driver
-    calls) on one loop of its own (labs/asyncbridge.py says why)."""
+    """Each worker process sends its pushes to pages from one event loop
+    of its own (labs/asyncbridge.py says why)."""
     from labs import asyncbridge
     asyncbridge.use_own_loop()
