@@ -86,10 +86,10 @@ def _cgroup_procs(path: Path) -> list:
     return pids
 
 
-def freezer_file(node_id: str):
+def freezer_file(node_id: str, hierarchies: list | None = None):
     """(file, frozen, thawed): the node's freezer, cgroup v1's freezer
     hierarchy where one is mounted, else v2's cgroup.freeze; None if neither."""
-    hierarchies = cgroup_hierarchies()
+    hierarchies = cgroup_hierarchies() if hierarchies is None else hierarchies
     dirs = node_cgroup_dirs(node_id, hierarchies)
     for (_name, opts), path in zip(hierarchies, dirs):
         if "freezer" in opts.split(","):
@@ -100,14 +100,14 @@ def freezer_file(node_id: str):
     return None
 
 
-def set_frozen(node_id: str, frozen: bool) -> bool:
+def set_frozen(node_id: str, frozen: bool, hierarchies: list | None = None) -> bool:
     """Freeze a node's processes (they keep their memory, and use no CPU
     until thawed) or thaw them. A waiting pool node is frozen: its engine's
     idle timers cost about 6 ms of CPU a second, 0.25 of a core for a class's
     pool of forty. Anything entering the node thaws it first (a process
     joining a frozen cgroup would stop there). False if the node has no
     freezer (gone, or none on this host)."""
-    found = freezer_file(node_id)
+    found = freezer_file(node_id, hierarchies)
     if found is None:
         return False
     path, on, off = found
@@ -116,6 +116,16 @@ def set_frozen(node_id: str, frozen: bool) -> bool:
     except OSError:  # (the node is gone)
         return False
     return True
+
+
+def entry_dirs(node_id: str) -> list:
+    """The node's cgroup directories, for a process entering the node to
+    join, its freezer thawed first: a process joining a frozen cgroup (a
+    waiting pool node) would stop there. One read of the mount table for
+    both, on the path of every exec and terminal."""
+    hierarchies = cgroup_hierarchies()
+    set_frozen(node_id, False, hierarchies)
+    return node_cgroup_dirs(node_id, hierarchies)
 
 
 def _prepare_cpuset(path: Path) -> None:

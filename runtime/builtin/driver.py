@@ -36,7 +36,7 @@ from .launch import Launcher
 from .persist import Persist
 from .pool import WarmPool
 from .sessions import SessionNetworks
-from .cgroups import CGROUP_PARENT, node_cgroup_dirs, node_pids, set_frozen
+from .cgroups import CGROUP_PARENT, entry_dirs, node_cgroup_dirs, node_pids, set_frozen
 
 log = logging.getLogger(__name__)
 
@@ -261,9 +261,7 @@ class BuiltinDriver(Launcher, Persist, WarmPool, SessionNetworks, Driver):
     def _enter_argv(self, pid: int, node_id: str, argv: list) -> list:
         """Host argv that runs `argv` inside the node: its cgroups, namespaces and root."""
         in_userns = bool(self._load(node_id).extra.get("uid_base"))
-        # A waiting pool node is frozen; what joins its cgroups would stop there.
-        set_frozen(node_id, False)
-        cg = " ".join(str(p) for p in node_cgroup_dirs(node_id))
+        cg = " ".join(str(p) for p in entry_dirs(node_id))  # (thawed, if it was waiting)
         join = "for c in %s; do echo $$ > \"$c/cgroup.procs\"; done; exec \"$@\"" % cg
         return ["/bin/sh", "-c", join, "enter",
                 "nsenter", "-t", str(pid), *(["-U"] if in_userns else []),
