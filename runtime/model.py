@@ -237,6 +237,14 @@ class Driver(abc.ABC):
         raise LabRuntimeError(f"the {self.name} driver cannot open files in its nodes",
                               permanent=True)
 
+    def make_fifo_in_node(self, node_id: str, path: str) -> None:
+        """A new FIFO at `path` in the running node, readable and writable by
+        the node's root only, made from the host (the recorder's pipe: an exec
+        in the node would cost a chain of processes per node). Whatever was
+        at `path` is replaced, never followed (runtime/nodefs.py)."""
+        raise LabRuntimeError(f"the {self.name} driver cannot make files in its nodes",
+                              permanent=True)
+
     @staticmethod
     async def spawn_control(enter: list, name: str, **options) -> asyncio.subprocess.Process:
         """open_control for a driver whose `enter` argv runs a command in the node."""

@@ -19,6 +19,7 @@ files. place() writes inside the layer only.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -136,3 +137,48 @@ def write_in_root(root: str, path: str, data: bytes) -> None:
     fd = open_in_root(root, path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
+
+
+def make_fifo(root: str, path: str, owner: int = 0, mode: int = 0o600) -> None:
+    """A new FIFO at `path` in the running node (its directory resolved inside
+    `root`, as open_in_root does), owned by host uid and gid `owner` (the
+    node's root, when the node has a user namespace). Whatever was at `path`
+    (a link, a file, an older FIFO) is removed first, never followed."""
+    directory, _, name = path.rstrip("/").rpartition("/")
+    if not name or name in (".", ".."):
+        raise OSError(errno.EINVAL, "not a path to a file", path)
+    top = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        parent = _openat2(top, directory or "/", os.O_PATH | os.O_DIRECTORY)
+    finally:
+        os.close(top)
+    try:
+        try:
+            os.unlink(name, dir_fd=parent)
+        except FileNotFoundError:
+            pass
+        # Made as its owner, not chowned after: the node's file systems are
+        # its user namespace's, where the host's root has no uid, and an
+        # inode made by it there fails (EOVERFLOW).
+        with _fs_identity(owner):
+            os.mkfifo(name, mode, dir_fd=parent)
+    finally:
+        os.close(parent)
+
+
+@contextlib.contextmanager
+def _fs_identity(uid: int):
+    """This thread makes files as `uid` (and gid `uid`) meanwhile. The file
+    system ids are the calling thread's own in Linux (setfsuid(2)), so the
+    process's other threads are untouched; back to root, the capabilities
+    the change cleared come back (capabilities(7))."""
+    if uid == 0:
+        yield
+        return
+    old_gid = _libc.setfsgid(uid)
+    old_uid = _libc.setfsuid(uid)
+    try:
+        yield
+    finally:
+        _libc.setfsuid(old_uid)
+        _libc.setfsgid(old_gid)

@@ -281,6 +281,12 @@ class BuiltinDriver(Launcher, Persist, WarmPool, SessionNetworks, Driver):
         # Through the node's own mounts (its disk is not mounted on the host).
         return nodefs.open_in_root(f"/proc/{self._running_pid(node_id)}/root", path, flags, kind)
 
+    def make_fifo_in_node(self, node_id, path):
+        pid = self._running_pid(node_id)
+        # Owned by the node's root: host uid uid_base in a user namespace.
+        owner = self._load(node_id).extra.get("uid_base") or 0
+        nodefs.make_fifo(f"/proc/{pid}/root", path, owner)
+
     async def open_control(self, node_id, name="main"):
         enter, preexec = seccomp.confine(self._enter_argv(self._running_pid(node_id), node_id, []))
         return await self.spawn_control(enter, name, env=dict(NODE_ENV), preexec_fn=preexec)

@@ -13,6 +13,7 @@ import os
 import re
 import secrets
 import socket
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -267,6 +268,24 @@ def test_links_in_the_node_never_lead_the_hosts_writes_and_reads_out(arena, tmp_
         if mate is not None:
             asyncio.run(arena["driver"].stop(mate.id))
         sh(arena, "rm -f /etc/hosts /root/.lab_commands; echo '127.0.0.1 localhost' > /etc/hosts")
+
+
+def test_the_recorders_pipe_is_made_in_the_node_for_the_nodes_root(arena):
+    """The recorder makes its FIFO from the host (driver.make_fifo_in_node): a
+    link the learner left there is replaced, not followed, and the FIFO is
+    the node's root's (its user namespace's root, not the host's)."""
+    host_file = Path(f"/root/lab-escape-fifo-{secrets.token_hex(4)}")
+    host_file.write_text("the host's own\n")
+    try:
+        sh(arena, f"ln -sf {host_file} /run/lab-record-escape.fifo")
+        arena["driver"].make_fifo_in_node(arena["a"].id, "/run/lab-record-escape.fifo")
+        assert host_file.read_text() == "the host's own\n"
+        assert not stat.S_ISFIFO(os.lstat(host_file).st_mode)
+        seen = sh(arena, "stat -c '%F %U %a' /run/lab-record-escape.fifo").output.strip()
+        assert seen == "fifo root 600"
+    finally:
+        host_file.unlink(missing_ok=True)
+        sh(arena, "rm -f /run/lab-record-escape.fifo")
 
 
 # ---- exhaustion: one node's excess leaves other nodes and the host responsive

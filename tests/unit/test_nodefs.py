@@ -94,3 +94,42 @@ def test_place_never_writes_through_a_linked_directory(root, tmp_path):
     (root / "www").symlink_to("/site")
     nodefs.place(str(root), "/www/index.html", b"<h1>hi</h1>")
     assert (root / "site" / "index.html").read_bytes() == b"<h1>hi</h1>"
+
+
+def test_make_fifo_replaces_what_was_there_and_never_leaves_the_node(root, tmp_path):
+    import stat
+    fifo = root / "run" / "rec.fifo"
+    # A link the learner left where the FIFO goes: replaced, not followed.
+    fifo.symlink_to(tmp_path / "host-file")
+    nodefs.make_fifo(str(root), "/run/rec.fifo", owner=os.getuid())
+    st = os.lstat(fifo)
+    assert stat.S_ISFIFO(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+    assert st.st_uid == os.getuid()
+    assert (tmp_path / "host-file").read_text() == "the host's own\n"
+    # A FIFO there already (the recorder attaching again), or a file: a FIFO.
+    nodefs.make_fifo(str(root), "/run/rec.fifo", owner=os.getuid())
+    fifo.unlink()
+    fifo.write_text("a file the learner made")
+    nodefs.make_fifo(str(root), "/run/rec.fifo", owner=os.getuid())
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    # Its directory given by an absolute link: resolved inside the node's root.
+    (root / "inner").symlink_to("/run")
+    nodefs.make_fifo(str(root), "/inner/other.fifo", owner=os.getuid())
+    assert stat.S_ISFIFO(os.lstat(root / "run" / "other.fifo").st_mode)
+    (root / "outside").symlink_to("/" + str(tmp_path).lstrip("/"))
+    with pytest.raises(OSError):
+        nodefs.make_fifo(str(root), "/outside/made-on-the-host.fifo")
+    assert not (tmp_path / "made-on-the-host.fifo").exists()
+
+
+def test_make_fifo_makes_it_as_its_owner_and_leaves_this_thread_root(root):
+    import stat
+    (root / "run").chmod(0o777)
+    nodefs.make_fifo(str(root), "/run/rec.fifo", owner=65534)
+    st = os.lstat(root / "run" / "rec.fifo")
+    assert (st.st_uid, st.st_gid) == (65534, 65534)
+    # This thread makes files as root again: one in a directory only root may write.
+    (root / "run").chmod(0o755)
+    (root / "run" / "after").write_text("made by root")
+    assert os.lstat(root / "run" / "after").st_uid == 0
+    assert stat.S_ISFIFO(st.st_mode)

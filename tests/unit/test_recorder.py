@@ -179,7 +179,7 @@ async def stop(task) -> None:
 
 
 class HostTmux:
-    """A driver's open_control, exec and open_in_node on this machine's tmux, with
+    """A driver's open_control, make_fifo_in_node and open_in_node on this machine's tmux, with
     `sh` as the shell: the "node" is this machine."""
 
     def __init__(self, socket):
@@ -189,10 +189,9 @@ class HostTmux:
         from runtime import nodefs
         return nodefs.open_in_root("/", path, flags, kind)
 
-    async def exec(self, node_id, argv, timeout=30.0):
-        from runtime.model import ExecResult
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-        return ExecResult(proc.returncode, proc.stdout + proc.stderr)
+    def make_fifo_in_node(self, node_id, path):
+        from runtime import nodefs
+        nodefs.make_fifo("/", path, os.getuid())
 
     async def open_control(self, node_id, name="main"):
         return await asyncio.create_subprocess_exec(
