@@ -62,6 +62,17 @@ def test_node_runs_a_real_docker_engine(nodes):
     assert "tini" in nodes.sh(node, "cat /proc/1/cmdline").output
 
 
+def test_the_nodes_containerd_collects_garbage_on_a_timer_not_a_spin(nodes):
+    """containerd 1.6's default pause_threshold rescheduled its collector
+    every few ms on a node's near-empty database: 10 ms of CPU a second per
+    idle node (runtime/nodeimage/containerd.toml). The running daemon says
+    which threshold it took."""
+    node = nodes.start(name="node1")
+    shown = nodes.sh(node, "ctr --address /var/run/docker/containerd/containerd.sock "
+                           "plugins ls -d id==scheduler").output
+    assert re.search(r"^\s*PauseThreshold\s+0$", shown, re.M), shown
+
+
 def test_node_has_its_own_network_with_egress_and_dns(nodes):
     node = nodes.start()
     addrs = nodes.exec(node, ["ip", "-4", "-o", "addr", "show", "eth0"]).output
