@@ -18,7 +18,10 @@ guest, joins and starts the lab, and answers with the lesson page), reads
 the page's scripts and styles (/static/, six at a time), opens the lesson
 socket, waits for its machine to be ready, opens the terminal (straight to
 the site's socket for a node on this machine, as lesson.js does) and waits
-for the shell's prompt.
+for the shell's prompt. Its page then stays open, as a learner's does: the
+sockets close once the last learner of the class has a prompt and the CPU
+figures are read (until 2026-12-02 each closed at its own prompt, and those
+closings ran inside the others' wait).
 Figures: the join request, and join link -> prompt (p50/p95/p99).
 
 `--one-at-a-time N`: then N learners arrive one after another, and the bench
@@ -114,8 +117,14 @@ async def wait_pool(size: int, seconds: float) -> float:
     return time.monotonic() - began
 
 
-async def arrive(site_url: str, code: str, timeout: float, on_mark=None) -> dict:
-    """One learner: join link -> the shell's prompt in the lesson's terminal."""
+async def arrive(site_url: str, code: str, timeout: float, on_mark=None, keep=None) -> dict:
+    """One learner: join link -> the shell's prompt in the lesson's terminal.
+
+    With `keep` (a contextlib.AsyncExitStack) the lesson and terminal
+    sockets stay open in it, as a learner's page stays open after the
+    prompt: a class's learners do not all leave as soon as they see it, and
+    their sockets' closing is no part of the others' wait. Without it they
+    close on return (one at a time, that closing is a stage of its own)."""
     learner = Learner(site_url)
     t0 = time.monotonic()
     marks: dict = {}  # seconds since t0, by stage
@@ -139,7 +148,9 @@ async def arrive(site_url: str, code: str, timeout: float, on_mark=None) -> dict
         await page_assets(learner, body)
         mark("assets")
         stage = "lesson socket"
-        async with learner.connect(f"/ws/lessons/{SLUG}/") as lesson:
+        async with contextlib.AsyncExitStack() as own:
+            sockets = own if keep is None else keep
+            lesson = await sockets.enter_async_context(learner.connect(f"/ws/lessons/{SLUG}/"))
             mark("socket")
             stage = "machine ready event"
             event, asked = await wait_ready(lesson, timeout)
@@ -147,18 +158,18 @@ async def arrive(site_url: str, code: str, timeout: float, on_mark=None) -> dict
                 raise RuntimeError(f"start failed: {event.get('message') or event}")
             mark("ready")
             stage = f"terminal of node {event['node']}"
-            async with open_terminal(learner, event) as term:
-                mark("terminal")
-                stage = f"prompt in the terminal of node {event['node']}"
-                seen = b""
-                deadline = time.monotonic() + timeout
-                while PROMPT not in seen:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise TimeoutError(f"no prompt; the terminal showed {seen[-200:]!r}")
-                    data = await asyncio.wait_for(term.recv(), left)
-                    seen += data if isinstance(data, bytes) else data.encode()
-                mark("prompt")
+            term = await sockets.enter_async_context(open_terminal(learner, event))
+            mark("terminal")
+            stage = f"prompt in the terminal of node {event['node']}"
+            seen = b""
+            deadline = time.monotonic() + timeout
+            while PROMPT not in seen:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no prompt; the terminal showed {seen[-200:]!r}")
+                data = await asyncio.wait_for(term.recv(), left)
+                seen += data if isinstance(data, bytes) else data.encode()
+            mark("prompt")
     except BaseException as exc:
         raise RuntimeError(f"at the {stage} ({', '.join(f'{k} {v:.1f}s' for k, v in marks.items())}"
                            f"): {type(exc).__name__}: {exc}") from exc
@@ -311,20 +322,23 @@ async def wait_ready(lesson, timeout: float) -> tuple:
 
 
 async def class_arrives(site, code: str, learners: int, timeout: float) -> dict:
+    """The class opens the join link at once; each learner's page stays open
+    (its sockets) until the last has a prompt and the figures are taken."""
     results, failures = [], []
 
     async def one(i):
         try:
-            results.append(await arrive(site.url, code, timeout))
+            results.append(await arrive(site.url, code, timeout, keep=pages))
         except Exception as exc:  # a failure is a figure, not a crash
             failures.append(f"learner {i}: {type(exc).__name__}: {exc}"[:300])
-    began = time.monotonic()
-    ticks = cpu_ticks()
-    logs = {name: len(site.log(name)) for name in ("worker", "nodes")}
-    await asyncio.gather(*(one(i) for i in range(learners)))
-    wall = time.monotonic() - began
-    return {"results": results, "failures": failures, "wall": wall,
-            "cpu": cpu_used(ticks, cpu_ticks(), wall),
+    async with contextlib.AsyncExitStack() as pages:
+        began = time.monotonic()
+        ticks = cpu_ticks()
+        logs = {name: len(site.log(name)) for name in ("worker", "nodes")}
+        await asyncio.gather(*(one(i) for i in range(learners)))
+        wall = time.monotonic() - began
+        cpu = cpu_used(ticks, cpu_ticks(), wall)
+    return {"results": results, "failures": failures, "wall": wall, "cpu": cpu,
             "tasks": worker_task_times(site, logs)}
 
 
