@@ -101,11 +101,15 @@ class BuiltinDriver(Launcher, Persist, WarmPool, SessionNetworks, Driver):
             raise NodeNotFound(node_id) from None
 
     def _running_pid(self, node_id: str) -> int:
+        return self._running(node_id)[1]
+
+    def _running(self, node_id: str) -> tuple:
+        """(the node's state, its init's host pid); an error if it is not running."""
         node = self._load(node_id)
         pid = node.extra.get("pid")
         if not pid or not self._owns(node, pid):
             raise LabRuntimeError(f"node {node_id} is not running", permanent=True)
-        return pid
+        return node, pid
 
     @staticmethod
     def _owns(node: Node, pid: int) -> bool:
@@ -282,9 +286,9 @@ class BuiltinDriver(Launcher, Persist, WarmPool, SessionNetworks, Driver):
         return nodefs.open_in_root(f"/proc/{self._running_pid(node_id)}/root", path, flags, kind)
 
     def make_fifo_in_node(self, node_id, path):
-        pid = self._running_pid(node_id)
+        node, pid = self._running(node_id)
         # Owned by the node's root: host uid uid_base in a user namespace.
-        owner = self._load(node_id).extra.get("uid_base") or 0
+        owner = node.extra.get("uid_base") or 0
         nodefs.make_fifo(f"/proc/{pid}/root", path, owner)
 
     async def open_control(self, node_id, name="main"):

@@ -2,6 +2,7 @@
 and never outside the node's root, whatever links the learner made there."""
 import os
 import socket
+import stat
 
 import pytest
 
@@ -97,7 +98,6 @@ def test_place_never_writes_through_a_linked_directory(root, tmp_path):
 
 
 def test_make_fifo_replaces_what_was_there_and_never_leaves_the_node(root, tmp_path):
-    import stat
     fifo = root / "run" / "rec.fifo"
     # A link the learner left where the FIFO goes: replaced, not followed.
     fifo.symlink_to(tmp_path / "host-file")
@@ -123,7 +123,6 @@ def test_make_fifo_replaces_what_was_there_and_never_leaves_the_node(root, tmp_p
 
 
 def test_make_fifo_makes_it_as_its_owner_and_leaves_this_thread_root(root):
-    import stat
     (root / "run").chmod(0o777)
     nodefs.make_fifo(str(root), "/run/rec.fifo", owner=65534)
     st = os.lstat(root / "run" / "rec.fifo")
