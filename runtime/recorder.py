@@ -26,10 +26,13 @@ import asyncio
 import codecs
 import collections
 import contextlib
+import errno
 import logging
 import os
 import re
+import secrets
 import shutil
+import stat
 import time
 
 from .builtin.pool import is_pool_session
@@ -40,25 +43,76 @@ from .termmarks import MarkParser
 log = logging.getLogger(__name__)
 
 SCAN_SECONDS = 2.0
-WAKE_POLL_SECONDS = 0.05
 RETRY_SECONDS = 2.0
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Each running recorder reads a FIFO of this name in the recordings directory
+# (more than one when sites share the runtime directory).
+_WAKE_GLOB = ".wake-*"
 
 
 def wake() -> None:
-    """Tell this host's recorder that lab nodes are ready: it scans at once
-    rather than at its next full scan (the learner's first command counts)."""
-    with contextlib.suppress(OSError):
+    """Tell this host's recorders that lab nodes are ready or going: each
+    scans at once rather than at its next full scan (the learner's first
+    command counts). A byte into each recorder's FIFO: unlike a file's time,
+    which the recorder once compared before and after a scan, a wake that
+    comes during a scan is never taken for an old one."""
+    try:
+        paths = list(recordings_dir().glob(_WAKE_GLOB))  # none when there is no directory
+    except OSError:
+        return
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                # Nobody reads it: its recorder died (a FIFO gets its name
+                # only once its recorder has it open, see Wakeups).
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            continue
+        try:
+            if stat.S_ISFIFO(os.fstat(fd).st_mode):
+                os.write(fd, b"!")
+        except BlockingIOError:
+            pass  # full: that recorder has been woken already
+        except OSError:
+            log.debug("could not wake the recorder at %s", path, exc_info=True)
+        finally:
+            os.close(fd)
+
+
+class Wakeups:
+    """This recorder's FIFO, into which wake() writes: `woken` is set when a
+    byte came in (read there and then: a byte still in it would set `woken`
+    again after the clear() before a scan)."""
+
+    def __init__(self):
         top = recordings_dir()
         top.mkdir(parents=True, exist_ok=True, mode=0o700)
-        (top / ".wake").touch()
+        (top / ".wake").unlink(missing_ok=True)  # the file whose time said it, before
+        name = f"{os.getpid()}-{secrets.token_hex(4)}"
+        made = top / f".making-wake-{name}"
+        os.mkfifo(made, 0o600)
+        # Open (read and write, so it never reads as ended) before it gets its
+        # name: wake() may then take a FIFO nobody reads for a dead recorder's.
+        self.fd = os.open(made, os.O_RDWR | os.O_NONBLOCK)
+        self.path = top / f".wake-{name}"
+        os.rename(made, self.path)
+        self.woken = asyncio.Event()
+        self.loop = asyncio.get_running_loop()
+        self.loop.add_reader(self.fd, self._readable)
 
+    def _readable(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self.fd, 4096):
+                pass
+        self.woken.set()
 
-def _woken_at() -> float:
-    try:
-        return (recordings_dir() / ".wake").stat().st_mtime
-    except OSError:
-        return 0.0
+    def close(self) -> None:
+        self.loop.remove_reader(self.fd)
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+        os.close(self.fd)
 
 
 _LAYOUT_SIZE = re.compile(rb"^%layout-change \S+ [0-9a-f]{4},(\d+)x(\d+),")
@@ -462,20 +516,27 @@ class Recorder:
         log.info("recording terminals to %s (cap %.0f MB per session, kept %g days)",
                  recordings_dir(), self.cap_bytes / 2**20, self.keep_days)
         last_prune = 0.0
-        while True:
-            try:
-                await self.scan()
-                if time.monotonic() - last_prune > 3600:
-                    last_prune = time.monotonic()
-                    for path in await asyncio.to_thread(self.prune):
-                        log.info("removed recording %s (older than %g days)", path, self.keep_days)
-            except Exception:
-                log.exception("recorder scan failed")
-            # A full scan reads every node's state: every SCAN_SECONDS, or at
-            # once when a node worker says new nodes are ready (wake(): a stat).
-            woken, until = _woken_at(), time.monotonic() + SCAN_SECONDS
-            while time.monotonic() < until and _woken_at() == woken:
-                await asyncio.sleep(WAKE_POLL_SECONDS)
+        wakeups = Wakeups()
+        try:
+            while True:
+                # Emptied before the scan: a wake that comes during it (its
+                # node just too late for it) brings the next scan at once.
+                wakeups.woken.clear()
+                try:
+                    await self.scan()
+                    if time.monotonic() - last_prune > 3600:
+                        last_prune = time.monotonic()
+                        for path in await asyncio.to_thread(self.prune):
+                            log.info("removed recording %s (older than %g days)", path, self.keep_days)
+                except Exception:
+                    log.exception("recorder scan failed")
+                # A full scan reads every node's state: every SCAN_SECONDS, or
+                # at once when a node worker says nodes are ready (wake()).
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(SCAN_SECONDS):
+                        await wakeups.woken.wait()
+        finally:
+            wakeups.close()
 
 
 def serve(driver) -> None:

@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import os
 import subprocess
+import threading
 import time
 
 import pytest
@@ -103,6 +104,79 @@ def test_a_node_worker_wakes_the_recorder_for_new_nodes_at_once():
     before, after = asyncio.run(scenario())
     assert (before, after) == (1, 2)  # without the wake, the next scan is SCAN_SECONDS away
     assert recorder.SCAN_SECONDS >= 1
+
+
+def test_a_wake_during_a_scan_is_not_lost(monkeypatch):
+    """A node worker's wake that comes while a scan is reading the nodes (its
+    node just too late for that scan) brings another scan at once. The wake
+    used to be a file's time, read after the scan: such a wake was taken for
+    an old one, and the learner's first command came before the recording."""
+    monkeypatch.setattr(recorder, "SCAN_SECONDS", 3600)
+    scanning, woken = threading.Event(), threading.Event()
+
+    class Nodes:
+        scans = 0
+
+        def list_nodes(self):
+            Nodes.scans += 1
+            if Nodes.scans == 2:
+                scanning.set()
+                assert woken.wait(10)  # the node is ready and its worker wakes us now
+            return []
+
+    async def scenario():
+        task = asyncio.create_task(recorder.Recorder(Nodes()).run_forever())
+        await asyncio.sleep(0.3)
+        recorder.wake()  # the second scan
+        assert await asyncio.to_thread(scanning.wait, 10)
+        recorder.wake()
+        woken.set()
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if Nodes.scans == 3:
+                break
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return Nodes.scans
+
+    assert asyncio.run(scenario()) == 3
+
+
+def test_every_recorder_sharing_a_runtime_dir_is_woken_and_a_gone_one_is_forgotten():
+    """Two sites on one machine may share its runtime directory: a wake
+    reaches both recorders; the pipe of one that has stopped goes away."""
+    class Nodes:
+        def __init__(self):
+            self.scans = 0
+
+        def list_nodes(self):
+            self.scans += 1
+            return []
+
+    async def scenario():
+        first, second = Nodes(), Nodes()
+        one = asyncio.create_task(recorder.Recorder(first).run_forever())
+        two = asyncio.create_task(recorder.Recorder(second).run_forever())
+        await asyncio.sleep(0.3)
+        before = (first.scans, second.scans)
+        recorder.wake()
+        await asyncio.sleep(0.3)
+        after = (first.scans, second.scans)
+        for task in (one, two):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        return before, after
+
+    before, after = asyncio.run(scenario())
+    assert before == (1, 1) and after == (2, 2)
+    # Both stopped: no pipe is left behind.
+    assert list(castfile.recordings_dir().glob(".wake*")) == []
+    # One killed before it could remove its pipe: the next wake removes it.
+    os.mkfifo(castfile.recordings_dir() / ".wake-4242-dead", 0o600)
+    recorder.wake()
+    assert list(castfile.recordings_dir().glob(".wake*")) == []
 
 
 def test_a_node_no_longer_running_is_let_go_at_once():
