@@ -203,6 +203,23 @@
     // stop it just short of the last event.
     seekBar.max = String(Math.ceil(duration * 100) / 100);
 
+    // The recorder's first output is the screen as it found it. A moment
+    // before that (a check that failed while the recorder was still
+    // attaching, on a busy host) was not recorded, but what it left on the
+    // screen was: a link to it, or its marker, shows that first screen and
+    // says so, rather than an empty terminal. 0 when nothing was recorded.
+    const firstOutput = events.findIndex(function (event) { return event.kind === "o"; });
+    const firstShown = firstOutput + 1;
+
+    // What the status line says about the whole recording.
+    const noted = [];
+    if (!cast.hasOutput) noted.push("Nothing was recorded in this terminal.");
+    if (cast.damaged) {
+      noted.push(cast.damaged + " damaged line" + (cast.damaged === 1 ? "" : "s") + " skipped"
+                 + " (the recording may have been cut short).");
+    }
+    const notes = noted.join(" ");
+
     // -- time lookups --
 
     // How many events have event[key] <= value (events are sorted by t, and so by c).
@@ -302,7 +319,7 @@
       label.className = "mark-label";
       label.textContent = mark.label;
       button.append(time, " ", label);
-      button.addEventListener("click", function () { seek(playTimeAt(mark.t), mark.index + 1, mark.mark); });
+      button.addEventListener("click", function () { seekAt(mark.t, mark.index + 1, mark.mark); });
       item.appendChild(button);
       marksList.appendChild(item);
       return item;
@@ -379,11 +396,22 @@
 
     function seekPlayTime(pos) {
       seek(pos, countUpTo(Math.min(pos, duration), "c"));
+      say(notes);
+    }
+
+    // Real time t with events[0 .. count) applied (a marker's, a link's
+    // moment): the screen as it was then, or, before the recording's first
+    // screen, that screen (see firstShown).
+    function seekAt(t, count, mark) {
+      const early = count < firstShown;
+      seek(playTimeAt(t), Math.max(count, firstShown), mark);
+      say(early ? (notes + " The recording began at " + wallClock(events[firstOutput].t)
+                   + ", after this moment: its first screen is shown.").trim() : notes);
     }
 
     function seekReal(t, mark) {
       t = Math.max(0, Number(t) || 0);
-      seek(playTimeAt(t), countUpTo(t, "t"), mark);
+      seekAt(t, countUpTo(t, "t"), mark);
     }
 
     function tick() {
@@ -413,7 +441,7 @@
     function play() {
       if (playing) return;
       // At the end, play means from the beginning.
-      if (anchorPos >= duration) jump(0, countUpTo(0, "c"));
+      if (anchorPos >= duration) { jump(0, countUpTo(0, "c")); say(notes); }
       playing = true;
       anchorTime = performance.now();
       setState("playing");
@@ -473,6 +501,7 @@
       playing: function () { return playing; },
     };
 
+    say(notes);
     // Where to open: at data-start (paused), else at the beginning. The site
     // links a moment as data-at, wall-clock seconds (a failed check's time):
     // that is data-start once the header's timestamp is known.
@@ -491,13 +520,6 @@
       setState("ready");
     }
 
-    const notes = [];
-    if (!cast.hasOutput) notes.push("Nothing was recorded in this terminal.");
-    if (cast.damaged) {
-      notes.push(cast.damaged + " damaged line" + (cast.damaged === 1 ? "" : "s") + " skipped"
-                 + " (the recording may have been cut short).");
-    }
-    say(notes.join(" "));
     playButton.disabled = !cast.hasOutput;
     seekBar.disabled = !cast.hasOutput;
   }

@@ -255,6 +255,39 @@ def test_data_start_opens_paused_at_that_marker(site, page):
     assert page.evaluate("window.labReplay.position()") == pytest.approx(6.2, abs=0.01)
 
 
+def test_a_moment_before_the_recording_began_shows_its_first_screen(site, page):
+    # On a busy host the recorder attached after the learner's command ran and
+    # its check failed: the site's marker is older than the first screen the
+    # recorder wrote (the screen as it found it, command and output on it).
+    events = [
+        [0.0, "r", "80x24"],
+        [0.5, "m", "check failed (step 1): no container has run alpine"],
+        [2.0, "o", "\x1b[H\x1b[2J" + PROMPT + "docker container ls\r\nCONTAINER ID   IMAGE\r\n" + PROMPT],
+        [4.0, "o", "later_output\r\n"],
+        [4.5, "m", "step 1 done"],
+    ]
+    site.open(cast(events), start=0.5)
+    replay = page.locator("#replay")
+    expect(replay).to_have_attribute("data-state", "paused")
+    expect(page.locator("#replay-marks li.current")).to_contain_text("check failed (step 1)")
+    expect(page.locator("#replay-term .xterm-rows")).to_contain_text("CONTAINER ID")
+    assert "later_output" not in site.screen()
+    status = page.locator("#replay-status")
+    expect(status).to_have_text(f"The recording began at {wall_clock(2.0)}, after this moment: "
+                                "its first screen is shown.")
+
+    # The marker's button does the same; a marker after it, and the seek bar, say nothing of it.
+    page.click("#replay-marks li.mark-done button")
+    expect(page.locator("#replay-term .xterm-rows")).to_contain_text("later_output")
+    expect(status).to_have_text("")
+    page.click("#replay-marks li.mark-fail button")
+    page.wait_for_function("!document.querySelector('#replay-term .xterm-rows').textContent.includes('later_output')")
+    expect(page.locator("#replay-term .xterm-rows")).to_contain_text("CONTAINER ID")
+    expect(status).to_contain_text("after this moment")
+    page.evaluate("window.labReplay.seekReal(3)")
+    expect(status).to_have_text("")
+
+
 def test_a_resize_event_resizes_the_terminal(site, page):
     events = [
         [0.2, "o", "before_resize\r\n"],
