@@ -262,19 +262,18 @@ class BuiltinDriver(Launcher, Persist, WarmPool, SessionNetworks, Driver):
             return "stopped"
         return None
 
-    def _enter_argv(self, pid: int, node_id: str, argv: list) -> list:
-        """Host argv that runs `argv` inside the node: its cgroups, namespaces and root."""
-        in_userns = bool(self._load(node_id).extra.get("uid_base"))
-        cg = " ".join(str(p) for p in entry_dirs(node_id))  # (thawed, if it was waiting)
-        join = "for c in %s; do echo $$ > \"$c/cgroup.procs\"; done; exec \"$@\"" % cg
-        return ["/bin/sh", "-c", join, "enter",
-                "nsenter", "-t", str(pid), *(["-U"] if in_userns else []),
-                "-m", "-u", "-i", "-n", "-p", "-C", "-r", "-w", "--", *argv]
+    def _enter(self, node: Node, pid: int, argv: list, before=()) -> tuple:
+        """(host argv, preexec_fn) that runs `argv` inside the running `node`
+        (init `pid`): its cgroups, namespaces and root, seccomp-confined.
+        `before` is a host command the entry runs under (setsid)."""
+        dirs = entry_dirs(node.id)  # (thawed, if it was waiting)
+        argv, preexec = seccomp.enter(pid, bool(node.extra.get("uid_base")), dirs, argv)
+        return [*before, *argv], preexec
 
     async def exec(self, node_id, argv, timeout=30.0, input=None, on_output=None) -> ExecResult:
-        pid = self._running_pid(node_id)
+        node, pid = self._running(node_id)
         limit, inner = hostexec.inner_timeout(argv, timeout)
-        host_argv, preexec = seccomp.confine(self._enter_argv(pid, node_id, inner))
+        host_argv, preexec = self._enter(node, pid, inner)
         return await hostexec.run_limited(host_argv, limit, timeout, input=input,
                                           on_output=on_output, env=dict(NODE_ENV),
                                           preexec_fn=preexec)
@@ -292,15 +291,14 @@ class BuiltinDriver(Launcher, Persist, WarmPool, SessionNetworks, Driver):
         nodefs.make_fifo(f"/proc/{pid}/root", path, owner)
 
     async def open_control(self, node_id, name="main"):
-        enter, preexec = seccomp.confine(self._enter_argv(self._running_pid(node_id), node_id, []))
+        enter, preexec = self._enter(*self._running(node_id), [])
         return await self.spawn_control(enter, name, env=dict(NODE_ENV), preexec_fn=preexec)
 
     async def open_terminal(self, node_id, cols=80, rows=24, name="main"):
-        pid = self._running_pid(node_id)
+        node, pid = self._running(node_id)
         if not name.replace("-", "").isalnum():
             raise LabRuntimeError(f"invalid terminal name {name!r}", permanent=True)
         # tmux keeps the shell (and its screen) inside the node, so a new
         # attachment after a page reload or a site restart finds it again.
-        argv, preexec = seccomp.confine(
-            ["setsid", "-c", *self._enter_argv(pid, node_id, tmux_attach(name, "-u"))])
+        argv, preexec = self._enter(node, pid, tmux_attach(name, "-u"), before=("setsid", "-c"))
         return await PtyTerminal.spawn(argv, cols, rows, env=dict(NODE_ENV), preexec_fn=preexec)

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from .. import netplan, nodefs, seccomp
+from .. import netplan, nodefs
 from ..model import LabFull, LabRuntimeError, Node, NodeSpec, tmux_make
 from ..paths import nodes_dir, sessions_dir
 from .cgroups import set_frozen
@@ -261,7 +261,7 @@ class WarmPool:
         """Run `argv` in the node as its root (seccomp-confined, as a
         learner's commands are); a failure is a LabRuntimeError: `failed`
         and the command's stderr."""
-        enter, preexec = seccomp.confine(self._enter_argv(node.extra["pid"], node.id, argv))
+        enter, preexec = self._enter(node, node.extra["pid"], argv)
         proc = subprocess.run(enter, input=stdin, capture_output=True, env=dict(NODE_ENV),
                               preexec_fn=preexec, timeout=START_TIMEOUT)
         if proc.returncode:
