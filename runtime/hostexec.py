@@ -1,6 +1,6 @@
 """Host-side ways into a node, shared by the drivers: run a command with a
-time limit (they differ only in the host argv that enters the node: nsenter
-for the built-in driver, `docker exec` for the docker one), and ask a node's
+time limit (they differ only in the host argv that enters the node: the
+seccomp helper's --enter for the built-in driver, `docker exec` for the docker one), and ask a node's
 engine whether it answers.
 """
 from __future__ import annotations
@@ -76,8 +76,9 @@ async def run_limited(host_argv: list, limit: int, timeout: float, input=None, o
         try:
             code = await asyncio.wait_for(proc.wait(), timeout + 5)
         except (asyncio.TimeoutError, asyncio.CancelledError) as stopped:
-            # The whole process group: for nsenter that includes the command
-            # inside the node, which stays in the group across namespaces.
+            # The whole process group: for the entering helper that includes
+            # the command inside the node, which stays in the group across
+            # namespaces.
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             await asyncio.shield(proc.wait())
@@ -89,7 +90,7 @@ async def run_limited(host_argv: list, limit: int, timeout: float, input=None, o
             await asyncio.wait_for(reader.closed.wait(), 0.5)
     finally:
         transport.close()
-    # A KILL from `timeout` shows as 137 or -9 (nsenter re-raises the child's
+    # A KILL from `timeout` shows as 137 or -9 (the helper re-raises the child's
     # signal); an OOM kill looks the same and is told apart by the time taken.
     timed_out = code in (137, -9) and time.monotonic() - began >= limit - 0.05
     return ExecResult(code, reader.text(), timed_out=timed_out)

@@ -4,8 +4,8 @@ open; the changes it sees ask for a check run (labs/checks.py).
 The stream is the node engine's own /events endpoint, read over its socket
 (opened in the node's root: runtime/nodefs.py), for a driver that can open
 it; otherwise `docker events` run in the node. The socket costs no process:
-`docker events` is a process chain in the node (seccomp helper, nsenter,
-timeout, sh, the docker CLI: about 50 ms of CPU to start) per watched node,
+`docker events` is a process chain in the node (the seccomp helper entering
+it, timeout, sh, the docker CLI: about 50 ms of CPU to start) per watched node,
 which a class arriving at once paid forty times."""
 from __future__ import annotations
 
