@@ -284,13 +284,14 @@ int main(int argc, char **argv) {
 """
 
 
-def enter(pid: int, userns: bool, cgroup_dirs, argv: list) -> tuple:
+def enter(pid: int, userns: bool, cgroup_dirs, argv: list, by_shell: bool = False) -> tuple:
     """(argv, preexec_fn) for Popen and friends: `argv` runs inside a node,
     confined: in its cgroups `cgroup_dirs`, the namespaces, root and working
     directory of its init `pid` (its user namespace too when `userns`), as
     the node's root. The helper does it all (--enter); without a C compiler
-    a shell joins the cgroups and nsenter does the rest, under preexec_fn."""
-    path = helper() if install.supported else None
+    (or `by_shell`: python -m bench.execcost compares the two) a shell joins
+    the cgroups and nsenter does the rest, under the helper or preexec_fn."""
+    path = helper() if install.supported and not by_shell else None
     dirs = [str(d) for d in cgroup_dirs]
     if path is not None:
         return [path, "--enter", str(pid), "user" if userns else "-", str(len(dirs)), *dirs,

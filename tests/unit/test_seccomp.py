@@ -93,14 +93,16 @@ INSIDE = ("hostname; id -u; pwd; echo $$; grep Seccomp: /proc/self/status; "
           "readlink /proc/self/ns/net /proc/self/ns/mnt /proc/self/ns/user; cat /proc/self/cgroup")
 
 
-@pytest.mark.parametrize("compiler", [True, False], ids=["helper", "sh-and-nsenter"])
+@pytest.mark.parametrize("compiler, by_shell", [(True, False), (True, True), (False, False)],
+                         ids=["helper", "sh-and-nsenter-under-the-helper", "no-compiler"])
 def test_enter_runs_a_command_inside_the_node_as_its_root_confined(fresh, monkeypatch, target,
-                                                                   tmp_path, compiler):
+                                                                   tmp_path, compiler, by_shell):
     if not compiler:
         monkeypatch.setattr(seccomp.shutil, "which", lambda name: None)
     pid, group, hierarchy = target
-    argv, preexec = seccomp.enter(pid, True, [group], ["sh", "-c", INSIDE])
+    argv, preexec = seccomp.enter(pid, True, [group], ["sh", "-c", INSIDE], by_shell=by_shell)
     assert (argv[0] == str(seccomp.helper_path())) == compiler and (preexec is None) == compiler
+    assert (argv[1] == "--enter") == (compiler and not by_shell)
     done = subprocess.run(argv, capture_output=True, text=True, preexec_fn=preexec)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
