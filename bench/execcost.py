@@ -27,8 +27,6 @@ from runtime import get_driver, hostexec, seccomp
 from runtime.builtin.cgroups import entry_dirs
 from runtime.model import NodeSpec
 
-log = logging.getLogger("bench.execcost")
-
 WAYS = {"helper --enter": False, "helper, sh, nsenter": True}
 
 

@@ -1,7 +1,7 @@
 """Host-side ways into a node, shared by the drivers: run a command with a
 time limit (they differ only in the host argv that enters the node: the
-seccomp helper's --enter for the built-in driver, `docker exec` for the docker one), and ask a node's
-engine whether it answers.
+seccomp helper's --enter for the built-in driver, `docker exec` for the
+docker one), and ask a node's engine whether it answers.
 """
 from __future__ import annotations
 

@@ -126,8 +126,8 @@ HELPER_SOURCE = r"""/* Installs the lab's node seccomp filter (runtime/seccomp.p
    `for c in CGROUP_DIR...; do echo $$ > $c/cgroup.procs; done;
     exec nsenter -t PID [-U] -m -u -i -n -p -C -r -w -- COMMAND` did (USERNS
    "user" adds -U) without the two programs: a node command is started often
-   (a terminal, a check, a watcher), and sh plus nsenter cost about 2.5 ms
-   of CPU each time. The steps and their order are nsenter's (util-linux):
+   (a terminal, a check, a watcher), and sh plus nsenter cost about 2 ms
+   of CPU each time (python -m bench.execcost). The steps and their order are nsenter's (util-linux):
    every namespace but the user one while still host root, then the user
    namespace, root and working directory, uid and gid 0, and a fork so that
    COMMAND is in the node's pid namespace, the parent waiting to pass its

@@ -3,6 +3,7 @@ are, what limits them, which processes they hold."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 from pathlib import Path
@@ -123,20 +124,17 @@ def entry_dirs(node_id: str) -> list:
     join, its freezer thawed first: a process joining a frozen cgroup (a
     waiting pool node) would stop there. One read of the mount table for
     both, on the path of every exec and terminal."""
-    hierarchies = _entry_hierarchies or _read_entry_hierarchies()
+    hierarchies = _hierarchies_once()
     set_frozen(node_id, False, hierarchies)
     return node_cgroup_dirs(node_id, hierarchies)
 
 
-# The hierarchies, read once per process for entry_dirs: they are mounted at
-# boot and stay, and parsing the mount table was a tenth of an exec's CPU in
-# the site's process.
-_entry_hierarchies: list = []
-
-
-def _read_entry_hierarchies() -> list:
-    _entry_hierarchies[:] = cgroup_hierarchies()
-    return _entry_hierarchies
+@functools.cache
+def _hierarchies_once() -> list:
+    """cgroup_hierarchies(), read once per process for entry_dirs: they are
+    mounted at boot and stay, and parsing the mount table was a tenth of an
+    exec's CPU in the site's process."""
+    return cgroup_hierarchies()
 
 
 def _prepare_cpuset(path: Path) -> None:
