@@ -164,8 +164,11 @@ class NodeRecorder:
         self.proc = None
         self.writer = None
         # Replies to come, in order: the attach's, then the commands sent in run().
-        self.expect = collections.deque(["attach", "", "", "pid", "size", "screen"])
+        self.expect = collections.deque(["attach", "", "pid", "", "size", "screen"])
         self.block = None
+        # The pipe's output read while a screen is on its way: it came after
+        # that screen (see screen_commands) and is written after it.
+        self.held = []
         self.size = (80, 24, 0, 0)
         self.tmux_pid = None  # the tmux server's, as the node sees it
         self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
@@ -173,12 +176,19 @@ class NodeRecorder:
         self.window_start, self.window_bytes = 0.0, 0
         self.flood = None  # the flood going on (None: none)
 
-    def pipe_command(self) -> str:
-        return f"pipe-pane -O -t {self.name} 'exec cat > {self.fifo}'\n"
-
     def screen_commands(self) -> str:
-        return (f"display-message -p -t {self.name} "
-                "'#{window_width} #{window_height} #{cursor_x} #{cursor_y}'\n"
+        """Open the pipe, then ask for the size and the screen: one command
+        line, each command answered in its own block. tmux runs the commands
+        of a line one after the other without reading the pane in between,
+        so the pipe carries exactly what came after the screen. (As separate
+        lines, output could come between them; and what the pipe brought
+        before the screen's answer was dropped as already in it, but under
+        load the answer came late and the pipe had meanwhile carried the
+        prompt and a typed command that the screen did not have: CI once
+        recorded a first command without its line.)"""
+        return (f"pipe-pane -O -t {self.name} 'exec cat > {self.fifo}' ; "
+                f"display-message -p -t {self.name} "
+                "'#{window_width} #{window_height} #{cursor_x} #{cursor_y}' ; "
                 f"capture-pane -p -e -t {self.name}\n")
 
     async def run(self) -> None:
@@ -264,10 +274,24 @@ class NodeRecorder:
                     data = os.read(fd, 1 << 16)
                 except BlockingIOError:
                     continue
-                if data and self.writer is not None:  # before the first screen: in it
+                if not data:
+                    continue
+                if "screen" in self.expect:
+                    self.hold(data)
+                else:
                     self.output(data)
         finally:
             loop.remove_reader(fd)
+
+    HOLD_BYTES = 1 << 20
+
+    def hold(self, data: bytes) -> None:
+        """Keep output that came before its screen's answer; past HOLD_BYTES
+        (an answer that does not come) the oldest goes."""
+        self.held.append(data)
+        size = sum(map(len, self.held))  # a few reads, while an answer is on its way
+        while size > self.HOLD_BYTES and len(self.held) > 1:
+            size -= len(self.held.pop(0))
 
     def output(self, data: bytes) -> None:
         now = time.monotonic()
@@ -384,8 +408,8 @@ class NodeRecorder:
             # were at times never answered (tmux 3.3; a recorder waited for
             # its first screen forever, one unit run in six under load).
             with contextlib.suppress(ConnectionError):
-                self.proc.stdin.write(("refresh-client -f no-output\n" + self.pipe_command()
-                                       + "display-message -p '#{pid}'\n"
+                self.proc.stdin.write(("refresh-client -f no-output\n"
+                                       "display-message -p '#{pid}'\n"
                                        + self.screen_commands()).encode())
         elif kind == "pid":
             with contextlib.suppress(IndexError, ValueError):
@@ -401,6 +425,9 @@ class NodeRecorder:
             screen = "\r\n".join(line.decode("utf-8", "replace") for line in lines)
             self.writer.output(f"\x1b[H\x1b[2J{screen.rstrip()}\x1b[{y + 1};{x + 1}H")
             self.writer.flush()
+            held, self.held = self.held, []
+            for data in held:
+                self.output(data)
 
     def write_marks(self, found: list) -> None:
         for code, command in found:
@@ -426,7 +453,7 @@ class NodeRecorder:
         self.marks = MarkParser()  # a mark cut in two by the pipe's closing is gone
         self.expect.extend(["", "size", "screen"])
         with contextlib.suppress(ConnectionError):
-            self.proc.stdin.write((self.pipe_command() + self.screen_commands()).encode())
+            self.proc.stdin.write(self.screen_commands().encode())
 
     def _open_writer(self) -> CastWriter:
         cols, rows, _, _ = self.size

@@ -207,7 +207,8 @@ class Cluster:
 
     def logs(self) -> str:
         return "\n".join(f"----- {h.name} {name} -----\n{h.log(name)[-3000:]}"
-                         for h in self.hosts for name in ("host", "nodes", "checks", "gateway"))
+                         for h in self.hosts
+                         for name in ("host", "nodes", "checks", "gateway", "recorder"))
 
 
 def _host_env(site_env: dict, host: Host, site_url: str, token: str) -> dict:

@@ -311,6 +311,75 @@ def test_a_tmux_session_is_recorded_with_its_command_marks_and_resizes(runtime_d
     assert times == sorted(times)
 
 
+class LateAnswers(HostTmux):
+    """HostTmux whose control client's answers, past the first (the attach),
+    reach the recorder `delay` seconds late: a niced recorder on a busy
+    machine, whose pipe's `cat` (tmux's child) is not niced."""
+
+    delay = 1.5
+
+    async def open_control(self, node_id, name="main"):
+        proc = await super().open_control(node_id, name)
+        late = asyncio.StreamReader()
+
+        async def relay():
+            first = True
+            while line := await proc.stdout.readline():
+                late.feed_data(line)
+                if first and line.startswith((b"%end", b"%error")):
+                    first = False
+                    await asyncio.sleep(self.delay)
+            late.feed_eof()
+
+        class Late:
+            stdin, stdout = proc.stdin, late
+            returncode = property(lambda _: proc.returncode)
+            kill, wait = proc.kill, proc.wait
+        Late.relay = asyncio.create_task(relay())  # kept: a task nobody holds may be collected
+        return Late()
+
+
+def test_what_the_pipe_brings_before_a_late_screen_is_recorded_after_it(runtime_dir, tmp_path):
+    """CI once recorded a first command without its line: the screen's answer
+    came late, and the prompt and the typed line, which the pipe had brought
+    meanwhile, were dropped as if already in that screen."""
+    host = LateAnswers(str(tmp_path / "tmux.sock"))
+    node = Node(id="n1", session="s24", name="node1", driver="x", extra={"state": "running"})
+
+    async def scenario():
+        task = asyncio.create_task(recorder.NodeRecorder(
+            host, node, 0, fifo=str(tmp_path / "rec.fifo"), commands=str(tmp_path / "commands")).run())
+        path = castfile.cast_path(node.session, node.name)
+        # Typed once the pipe is open (so after the screen was taken), while
+        # the screen's answer is still on its way.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            shown = subprocess.run(["tmux", "-S", host.socket, "display-message", "-p", "-t", "main",
+                                    "#{pane_pipe}"], capture_output=True, text=True).stdout
+            if shown.strip() == "1":
+                break
+            await asyncio.sleep(0.02)
+        host.tmux("send-keys", "-t", "main", "echo typed_$((6*7))", "Enter")
+        assert not path.exists()  # the screen has not come yet
+        while not path.exists() and time.monotonic() < deadline + 10:
+            await asyncio.sleep(0.05)
+        await until_recorded(path, lambda items: "typed_42" in "".join(
+            e[2] for e in items if e[1] == "o"))
+        await stop(task)
+        return path
+
+    try:
+        path = asyncio.run(scenario())
+    finally:
+        subprocess.run(["tmux", "-S", host.socket, "kill-server"], capture_output=True)
+    _, items, _ = events(path)
+    output = "".join(e[2] for e in items if e[1] == "o")
+    screen_end = output.index("\x1b[2J")
+    # The screen first, then the typed line and its output, once each.
+    assert output.count("echo typed_$((6*7))") == 1, output
+    assert screen_end < output.index("echo typed_$((6*7))") < output.index("typed_42\r\n"), output
+
+
 def test_a_flood_is_left_out_with_a_marker_and_the_screen_after_it(tmp_path):
     host = HostTmux(str(tmp_path / "tmux.sock"))
     node = Node(id="n1", session="s22", name="node1", driver="x", extra={"state": "running"})
