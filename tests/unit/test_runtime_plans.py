@@ -73,3 +73,37 @@ def test_pool_nodes_count_as_room_not_load(monkeypatch):
     full_of_pool = hostinfo.load(50, pool=40)
     assert (full_of_pool["nodes_now"], full_of_pool["room"], full_of_pool["pool_ready"]) == (10, 40, 40)
     assert hostinfo.load(50)["room"] == 0
+
+
+def test_the_node_listing_sees_every_change_of_a_node_file(runtime_dir):
+    """list_nodes keeps what it parsed of files that have not changed; a node
+    saved again, even within the file system's clock tick and with a file of
+    the same size, is seen as it is now, and a removed one is gone."""
+    import os
+    import shutil
+
+    from runtime.builtin.driver import BuiltinDriver
+    from runtime.model import Node
+
+    driver = BuiltinDriver()
+    for i in range(3):
+        (driver._node_dir(f"n{i}")).mkdir(parents=True)
+        driver._save(Node(id=f"n{i}", session="s1", name=f"node{i}", driver="builtin",
+                          extra={"state": "running"}))
+    assert [n.id for n in driver.list_nodes()] == ["n0", "n1", "n2"]
+    # The same inode (as a freed one given back may be), size and time (one
+    # clock tick) as before: still read again, since it changed lately.
+    path = driver._node_dir("n1") / "node.json"
+    before = os.stat(path)
+    path.write_text(path.read_text().replace('"running"', '"stopped"'))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (os.stat(path).st_ino, os.stat(path).st_size) == (before.st_ino, before.st_size)
+    assert {n.id: n.extra["state"] for n in driver.list_nodes()}["n1"] == "stopped"
+    # Settled files come from the last listing; a changed one is read.
+    driver.SETTLED_NS = 0
+    assert driver.list_nodes()[1].extra["state"] == "stopped"
+    driver._save(Node(id="n1", session="s2", name="node1", driver="builtin",
+                      extra={"state": "running!"}))
+    assert [(n.session, n.extra["state"]) for n in driver.list_nodes()][1] == ("s2", "running!")
+    shutil.rmtree(driver._node_dir("n0"))
+    assert [n.id for n in driver.list_nodes()] == ["n1", "n2"]
