@@ -82,6 +82,9 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
+# Database sessions, one write fewer per login (labs/accounts/sessions.py says why).
+SESSION_ENGINE = "labs.accounts.sessions"
+
 ROOT_URLCONF = "labs.urls"
 ASGI_APPLICATION = "labs.asgi.application"
 

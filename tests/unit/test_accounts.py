@@ -102,3 +102,28 @@ def test_signup_hashes_the_password_outside_any_transaction(client, monkeypatch)
     assert response.status_code == 302
     assert seen == [False]
     assert get_user_model().objects.get(username="grace").check_password("a long pass phrase 42")
+
+
+def test_a_new_visitors_login_writes_its_session_once_and_a_brought_key_is_changed(client, ada):
+    """labs/accounts/sessions.py: a visitor without a session logs in with
+    one insert of the session row (no lookup of the new key, no empty row
+    updated after); a visitor who brought a session key gets another one on
+    login, so nobody can plant a key and share the session it becomes."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        response = client.post("/accounts/login/", {"username": "ada", "password": "correct horse battery"})
+    assert response.status_code == 302
+    touching = [q["sql"].split()[0] for q in queries.captured_queries if "django_session" in q["sql"]]
+    assert touching == ["INSERT"], touching
+    assert client.get("/dashboard/").context["user"] == ada
+
+    client.post("/accounts/logout/")
+    planted = client.session  # a saved session, its key in the cookie
+    planted["seen"] = 1
+    planted.save()
+    client.cookies["sessionid"] = planted.session_key
+    client.post("/accounts/login/", {"username": "ada", "password": "correct horse battery"})
+    assert client.cookies["sessionid"].value != planted.session_key
+    assert client.get("/dashboard/").context["user"] == ada
