@@ -7,6 +7,7 @@ from django.db import transaction
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from labs import broadcast
@@ -38,12 +39,18 @@ def lesson_response(request, lesson, joined=None):
     """The lesson page of `lesson` for request.user (also the join link's
     answer). `joined`: the classroom that a guest made by this same request
     has just joined, the one classroom they are in (so no query asks which,
-    whether their hand is up, or what machines they saved)."""
-    progress = StepProgress.states_for(request.user, lesson)
+    whether their hand is up, what machines they saved, what steps they did
+    or when they began this lesson: nothing yet)."""
+    progress = {} if joined else StepProgress.states_for(request.user, lesson)
     classrooms, messages = [], []
     activity = None
-    if request.user.is_authenticated:
+    if joined:
+        now = timezone.now()
+        activity = LessonActivity.objects.create(user=request.user, lesson=lesson,
+                                                 started=now, last=now)
+    elif request.user.is_authenticated:
         activity = LessonActivity.touch(request.user, lesson)
+    if request.user.is_authenticated:
         classrooms = [joined] if joined else list(
             Classroom.objects.filter(memberships__user=request.user, lessons=lesson))
         messages = ClassMessage.recent_for(request.user)
