@@ -180,8 +180,8 @@ def route(name, args, kwargs, options, task=None, **kw):
     queues; a task sent with an explicit queue keeps it; the rest go to the
     site's queue (celery)."""
     kind = SESSION_TASKS.get(name)
-    if kind is None or not args:
-        return None
+    if kind is None or not args or options.get("queue"):
+        return None  # (Celery asks even when the sender named the queue: no query then)
     return {"queue": f"{kind}.{host_name_of(args[0])}"}
 
 

@@ -61,8 +61,11 @@ def start_lab(user, lesson, resume: bool = False, with_event: bool = True) -> tu
             LabSession.objects.filter(pk=session.pk).update(resume=session.resume)
         # Placed on the host with the most room, or queued when all are full.
         if needs_start and hosts.place_session(session):
-            session_id = session.pk
-            transaction.on_commit(lambda: tasks.start_session.delay(session_id))
+            # To the queue of the host just chosen: the router would ask the
+            # database which one that is.
+            session_id, queue = session.pk, session.host.queue("nodes")
+            transaction.on_commit(lambda: tasks.start_session.apply_async(
+                (session_id,), queue=queue))
     body = {"ok": True, "session": session.pk, "started": needs_start}
     if with_event:
         session.refresh_from_db()

@@ -99,6 +99,30 @@ def test_when_every_host_is_full_start_queues_and_beat_places_it_later(
     assert (session.host.name, session.state) == ("beta", "ready")
 
 
+def test_a_sessions_tasks_go_to_its_hosts_queues_and_a_start_names_its_queue(
+        client, ada, lesson, monkeypatch, django_assert_num_queries,
+        django_capture_on_commit_callbacks):
+    """The router looks up the session's host (a queued session may have been
+    placed since); a start sent just after the placing names the queue, and
+    then the router asks the database nothing."""
+    from labs.celery import app
+    beat("alpha", room=5)
+    sent = []
+    monkeypatch.setattr(tasks.start_session, "apply_async",
+                        lambda args, **options: sent.append((args, options)))
+    client.force_login(ada)
+    with django_capture_on_commit_callbacks(execute=True):
+        body = client.post(START).json()
+    assert sent == [((body["session"],), {"queue": "nodes.alpha"})]
+    router = app.amqp.router
+    assert router.route({}, hosts.TASKS + "run_checks", (body["session"],))["queue"].name == \
+        "checks.alpha"
+    with django_assert_num_queries(0):
+        route = router.route({"queue": "nodes.alpha"}, hosts.TASKS + "start_session",
+                             (body["session"],))
+    assert route["queue"].name == "nodes.alpha"
+
+
 def test_a_silent_host_loses_its_sessions_not_their_progress(client, ada, lesson, fake_driver,
                                                              django_capture_on_commit_callbacks):
     beat("alpha", room=5)
