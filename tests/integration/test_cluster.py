@@ -142,7 +142,7 @@ def test_three_hosts_share_a_class_and_one_dies_without_losing_progress():
         with learners[on_h1].get(port["url"]) as response:
             assert response.geturl() == f"http://n{event['node']}-8080.h1.lab.test:8001/"
             assert "Welcome to nginx" in response.read().decode()
-        assert '"GET /.lab/enter' in cluster.host("h1").log("gateway")  # h1 let her in
+        assert '"GET /.lab/enter' in cluster.host("h1").wait_logged("gateway", '"GET /.lab/enter')  # h1 let her in
 
         # Her terminal was recorded on h1; the site serves the replay from h1's
         # gateway, with its own timeline merged in.
@@ -152,7 +152,7 @@ def test_three_hosts_share_a_class_and_one_dies_without_losing_progress():
         events = [json.loads(line) for line in lines[1:]]
         assert "docker container run alpine hostname" in "".join(e[2] for e in events if e[1] == "o")
         assert "step 1 done" in [e[2] for e in events if e[1] == "m"]
-        assert '"GET /recordings/' in cluster.host("h1").log("gateway")
+        assert '"GET /recordings/' in cluster.host("h1").wait_logged("gateway", '"GET /recordings/')
 
         # h3 dies: its processes and nodes are SIGKILLed at once. The pages of
         # its learners are open and hear it.
@@ -206,7 +206,7 @@ def test_three_hosts_share_a_class_and_one_dies_without_losing_progress():
         # Its old nodes were removed before it came back: by the heartbeat's
         # reaping, or by a pool task queued for h3 before it died that its
         # worker ran first; either way the runtime says so for each.
-        log_text = h3.log("nodes")
+        log_text = h3.wait_logged("nodes", "host h3 is back")
         assert "host h3 is back" in log_text, log_text[-3000:]
         for runtime_id in node_ids_on(db, "h3"):
             assert f"node {runtime_id} removed" in log_text, (runtime_id, log_text[-3000:])
@@ -218,6 +218,6 @@ def test_three_hosts_share_a_class_and_one_dies_without_losing_progress():
         asyncio.run(stop_and_resume_elsewhere(learners[on_h1], db))
         rows = [(host, state) for user, host, state in sessions_by_host(db) if user == on_h1]
         assert rows[-2] == ("h1", "stopped") and rows[-1][0] in ("h2", "h3"), rows
-        assert "saved as u" in cluster.host("h1").log("nodes")
+        assert "saved as u" in cluster.host("h1").wait_logged("nodes", "saved as u")
     # Every host's processes, nodes, namespaces and cgroups are gone.
     assert leftovers(cluster.tag) == []

@@ -104,6 +104,18 @@ class Host:
         return "".join(line for line in text.splitlines(keepends=True)
                        if f" {name}.1 " in line[:40])
 
+    def wait_logged(self, name: str, text: str, seconds: float = 20) -> str:
+        """The lines of process `name` once `text` is among them. A line comes
+        some time after what it tells of: through the process's output, then
+        honcho's, into host.log; on a busy machine a test that read the log at
+        once missed a gateway's request it had just been answered by."""
+        deadline = time.monotonic() + seconds
+        while True:
+            lines = self.log(name)
+            if text in lines or time.monotonic() > deadline:
+                return lines
+            time.sleep(0.1)
+
     def start(self) -> None:
         log = open(self.work / "host.log", "ab")
         self.proc = subprocess.Popen(
