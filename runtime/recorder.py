@@ -152,6 +152,13 @@ class NodeRecorder:
     """
 
     FLOOD_BYTES = 512 * 1024
+    # tmux answers in milliseconds, a second or two on a saturated machine.
+    # Answers still due after this long will not come: this control client
+    # is given up (the Recorder attaches a new one). CI once had a recorder
+    # wait for its first screen while the learner's typing kept other lines
+    # coming, so the quiet-time probe below never fired: that node's terminal
+    # went unrecorded and nothing said why.
+    ANSWER_SECONDS = 5.0
     POLL_SECONDS = 0.25  # how often the read counter is looked at in a flood
     QUIET_SECONDS = 0.5  # a flood has ended when tmux read little for this long
     QUIET_BYTES = 64 * 1024  # "little": typing and the prompt, not a flood
@@ -165,6 +172,8 @@ class NodeRecorder:
         self.writer = None
         # Replies to come, in order: the attach's, then the commands sent in run().
         self.expect = collections.deque(["attach", "", "pid", "", "size", "screen"])
+        self.answered_at = time.monotonic()  # the last answer (or when the first was asked)
+        self.lines_since = 0  # other lines of tmux's since then
         self.block = None
         # The pipe's output read while a screen is on its way: it came after
         # that screen (see screen_commands) and is written after it.
@@ -211,11 +220,12 @@ class NodeRecorder:
         # (The same FIFO again, through the descriptor just checked.)
         keep_open = os.open(f"/proc/self/fd/{reading}", os.O_WRONLY | os.O_NONBLOCK)
         self.proc = proc = await self.driver.open_control(self.node.id, self.name)
+        self.answered_at = time.monotonic()
         output = asyncio.create_task(self.read_output(reading))
         try:
             while True:
                 try:
-                    async with asyncio.timeout(5):
+                    async with asyncio.timeout(self.ANSWER_SECONDS if self.expect else 5):
                         line = await proc.stdout.readline()
                 except TimeoutError:
                     # Quiet is normal. But tmux 3.3 now and then leaves a
@@ -224,17 +234,13 @@ class NodeRecorder:
                     # the session is still there.
                     if proc.returncode is not None:
                         break
-                    if "probe" in self.expect:
-                        # Not even the last probe was answered: this client
-                        # is stuck (seen under load, right after its start).
-                        # The Recorder starts another one.
-                        raise LabRuntimeError("tmux's control client stopped answering")
-                    self.expect.append("probe")
-                    with contextlib.suppress(ConnectionError):
-                        proc.stdin.write(f"has-session -t {self.name}\n".encode())
+                    self.check_answers()  # (a probe not answered either: stuck)
+                    if not self.expect:
+                        self.ask(["probe"], f"has-session -t {self.name}\n")
                     continue
                 if not line or not self.line(line.rstrip(b"\n")):
                     break
+                self.check_answers()
                 # (tmux may be gone by now: the shell exited, the node stopped)
                 with contextlib.suppress(ConnectionError):
                     await proc.stdin.drain()
@@ -316,9 +322,7 @@ class NodeRecorder:
         self.flood = Flood(self.tmux_reads(), self.commands_size())
         log.info("node %s: a flood, its pipe closed (tmux read counter: %s)", self.node.id,
                  "none" if self.flood.reads is None else "yes")
-        self.expect.append("")
-        with contextlib.suppress(ConnectionError):
-            self.proc.stdin.write(f"pipe-pane -t {self.name}\n".encode())  # closes it
+        self.ask([""], f"pipe-pane -t {self.name}\n")  # closes it
 
     def flood_poll(self) -> None:
         """In a flood, every POLL_SECONDS: has tmux stopped reading much?"""
@@ -380,11 +384,29 @@ class NodeRecorder:
                 found.append((int(code), _CONTROL.sub(" ", command)[:500]))
         return found
 
+    def ask(self, kinds: list, commands: str) -> None:
+        """Send tmux `commands`, whose answers are `kinds`."""
+        if not self.expect:
+            self.answered_at, self.lines_since = time.monotonic(), 0
+        self.expect.extend(kinds)
+        with contextlib.suppress(ConnectionError):
+            self.proc.stdin.write(commands.encode())
+
+    def check_answers(self) -> None:
+        """LabRuntimeError when answers are due and none came for ANSWER_SECONDS."""
+        waited = time.monotonic() - self.answered_at
+        if self.expect and waited >= self.ANSWER_SECONDS:
+            raise LabRuntimeError(
+                f"tmux's control client left {'/'.join(k or '-' for k in self.expect)} "
+                f"unanswered for {waited:.0f} s ({self.lines_since} other lines meanwhile)")
+
     def line(self, line: bytes) -> bool:
         """One line of tmux's control protocol; False when tmux is done."""
+        self.lines_since += 1
         if self.block is not None:
             if line.startswith((b"%end ", b"%error ")):
                 kind = self.expect.popleft() if self.expect else ""
+                self.answered_at, self.lines_since = time.monotonic(), 0
                 if kind == "probe" and line.startswith(b"%error "):
                     return False  # the session is gone
                 self.reply(kind, self.block)
@@ -451,9 +473,7 @@ class NodeRecorder:
         self.window_start, self.window_bytes = time.monotonic(), 0
         self.decoder.reset()
         self.marks = MarkParser()  # a mark cut in two by the pipe's closing is gone
-        self.expect.extend(["", "size", "screen"])
-        with contextlib.suppress(ConnectionError):
-            self.proc.stdin.write(self.screen_commands().encode())
+        self.ask(["", "size", "screen"], self.screen_commands())
 
     def _open_writer(self) -> CastWriter:
         cols, rows, _, _ = self.size

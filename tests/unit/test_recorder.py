@@ -228,7 +228,7 @@ async def start_recording(host, node, tmp_path) -> tuple:
             try:
                 task.result()
             except recorder.LabRuntimeError as exc:
-                assert "stopped answering" in exc.reason, exc.reason
+                assert "unanswered" in exc.reason, exc.reason
                 task = start()
         await asyncio.sleep(0.05)
     return task, path
@@ -378,6 +378,67 @@ def test_what_the_pipe_brings_before_a_late_screen_is_recorded_after_it(runtime_
     # The screen first, then the typed line and its output, once each.
     assert output.count("echo typed_$((6*7))") == 1, output
     assert screen_end < output.index("echo typed_$((6*7))") < output.index("typed_42\r\n"), output
+
+
+class DeafTmux(HostTmux):
+    """HostTmux whose control client never gets the recorder's first line
+    asking for the screen: as a tmux that leaves commands unanswered."""
+
+    async def open_control(self, node_id, name="main"):
+        proc = await super().open_control(node_id, name)
+        real = proc.stdin
+
+        class Deaf:
+            dropped = []
+
+            def write(self, data):
+                if b"capture-pane" in data and not self.dropped:
+                    self.dropped.append(data)
+                    data = b"".join(line for line in data.splitlines(keepends=True)
+                                    if b"capture-pane" not in line)
+                real.write(data)
+
+            def __getattr__(self, name):
+                return getattr(real, name)
+        proc.stdin = Deaf()
+        return proc
+
+
+def test_a_control_client_that_leaves_the_screen_unanswered_is_given_up_though_lines_come(
+        runtime_dir, tmp_path):
+    """CI once had a node's terminal go unrecorded, with nothing logged: its
+    recorder waited for a first screen while other lines kept coming (the
+    learner typing), so the probe of a quiet client never went out."""
+    host = DeafTmux(str(tmp_path / "tmux.sock"))
+    node = Node(id="n1", session="s25", name="node1", driver="x", extra={"state": "running"})
+
+    async def scenario():
+        node_recorder = recorder.NodeRecorder(host, node, 0, fifo=str(tmp_path / "rec.fifo"),
+                                              commands=str(tmp_path / "commands"))
+        node_recorder.ANSWER_SECONDS = 1.5
+        task = asyncio.create_task(node_recorder.run())
+        began = time.monotonic()
+        renames = 0
+        while not task.done() and time.monotonic() - began < 8:
+            # A line from tmux every 0.2 s (%window-renamed): never quiet.
+            with contextlib.suppress(subprocess.CalledProcessError):
+                host.tmux("rename-window", "-t", "main", f"w{renames}")
+                renames += 1
+            await asyncio.sleep(0.2)
+        assert task.done(), "still waiting for the screen after 8 s"
+        with pytest.raises(recorder.LabRuntimeError) as raised:
+            task.result()
+        return raised.value.reason, time.monotonic() - began, renames
+
+    try:
+        reason, took, renames = asyncio.run(scenario())
+    finally:
+        subprocess.run(["tmux", "-S", host.socket, "kill-server"], capture_output=True)
+    assert "size/screen unanswered" in reason, reason
+    assert "other lines meanwhile" in reason and " (0 other" not in reason, reason
+    assert took < 4, took
+    assert renames >= 5
+    assert not castfile.cast_path(node.session, node.name).exists()
 
 
 def test_a_flood_is_left_out_with_a_marker_and_the_screen_after_it(tmp_path):
