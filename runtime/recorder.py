@@ -152,12 +152,9 @@ class NodeRecorder:
     """
 
     FLOOD_BYTES = 512 * 1024
-    # tmux answers in milliseconds, a second or two on a saturated machine.
-    # Answers still due after this long will not come: this control client
-    # is given up (the Recorder attaches a new one). CI once had a recorder
-    # wait for its first screen while the learner's typing kept other lines
-    # coming, so the quiet-time probe below never fired: that node's terminal
-    # went unrecorded and nothing said why.
+    # tmux answers in ms (seconds on a saturated machine); answers due longer
+    # will not come, and the Recorder attaches a new client. (CI once had one
+    # wait for its first screen forever: the learner's typing kept lines coming.)
     ANSWER_SECONDS = 5.0
     POLL_SECONDS = 0.25  # how often the read counter is looked at in a flood
     QUIET_SECONDS = 0.5  # a flood has ended when tmux read little for this long
