@@ -40,6 +40,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 import statistics
@@ -396,9 +397,15 @@ async def class_rounds(site, args) -> list:
     await stop_all(r1["results"], site.prefix)
 
     await wait_pool(2, 120)
-    planned = make_classroom(site, "Morning class (starts in 5 min)", args.learners, 5)
+    starts_in = max(5, math.ceil(args.pool_wait / 60))
+    planned = make_classroom(site, f"Morning class (starts in {starts_in} min)", args.learners,
+                             starts_in)
     log.info("round 2: beat fills the pool for the class of %d", args.learners)
     filled = await wait_pool(args.learners + 2, args.fill_timeout)
+    if args.pool_wait:
+        # A real class's pool waits the lead time (10 min) before anyone comes.
+        log.info("round 2: the pool waits %.0f s for the class", args.pool_wait)
+        await asyncio.sleep(args.pool_wait)
     page = site.manage("shell", "-c", POOL_LINE.format(pk=planned["pk"])).stdout.strip()
     page = page.splitlines()[-1] if page else "(nothing)"
     before = pool_ready()
@@ -436,7 +443,8 @@ async def class_rounds(site, args) -> list:
             f"{name} {ms_:.0f}" for name, ms_ in per.items() if ms_ >= 5))
         for failure in r["failures"][:5]:
             lines.append(f"    {failure}")
-    lines.append(f"pool filled for the class by beat: {args.learners} nodes in {filled:.0f} s "
+    lines.append(f"pool filled for the class by beat: {args.learners} nodes in {filled:.0f} s, "
+                 f"then waited {args.pool_wait:.0f} s for the class "
                  f"(the class's lead time is LAB_POOL_LEAD_MINUTES, 10 by default)")
     lines.append(f"classroom page's figures when it was full: {page}")
     lines.append(f"the site's logs: {keep_logs(site)}")
@@ -464,6 +472,9 @@ def main(argv=None) -> int:
                         help="deadline of one learner's arrival (seconds)")
     parser.add_argument("--fill-timeout", type=float, default=300,
                         help="deadline for beat to fill the class's pool (seconds)")
+    parser.add_argument("--pool-wait", type=float, default=0,
+                        help="seconds the filled pool waits before the class arrives (a real "
+                             "class's pool waits up to the lead time, 600)")
     args = parser.parse_args(argv)
     bench_process()
     lines = []
