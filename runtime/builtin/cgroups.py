@@ -103,11 +103,11 @@ def freezer_file(node_id: str, hierarchies: list | None = None):
 
 def set_frozen(node_id: str, frozen: bool, hierarchies: list | None = None) -> bool:
     """Freeze a node's processes (they keep their memory, and use no CPU
-    until thawed) or thaw them. A waiting pool node is frozen: its engine's
-    idle timers cost about 6 ms of CPU a second, 0.25 of a core for a class's
-    pool of forty. Anything entering the node thaws it first (a process
-    joining a frozen cgroup would stop there). False if the node has no
-    freezer (gone, or none on this host)."""
+    until thawed) or thaw them. The lab freezes none now (pool nodes wait
+    running: runtime/builtin/pool.py says why), but anything entering a node
+    thaws it first, as the claim of a pool node does: a process joining a
+    frozen cgroup would stop there, and an older version froze waiting pool
+    nodes. False if the node has no freezer (gone, or none on this host)."""
     found = freezer_file(node_id, hierarchies)
     if found is None:
         return False

@@ -149,8 +149,8 @@ class Host:
 
     def kill(self) -> None:
         """The host dies at once: every process of it and of its nodes, SIGKILLed."""
-        # Waiting pool nodes are frozen, and a frozen process dies only once
-        # thawed (a machine's death takes them all the same).
+        # A frozen process dies only once thawed (the lab freezes no node
+        # now, but a machine's death would take frozen ones all the same).
         for state in CGROUP_ROOT.glob(f"freezer/{self.cgroup_parent}/*/freezer.state"):
             with contextlib.suppress(OSError):
                 state.write_text("THAWED")
