@@ -238,6 +238,6 @@ def test_the_join_link_asks_the_database_little(client, classroom, fake_driver,
     and the lesson page it answers with stay within a count of queries that a
     change adding to it has to raise."""
     client.get(f"/join/{classroom.code}/", HTTP_USER_AGENT="Mozilla/5.0 Firefox/140")  # the host row
-    with django_assert_max_num_queries(39):
+    with django_assert_max_num_queries(31):
         response = Client().get(f"/join/{classroom.code}/", HTTP_USER_AGENT="Mozilla/5.0 Firefox/140")
     assert response.status_code == 200
