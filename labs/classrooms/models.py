@@ -122,6 +122,13 @@ class ClassMessage(models.Model):
                 "sent": self.sent.isoformat()}
 
     @classmethod
+    def recent_in(cls, room, hours: int = 3) -> list:
+        """The messages to everyone in `room` of the last `hours`."""
+        since = timezone.now() - timezone.timedelta(hours=hours)
+        return list(cls.objects.filter(classroom=room, to_user=None, sent__gte=since)
+                    .select_related("sender", "classroom")[:5])
+
+    @classmethod
     def recent_for(cls, user, hours: int = 3) -> list:
         since = timezone.now() - timezone.timedelta(hours=hours)
         return list(cls.objects.filter(classroom__memberships__user=user, sent__gte=since)

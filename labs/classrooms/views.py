@@ -241,12 +241,14 @@ def join(request, code=""):
                       backend="django.contrib.auth.backends.ModelBackend")
             room.join(request.user, new_user=new_guest)
             first = room.ordered_lessons()
-            started = False
+            started, session = False, None
             if first and _class_is_on(room) and (
                     new_guest or not machines.page_context(request.user, first[0])["saved"]):
                 # (A saved machine waits for the learner's own choice: Resume or
                 # fresh. A guest made just now has none.)
-                started = start_lab(request.user, first[0], with_event=False)[1] == 200
+                _, status, session = start_lab(request.user, first[0], with_event=False,
+                                               new_user=new_guest)
+                started = status == 200
         if not started:  # a start pushes the row itself, once its machine is ready
             broadcast.push_learner_row(room.pk, request.user)
         if link and first:
@@ -255,7 +257,8 @@ def join(request, code=""):
             # (which paid the web process again for the session, the user and
             # a database connection). The page's script puts its own address
             # in the address bar.
-            return lesson_response(request, first[0], joined=room if new_guest else None)
+            return lesson_response(request, first[0], joined=room if new_guest else None,
+                                   session=session)
         return redirect("lesson", first[0].slug) if first else redirect("dashboard")
     return render(request, "classrooms/join.html", {
         "room": room if not error else None, "code": code, "error": error})

@@ -35,12 +35,13 @@ def lesson_page(request, slug):
     return lesson_response(request, get_object_or_404(Lesson, slug=slug))
 
 
-def lesson_response(request, lesson, joined=None):
+def lesson_response(request, lesson, joined=None, session=None):
     """The lesson page of `lesson` for request.user (also the join link's
     answer). `joined`: the classroom that a guest made by this same request
     has just joined, the one classroom they are in (so no query asks which,
-    whether their hand is up, what machines they saved, what steps they did
-    or when they began this lesson: nothing yet)."""
+    whether their hand is up, what machines they saved, what steps they did,
+    when they began this lesson or which lab session they have: nothing yet,
+    but `session`, the one this request started, if it did)."""
     progress = {} if joined else StepProgress.states_for(request.user, lesson)
     classrooms, messages = [], []
     activity = None
@@ -53,16 +54,18 @@ def lesson_response(request, lesson, joined=None):
     if request.user.is_authenticated:
         classrooms = [joined] if joined else list(
             Classroom.objects.filter(memberships__user=request.user, lessons=lesson))
-        messages = ClassMessage.recent_for(request.user)
+        # (Nothing was sent to a guest made just now: only the class's own messages.)
+        messages = (ClassMessage.recent_in(joined) if joined
+                    else ClassMessage.recent_for(request.user))
     steps = []
     for step in lesson.steps.all():
         entry = progress.get(step.number)
         steps.append({"step": step,
                       "state": entry.state if entry else StepProgress.PENDING,
                       "message": entry.message if entry else ""})
-    session = None
-    if request.user.is_authenticated:
-        session = LabSession.current_for(request.user, lesson)
+    if not joined:
+        session = (LabSession.current_for(request.user, lesson)
+                   if request.user.is_authenticated else None)
     event = session.event() if session else None
     # (The event lists the nodes as the page shows them: no second query.)
     nodes = event["nodes"] if session and session.state == LabSession.READY else []

@@ -120,23 +120,28 @@ class LabSession(models.Model):
     @classmethod
     def current_for(cls, user, lesson):
         """The learner's live (not stopped) session for this lesson, if any: a
-        lost one too, so the page can say what happened."""
-        return cls.objects.filter(user=user, lesson=lesson).exclude(state=cls.STOPPED).first()
+        lost one too, so the page can say what happened. With its host: its
+        event names the host's gateway (a query more for each page and socket)."""
+        return (cls.objects.filter(user=user, lesson=lesson).exclude(state=cls.STOPPED)
+                .select_related("host").first())
 
     # A start younger than this is taken to be still in flight (its task
     # queued or running); an older one is retried.
     START_GRACE_SECONDS = 60
 
     @classmethod
-    def ensure_for(cls, user, lesson) -> tuple:
+    def ensure_for(cls, user, lesson, new_user: bool = False) -> tuple:
         """Reuse the learner's session for the lesson or make one (with its nodes).
 
         Returns (session, needs_start). needs_start is False when every node
         is ready, or when a start began less than START_GRACE_SECONDS ago;
         otherwise the session and its unready nodes are reset to starting.
+        new_user: `user` was made in this transaction, so has no session to
+        look for (a class joining by its link: a query fewer each).
         """
-        with transaction.atomic():
-            session = cls.current_for(user, lesson)
+        # (No savepoint: nobody goes on with the transaction after a failure here.)
+        with transaction.atomic(savepoint=False):
+            session = None if new_user else cls.current_for(user, lesson)
             if session is not None and session.state == cls.LOST:
                 # Its host went away with its nodes: it ends, and a new
                 # session is placed on a host that is there.
@@ -263,10 +268,11 @@ class LabSession(models.Model):
         return nodes.count()
 
     @classmethod
-    def room_for(cls, user, lesson) -> str:
-        """"" if the learner may start the lesson's nodes, else why not."""
+    def room_for(cls, user, lesson, new_user: bool = False) -> str:
+        """"" if the learner may start the lesson's nodes, else why not
+        (new_user: made in this transaction, so none in use yet)."""
         limit = settings.LAB_NODES_PER_LEARNER
-        used = cls.nodes_in_use(user, besides_lesson=lesson)
+        used = 0 if new_user else cls.nodes_in_use(user, besides_lesson=lesson)
         if used + len(lesson.nodes) <= limit:
             return ""
         others = (cls.objects.filter(user=user).exclude(state__in=cls.ENDED)

@@ -45,7 +45,8 @@ def mark_session(session, state: str, error: str = "") -> None:
 
 def _session(session_id):
     try:
-        return LabSession.objects.select_related("lesson", "user").get(pk=session_id)
+        # (The host too: the session's event names its gateway.)
+        return LabSession.objects.select_related("lesson", "user", "host").get(pk=session_id)
     except LabSession.DoesNotExist:
         log.info("session %s is gone; nothing to do", session_id)
         return None

@@ -35,26 +35,30 @@ def start(request, slug):
     lesson = get_object_or_404(Lesson, slug=slug)
     if not request.user.is_authenticated:
         return JsonResponse({"ok": False, "error": "Log in to start a lab."}, status=403)
-    body, status = start_lab(request.user, lesson, resume=request.POST.get("resume") == "1")
+    body, status, _ = start_lab(request.user, lesson, resume=request.POST.get("resume") == "1")
     return JsonResponse(body, status=status)
 
 
-def start_lab(user, lesson, resume: bool = False, with_event: bool = True) -> tuple:
-    """Start (or find) `user`'s lab for `lesson`: (the JSON for the page, HTTP status).
-    Also what joining a class by its link does, so the machine is on its way
-    while the lesson page loads. with_event=False leaves the session's event
-    (three queries) out of the JSON, for a caller that sends none."""
-    room = LabSession.room_for(user, lesson)
+def start_lab(user, lesson, resume: bool = False, with_event: bool = True,
+              new_user: bool = False) -> tuple:
+    """Start (or find) `user`'s lab for `lesson`: (the JSON for the page, HTTP
+    status, the session or None). Also what joining a class by its link does,
+    so the machine is on its way while the lesson page loads. with_event=False
+    leaves the session's event (three queries) out of the JSON, for a caller
+    that sends none; new_user: `user` was made in this transaction (no nodes
+    or sessions to look for)."""
+    room = LabSession.room_for(user, lesson, new_user=new_user)
     if room:
         return {"ok": False, "state": "failed", "error": room,
-                "running_url": reverse("dashboard") + "#running-labs"}, 409
+                "running_url": reverse("dashboard") + "#running-labs"}, 409, None
     problems = preflight_problems()
     if problems:
         log.warning("not starting a lab for %s: %s", user, "; ".join(problems))
-        return {"ok": False, "state": "failed",
-                "error": "The lab machines cannot start on this server: " + " ".join(problems)}, 503
-    with transaction.atomic():
-        session, needs_start = LabSession.ensure_for(user, lesson)
+        error = "The lab machines cannot start on this server: " + " ".join(problems)
+        return {"ok": False, "state": "failed", "error": error}, 503, None
+    # (No savepoint inside the join's transaction: a failure here fails the join.)
+    with transaction.atomic(savepoint=False):
+        session, needs_start = LabSession.ensure_for(user, lesson, new_user=new_user)
         if needs_start and session.resume != resume:
             # Resume my machine (the page's default when there is a save) or Start fresh.
             session.resume = resume
@@ -70,7 +74,7 @@ def start_lab(user, lesson, resume: bool = False, with_event: bool = True) -> tu
     if with_event:
         session.refresh_from_db()
         body.update(session.event())
-    return body, 200
+    return body, 200, session
 
 
 @require_POST

@@ -7,7 +7,7 @@ from django.test import Client
 from django.utils import timezone
 
 from labs.accounts.models import is_guest
-from labs.classrooms.models import Classroom
+from labs.classrooms.models import ClassMessage, Classroom
 from labs.sandboxes import pools
 from labs.sandboxes.hosts import heartbeat
 from labs.sandboxes.models import LabSession, SandboxHost
@@ -44,6 +44,21 @@ def test_the_join_link_makes_a_guest_joins_and_starts_the_lab_in_one_request(
     client.get(f"/join/{classroom.code}/")
     assert django_user_model.objects.filter(pk=guest.pk).count() == 1
     assert LabSession.objects.filter(user=guest).count() == 1
+
+
+def test_the_join_link_page_shows_what_the_class_was_told_before(client, classroom, iris, ada,
+                                                                fake_driver):
+    """A guest made by the link is in no other classroom and was sent nothing
+    yet: their page shows the class's messages of the last hours, not a
+    message the instructor sent one learner, nor one sent long ago."""
+    ClassMessage.objects.create(classroom=classroom, sender=iris, text="We start at 9:05")
+    ClassMessage.objects.create(classroom=classroom, sender=iris, to_user=ada, text="Ada, see me")
+    old = ClassMessage.objects.create(classroom=classroom, sender=iris, text="Yesterday's notes")
+    ClassMessage.objects.filter(pk=old.pk).update(sent=minutes(-60 * 24))
+    html = client.get(f"/join/{classroom.code}/", HTTP_USER_AGENT="Mozilla/5.0 Firefox/140"
+                      ).content.decode()
+    assert "iris (to the class): </strong>We start at 9:05" in html
+    assert "Ada, see me" not in html and "Yesterday" not in html
 
 
 def test_a_link_preview_gets_the_page_and_makes_no_guest(client, classroom, django_user_model,
@@ -238,6 +253,6 @@ def test_the_join_link_asks_the_database_little(client, classroom, fake_driver,
     and the lesson page it answers with stay within a count of queries that a
     change adding to it has to raise."""
     client.get(f"/join/{classroom.code}/", HTTP_USER_AGENT="Mozilla/5.0 Firefox/140")  # the host row
-    with django_assert_max_num_queries(31):
+    with django_assert_max_num_queries(23):
         response = Client().get(f"/join/{classroom.code}/", HTTP_USER_AGENT="Mozilla/5.0 Firefox/140")
     assert response.status_code == 200
