@@ -30,14 +30,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench.classstart import make_classroom
 from bench.site import bench_process
-from tests.support.livesite import ROOT, VENV_BIN, free_port, live_site
+from tests.support.livesite import ROOT, VENV_BIN, _answers, free_port, live_site, wait_for
 
 log = logging.getLogger("benchjoin")
 
@@ -66,18 +65,6 @@ def join_burst(url: str, code: str, count: int) -> None:
         list(pool.map(one, range(count)))
 
 
-def wait_answers(url: str, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            urllib.request.urlopen(url + "/", timeout=2).read()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{url} did not answer within {seconds:.0f} s")
-            time.sleep(0.2)
-
-
 @contextlib.contextmanager
 def worktree(rev: str):
     """A detached checkout of `rev`, removed afterwards."""
@@ -101,7 +88,7 @@ def web_server(checkout: Path, env: dict):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_answers(url)
+        wait_for(lambda: _answers(url + "/"), 30, f"the web server of {checkout} to answer")
         yield url, proc.pid
     finally:
         proc.terminate()
