@@ -211,9 +211,10 @@ class Driver(abc.ABC):
 
     async def open_control(self, node_id: str, name: str = "main") -> asyncio.subprocess.Process:
         """A tmux control-mode client of the node's terminal `name` (made if it
-        is not there yet): a process with stdin and stdout pipes. It reports
-        the pane's own output whether or not a browser is attached, without
-        changing the terminal's size (runtime/recorder.py records from it)."""
+        is not there yet): a process with stdin and stdout pipes, leading a
+        process group of its own (the recorder ends the whole group). It
+        reports the pane's own output whether or not a browser is attached,
+        without changing the terminal's size (runtime/recorder.py records from it)."""
         raise LabRuntimeError(f"the {self.name} driver cannot record terminals", permanent=True)
 
     saves_machines = False  # save_and_stop keeps the node's state

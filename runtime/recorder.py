@@ -32,6 +32,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import stat
 import time
 
@@ -250,10 +251,22 @@ class NodeRecorder:
                     os.close(fd)
             if self.writer is not None:
                 self.writer.close()
+            # The whole process group, not the process alone: the driver's
+            # entering helper forks the tmux client (a pid namespace applies
+            # to children only), and that client, alive, holds the pipes that
+            # wait() waits for. CI had a recorder wait so forever after it gave
+            # up on an unanswering tmux: that node was never tried again.
             with contextlib.suppress(ProcessLookupError):
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)
+            # And our ends of its pipes, closed now rather than at their EOF:
+            # a tmux client hands its stdout to the tmux server, and a server
+            # that is stuck (or stopped) never lets go of it. (asyncio's
+            # Process has no public way to its transport.)
+            proc.stdin.close()
+            transport = getattr(proc, "_transport", None)
+            if transport is not None:
+                transport.close()
             await proc.wait()
-            proc.stdin.close()  # else its transport outlives the event loop
 
     async def read_output(self, fd: int) -> None:
         """The pane's output from the FIFO: whatever has arrived since the

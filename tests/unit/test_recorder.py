@@ -4,6 +4,7 @@ marks and resizes (this machine's tmux, on a private socket)."""
 import asyncio
 import contextlib
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -334,7 +335,7 @@ class LateAnswers(HostTmux):
         class Late:
             stdin, stdout = proc.stdin, late
             returncode = property(lambda _: proc.returncode)
-            kill, wait = proc.kill, proc.wait
+            kill, wait, pid = proc.kill, proc.wait, proc.pid
         Late.relay = asyncio.create_task(relay())  # kept: a task nobody holds may be collected
         return Late()
 
@@ -439,6 +440,106 @@ def test_a_control_client_that_leaves_the_screen_unanswered_is_given_up_though_l
     assert took < 4, took
     assert renames >= 5
     assert not castfile.cast_path(node.session, node.name).exists()
+
+
+class DeafBehindAHelper(DeafTmux):
+    """DeafTmux whose control client runs as the child of another process, in
+    a session of its own: as the driver's entering helper runs it (a pid
+    namespace applies to children only, so the helper forks it and waits)."""
+
+    async def open_control(self, node_id, name="main"):
+        proc = await asyncio.create_subprocess_exec(
+            # The helper: its child has the pipes too (stdin through fd 3: a
+            # shell gives a background job /dev/null as its stdin otherwise).
+            "sh", "-c", 'exec 3<&0; "$@" <&3 3<&- & exec 3<&-; wait', "helper",
+            "tmux", "-S", self.socket, "-f", "/dev/null", "-C", "new-session", "-A", "-s", name,
+            "-x", "80", "-y", "24", "sh",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
+            env={**os.environ, "PS1": "$ ", "ENV": ""})
+        real = proc.stdin
+
+        class Deaf:
+            def write(self, data):
+                real.write(b"".join(line for line in data.splitlines(keepends=True)
+                                    if b"capture-pane" not in line))
+
+            def __getattr__(self, name):
+                return getattr(real, name)
+        proc.stdin = Deaf()
+        return proc
+
+
+def test_a_recorder_that_gives_up_lets_go_of_a_client_behind_a_helper(runtime_dir, tmp_path):
+    """CI had a node's terminal go unrecorded, with nothing logged, for good:
+    its recorder gave up on a tmux that did not answer and killed the helper
+    it had started, but the tmux client, the helper's child, still held the
+    pipes that asyncio's wait() waits for, and our end of its stdin kept it
+    there. The recorder waited forever, so it never tried the node again."""
+    host = DeafBehindAHelper(str(tmp_path / "tmux.sock"))
+    node = Node(id="n1", session="s26", name="node1", driver="x", extra={"state": "running"})
+
+    async def scenario():
+        node_recorder = recorder.NodeRecorder(host, node, 0, fifo=str(tmp_path / "rec.fifo"),
+                                              commands=str(tmp_path / "commands"))
+        node_recorder.ANSWER_SECONDS = 1.5
+        task = asyncio.create_task(node_recorder.run())
+        began = time.monotonic()
+        done, _ = await asyncio.wait({task}, timeout=15)
+        if not done:
+            await stop(task)
+        assert done, "the recorder did not end within 15 s of a tmux that left the screen unanswered"
+        with pytest.raises(recorder.LabRuntimeError) as raised:
+            task.result()
+        return raised.value.reason, time.monotonic() - began, node_recorder.proc.pid
+
+    try:
+        reason, took, helper = asyncio.run(scenario())
+    finally:
+        subprocess.run(["tmux", "-S", host.socket, "kill-server"], capture_output=True)
+    assert "screen unanswered" in reason, reason
+    assert took < 10, took
+    # Nothing of the helper's group is left (once the machine's init has
+    # reaped the client, orphaned by the helper's death).
+    deadline = time.monotonic() + 5
+    with pytest.raises(ProcessLookupError):
+        while time.monotonic() < deadline:
+            os.killpg(helper, 0)
+            time.sleep(0.05)
+
+
+def test_a_recorder_that_gives_up_on_a_stopped_tmux_server_ends(runtime_dir, tmp_path):
+    """A tmux client hands its stdout to the tmux server, which holds it until
+    it has done with the client: a stuck (here: stopped) server kept the pipe
+    open that asyncio's wait() waits for, after the recorder had given up."""
+    host = HostTmux(str(tmp_path / "tmux.sock"))
+    host.tmux("-f", "/dev/null", "new-session", "-d", "-s", "main", "-x", "80", "-y", "24", "sh")
+    server = int(subprocess.run(["tmux", "-S", host.socket, "display-message", "-p", "#{pid}"],
+                                capture_output=True, text=True, check=True).stdout)
+    node = Node(id="n1", session="s27", name="node1", driver="x", extra={"state": "running"})
+
+    async def scenario():
+        node_recorder = recorder.NodeRecorder(host, node, 0, fifo=str(tmp_path / "rec.fifo"),
+                                              commands=str(tmp_path / "commands"))
+        node_recorder.ANSWER_SECONDS = 1.5
+        task = asyncio.create_task(node_recorder.run())
+        began = time.monotonic()
+        done, _ = await asyncio.wait({task}, timeout=15)
+        if not done:
+            await stop(task)
+        assert done, "the recorder did not end within 15 s of a stopped tmux server"
+        with pytest.raises(recorder.LabRuntimeError) as raised:
+            task.result()
+        return raised.value.reason, time.monotonic() - began
+
+    os.kill(server, signal.SIGSTOP)
+    try:
+        reason, took = asyncio.run(scenario())
+    finally:
+        os.kill(server, signal.SIGCONT)
+        subprocess.run(["tmux", "-S", host.socket, "kill-server"], capture_output=True)
+    assert "attach/" in reason and "unanswered" in reason, reason
+    assert took < 10, took
 
 
 def test_a_flood_is_left_out_with_a_marker_and_the_screen_after_it(tmp_path):
