@@ -268,12 +268,22 @@ class HostTmux:
         from runtime import nodefs
         nodefs.make_fifo("/", path, os.getuid())
 
+    # The control client as the driver's entering helper runs it: the child
+    # of another process, in a session of its own (a pid namespace applies
+    # to children only, so the helper forks it and waits).
+    behind_a_helper = False
+
     async def open_control(self, node_id, name="main"):
+        argv = ["tmux", "-S", self.socket, "-f", "/dev/null", "-C", "new-session", "-A", "-s", name,
+                "-x", "80", "-y", "24", "sh"]
+        if self.behind_a_helper:
+            # Its child has the pipes too (stdin through fd 3: a shell gives
+            # a background job /dev/null as its stdin otherwise).
+            argv = ["sh", "-c", 'exec 3<&0; "$@" <&3 3<&- & exec 3<&-; wait', "helper", *argv]
         return await asyncio.create_subprocess_exec(
-            "tmux", "-S", self.socket, "-f", "/dev/null", "-C", "new-session", "-A", "-s", name,
-            "-x", "80", "-y", "24", "sh",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL, env={**os.environ, "PS1": "$ ", "ENV": ""})
+            *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL, start_new_session=self.behind_a_helper,
+            env={**os.environ, "PS1": "$ ", "ENV": ""})
 
     def tmux(self, *args):
         subprocess.run(["tmux", "-S", self.socket, *args], check=True, capture_output=True)
@@ -443,31 +453,29 @@ def test_a_control_client_that_leaves_the_screen_unanswered_is_given_up_though_l
 
 
 class DeafBehindAHelper(DeafTmux):
-    """DeafTmux whose control client runs as the child of another process, in
-    a session of its own: as the driver's entering helper runs it (a pid
-    namespace applies to children only, so the helper forks it and waits)."""
+    """DeafTmux whose control client runs behind a helper (HostTmux)."""
 
-    async def open_control(self, node_id, name="main"):
-        proc = await asyncio.create_subprocess_exec(
-            # The helper: its child has the pipes too (stdin through fd 3: a
-            # shell gives a background job /dev/null as its stdin otherwise).
-            "sh", "-c", 'exec 3<&0; "$@" <&3 3<&- & exec 3<&-; wait', "helper",
-            "tmux", "-S", self.socket, "-f", "/dev/null", "-C", "new-session", "-A", "-s", name,
-            "-x", "80", "-y", "24", "sh",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
-            env={**os.environ, "PS1": "$ ", "ENV": ""})
-        real = proc.stdin
+    behind_a_helper = True
 
-        class Deaf:
-            def write(self, data):
-                real.write(b"".join(line for line in data.splitlines(keepends=True)
-                                    if b"capture-pane" not in line))
 
-            def __getattr__(self, name):
-                return getattr(real, name)
-        proc.stdin = Deaf()
-        return proc
+def given_up(host, node, tmp_path) -> tuple:
+    """Run a NodeRecorder on `host`, whose tmux leaves it unanswered: (the
+    reason it gave up, seconds it took to end, its client's pid); fails when
+    it has not ended within 15 s."""
+    async def scenario():
+        node_recorder = recorder.NodeRecorder(host, node, 0, fifo=str(tmp_path / "rec.fifo"),
+                                              commands=str(tmp_path / "commands"))
+        node_recorder.ANSWER_SECONDS = 1.5
+        task = asyncio.create_task(node_recorder.run())
+        began = time.monotonic()
+        done, _ = await asyncio.wait({task}, timeout=15)
+        if not done:
+            await stop(task)
+        assert done, "the recorder did not end within 15 s of a tmux that left it unanswered"
+        with pytest.raises(recorder.LabRuntimeError) as raised:
+            task.result()
+        return raised.value.reason, time.monotonic() - began, node_recorder.proc.pid
+    return asyncio.run(scenario())
 
 
 def test_a_recorder_that_gives_up_lets_go_of_a_client_behind_a_helper(runtime_dir, tmp_path):
@@ -478,23 +486,8 @@ def test_a_recorder_that_gives_up_lets_go_of_a_client_behind_a_helper(runtime_di
     there. The recorder waited forever, so it never tried the node again."""
     host = DeafBehindAHelper(str(tmp_path / "tmux.sock"))
     node = Node(id="n1", session="s26", name="node1", driver="x", extra={"state": "running"})
-
-    async def scenario():
-        node_recorder = recorder.NodeRecorder(host, node, 0, fifo=str(tmp_path / "rec.fifo"),
-                                              commands=str(tmp_path / "commands"))
-        node_recorder.ANSWER_SECONDS = 1.5
-        task = asyncio.create_task(node_recorder.run())
-        began = time.monotonic()
-        done, _ = await asyncio.wait({task}, timeout=15)
-        if not done:
-            await stop(task)
-        assert done, "the recorder did not end within 15 s of a tmux that left the screen unanswered"
-        with pytest.raises(recorder.LabRuntimeError) as raised:
-            task.result()
-        return raised.value.reason, time.monotonic() - began, node_recorder.proc.pid
-
     try:
-        reason, took, helper = asyncio.run(scenario())
+        reason, took, helper = given_up(host, node, tmp_path)
     finally:
         subprocess.run(["tmux", "-S", host.socket, "kill-server"], capture_output=True)
     assert "screen unanswered" in reason, reason
@@ -517,24 +510,9 @@ def test_a_recorder_that_gives_up_on_a_stopped_tmux_server_ends(runtime_dir, tmp
     server = int(subprocess.run(["tmux", "-S", host.socket, "display-message", "-p", "#{pid}"],
                                 capture_output=True, text=True, check=True).stdout)
     node = Node(id="n1", session="s27", name="node1", driver="x", extra={"state": "running"})
-
-    async def scenario():
-        node_recorder = recorder.NodeRecorder(host, node, 0, fifo=str(tmp_path / "rec.fifo"),
-                                              commands=str(tmp_path / "commands"))
-        node_recorder.ANSWER_SECONDS = 1.5
-        task = asyncio.create_task(node_recorder.run())
-        began = time.monotonic()
-        done, _ = await asyncio.wait({task}, timeout=15)
-        if not done:
-            await stop(task)
-        assert done, "the recorder did not end within 15 s of a stopped tmux server"
-        with pytest.raises(recorder.LabRuntimeError) as raised:
-            task.result()
-        return raised.value.reason, time.monotonic() - began
-
     os.kill(server, signal.SIGSTOP)
     try:
-        reason, took = asyncio.run(scenario())
+        reason, took, _ = given_up(host, node, tmp_path)
     finally:
         os.kill(server, signal.SIGCONT)
         subprocess.run(["tmux", "-S", host.socket, "kill-server"], capture_output=True)
