@@ -36,7 +36,7 @@ from pathlib import Path
 
 from bench.classstart import make_classroom
 from bench.site import bench_process
-from tests.support.livesite import ROOT, VENV_BIN, _answers, free_port, live_site, wait_for
+from tests.support.livesite import ROOT, VENV_BIN, _answers, free_port, live_site, stop_process, wait_for
 
 log = logging.getLogger("benchjoin")
 
@@ -91,12 +91,7 @@ def web_server(checkout: Path, env: dict):
         wait_for(lambda: _answers(url + "/"), 30, f"the web server of {checkout} to answer")
         yield url, proc.pid
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def run(rev: str, rounds: int, per_round: int) -> list:

@@ -52,6 +52,16 @@ def wait_for(predicate, seconds: float, what: str, interval: float = 0.05):
     raise TimeoutError(f"gave up after {seconds:.0f}s waiting for {what}")
 
 
+def stop_process(proc: subprocess.Popen, seconds: float = 10) -> None:
+    """Ask `proc` to end (SIGTERM); SIGKILL it if it has not within `seconds`."""
+    proc.terminate()
+    try:
+        proc.wait(seconds)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def remove_test_recordings(prefix: str = SESSION_PREFIX) -> None:
     """The recordings of this site's sessions (<prefix><number>), from the runtime directory."""
     from runtime.castfile import recordings_dir

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.livesite import free_port, wait_for
+from tests.support.livesite import free_port, stop_process, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.support.closing_asgi:application"
@@ -42,12 +42,7 @@ def server(request):
         wait_for(listening, 30, f"{request.param} to listen", interval=0.1)
         yield port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         proc.stderr.close()
 
 
