@@ -39,12 +39,9 @@ preflight:
 deps:
 	@scripts/install-deps.sh
 
-venv: .venv/.requirements-installed
-
-.venv/.requirements-installed: requirements.txt
-	@test -x $(PY) || python3 -m venv .venv
-	.venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
-	@touch $@
+# Debian's python3 (scripts/venv.sh says why); PYTHON=... picks another.
+venv:
+	@scripts/venv.sh
 
 images: venv
 	$(PY) -m runtime images build
