@@ -186,14 +186,25 @@ class NodeRecorder:
             # up on an unanswering tmux: that node was never tried again.
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
+            # (And the client itself, should it lead no group of its own, unless
+            # it is known gone; not proc.kill(): that polls it, see below.)
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGKILL)
             # And our ends of its pipes, closed now rather than at their EOF:
             # a tmux client hands its stdout to the tmux server, and a server
             # that is stuck (or stopped) never lets go of it. (asyncio's
-            # Process has no public way to its transport.)
+            # Process has no public way to its transport.) Its pipes only: the
+            # transport's own close() polls the process, and when that reaped
+            # the killed client before asyncio's child watcher did (a busy
+            # machine), the watcher logged "Unknown child process" and wait()
+            # said 255.
             proc.stdin.close()
             transport = getattr(proc, "_transport", None)
-            if transport is not None:
-                transport.close()
+            for fd in (1, 2):
+                pipe = transport.get_pipe_transport(fd) if transport is not None else None
+                if pipe is not None:
+                    pipe.close()
             await proc.wait()
 
     async def read_output(self, fd: int) -> None:

@@ -460,8 +460,8 @@ class DeafBehindAHelper(DeafTmux):
 
 def given_up(host, node, tmp_path) -> tuple:
     """Run a NodeRecorder on `host`, whose tmux leaves it unanswered: (the
-    reason it gave up, seconds it took to end, its client's pid); fails when
-    it has not ended within 15 s."""
+    reason it gave up, seconds it took to end, its client's process); fails
+    when it has not ended within 15 s."""
     async def scenario():
         node_recorder = recorder.NodeRecorder(host, node, 0, fifo=str(tmp_path / "rec.fifo"),
                                               commands=str(tmp_path / "commands"))
@@ -474,7 +474,7 @@ def given_up(host, node, tmp_path) -> tuple:
         assert done, "the recorder did not end within 15 s of a tmux that left it unanswered"
         with pytest.raises(recorder.LabRuntimeError) as raised:
             task.result()
-        return raised.value.reason, time.monotonic() - began, node_recorder.proc.pid
+        return raised.value.reason, time.monotonic() - began, node_recorder.proc
     return asyncio.run(scenario())
 
 
@@ -487,7 +487,8 @@ def test_a_recorder_that_gives_up_lets_go_of_a_client_behind_a_helper(runtime_di
     host = DeafBehindAHelper(str(tmp_path / "tmux.sock"))
     node = Node(id="n1", session="s26", name="node1", driver="x", extra={"state": "running"})
     try:
-        reason, took, helper = given_up(host, node, tmp_path)
+        reason, took, client = given_up(host, node, tmp_path)
+        helper = client.pid
     finally:
         subprocess.run(["tmux", "-S", host.socket, "kill-server"], capture_output=True)
     assert "screen unanswered" in reason, reason
@@ -518,6 +519,32 @@ def test_a_recorder_that_gives_up_on_a_stopped_tmux_server_ends(runtime_dir, tmp
         subprocess.run(["tmux", "-S", host.socket, "kill-server"], capture_output=True)
     assert "attach/" in reason and "unanswered" in reason, reason
     assert took < 10, took
+
+
+def test_a_recorder_that_gives_up_leaves_reaping_its_client_to_asyncio(runtime_dir, tmp_path,
+                                                                       monkeypatch):
+    """Its clean-up once closed the client's whole transport, which polls the
+    process (Popen.poll: waitpid). On a busy machine (a class arriving) that
+    poll reaped the killed client before asyncio's child watcher thread ran:
+    the watcher logged "Unknown child process pid ..., will report returncode
+    255" and wait() said 255, a few times per class. Now nothing but the
+    watcher waits for it, and its status is the SIGKILL it got."""
+    polled = []
+    real_poll = subprocess.Popen.poll
+
+    def poll(self, *args, **kwargs):
+        polled.append(self.pid)
+        return real_poll(self, *args, **kwargs)
+    monkeypatch.setattr(subprocess.Popen, "poll", poll)
+    host = DeafBehindAHelper(str(tmp_path / "tmux.sock"))
+    node = Node(id="n1", session="s28", name="node1", driver="x", extra={"state": "running"})
+    try:
+        reason, _, client = given_up(host, node, tmp_path)
+    finally:
+        subprocess.run(["tmux", "-S", host.socket, "kill-server"], capture_output=True)
+    assert "screen unanswered" in reason, reason
+    assert client.pid not in polled
+    assert client.returncode == -signal.SIGKILL, client.returncode
 
 
 def test_a_flood_is_left_out_with_a_marker_and_the_screen_after_it(tmp_path):
