@@ -415,6 +415,14 @@ class DeafTmux(HostTmux):
         return proc
 
 
+def impatient_recorder(host, node, tmp_path):
+    """A NodeRecorder of `node` on `host` that gives up on answers after 1.5 s."""
+    node_recorder = recorder.NodeRecorder(host, node, 0, fifo=str(tmp_path / "rec.fifo"),
+                                          commands=str(tmp_path / "commands"))
+    node_recorder.ANSWER_SECONDS = 1.5
+    return node_recorder
+
+
 def test_a_control_client_that_leaves_the_screen_unanswered_is_given_up_though_lines_come(
         runtime_dir, tmp_path):
     """CI once had a node's terminal go unrecorded, with nothing logged: its
@@ -424,10 +432,7 @@ def test_a_control_client_that_leaves_the_screen_unanswered_is_given_up_though_l
     node = Node(id="n1", session="s25", name="node1", driver="x", extra={"state": "running"})
 
     async def scenario():
-        node_recorder = recorder.NodeRecorder(host, node, 0, fifo=str(tmp_path / "rec.fifo"),
-                                              commands=str(tmp_path / "commands"))
-        node_recorder.ANSWER_SECONDS = 1.5
-        task = asyncio.create_task(node_recorder.run())
+        task = asyncio.create_task(impatient_recorder(host, node, tmp_path).run())
         began = time.monotonic()
         renames = 0
         while not task.done() and time.monotonic() - began < 8:
@@ -463,9 +468,7 @@ def given_up(host, node, tmp_path) -> tuple:
     reason it gave up, seconds it took to end, its client's process); fails
     when it has not ended within 15 s."""
     async def scenario():
-        node_recorder = recorder.NodeRecorder(host, node, 0, fifo=str(tmp_path / "rec.fifo"),
-                                              commands=str(tmp_path / "commands"))
-        node_recorder.ANSWER_SECONDS = 1.5
+        node_recorder = impatient_recorder(host, node, tmp_path)
         task = asyncio.create_task(node_recorder.run())
         began = time.monotonic()
         done, _ = await asyncio.wait({task}, timeout=15)
