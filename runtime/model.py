@@ -84,15 +84,27 @@ _MAKE_SESSION = ("tmux has-session -t \"$1\" 2>/dev/null || "
                  "|| tmux new-session -d -s \"$1\" -c /root' sh \"$1\"")
 
 
-def tmux_attach(name: str, *options: str) -> list:
+def tmux_attach(name: str, *options: str, client_flags: str = "") -> list:
     """argv, run in a node, of a tmux client (with `options`) attached to the
     session `name`, which is made first under a lock if it is not there: two
     clients that both start the node's tmux server at once make it exit
     ("server exited unexpectedly": the recorder and a page's terminal did,
     on a fresh node). `flock -o`: the server that `new-session -d` starts
-    must not inherit the lock, or it holds it for good."""
+    must not inherit the lock, or it holds it for good. `client_flags`: the
+    client's flags (`-f`, as refresh-client -f sets them), set as it attaches."""
+    flags = ["-f", client_flags] if client_flags else []
     return ["sh", "-c", f"{_MAKE_SESSION}; shift; exec tmux \"$@\"",
-            "lab-tmux", name, *options, "new-session", "-A", "-s", name, "-c", "/root"]
+            "lab-tmux", name, *options, "new-session", "-A", *flags, "-s", name, "-c", "/root"]
+
+
+# The recorder's control client reports no pane output (it reads the pane
+# through pipe-pane), and says so as it attaches: turned off later with
+# `refresh-client -f no-output`, tmux 3.3a (Debian's) orphans the output it
+# had queued for the client, and every answer after it waits behind that
+# output for good (tmux issue 5049, fixed upstream in 2026). The recorder
+# gave up on 2-5 nodes of each class of 40 so, on nodes whose shell was
+# printing as it attached.
+CONTROL_FLAGS = "no-output"
 
 
 def tmux_make(name: str) -> list:
@@ -252,7 +264,7 @@ class Driver(abc.ABC):
         if not name.replace("-", "").isalnum():
             raise LabRuntimeError(f"invalid terminal name {name!r}", permanent=True)
         return await asyncio.create_subprocess_exec(
-            *enter, *tmux_attach(name, "-C"),
+            *enter, *tmux_attach(name, "-C", client_flags=CONTROL_FLAGS),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL, start_new_session=True, **options)
 

@@ -63,8 +63,8 @@ class NodeRecorder:
 
     Two channels to the node's tmux: `pipe-pane` copies the pane's raw output
     into a FIFO in the node that this process reads from the host; a control
-    client that asks for no output (`refresh-client -f no-output`) reports
-    resizes and answers commands (the screen, when recording begins). A
+    client that gets no output (it attaches with the no-output flag, see
+    runtime/model.py's CONTROL_FLAGS) reports resizes and answers commands (the screen, when recording begins). A
     control client that gets the output itself cost tmux so much that a flood
     ran at a third of its rate; a pipe costs it next to nothing.
 
@@ -97,7 +97,7 @@ class NodeRecorder:
         self.proc = None
         self.writer = None
         # Replies to come, in order: the attach's, then the commands sent in run().
-        self.expect = collections.deque(["attach", "", "pid", "", "size", "screen"])
+        self.expect = collections.deque(["attach", "pid", "", "size", "screen"])
         self.answered_at = time.monotonic()  # the last answer (or when the first was asked)
         self.lines_since = 0  # other lines of tmux's since then
         self.block = None
@@ -379,8 +379,7 @@ class NodeRecorder:
             # were at times never answered (tmux 3.3; a recorder waited for
             # its first screen forever, one unit run in six under load).
             with contextlib.suppress(ConnectionError):
-                self.proc.stdin.write(("refresh-client -f no-output\n"
-                                       "display-message -p '#{pid}'\n"
+                self.proc.stdin.write(("display-message -p '#{pid}'\n"
                                        + self.screen_commands()).encode())
         elif kind == "pid":
             with contextlib.suppress(IndexError, ValueError):
