@@ -53,6 +53,7 @@ import websockets
 
 from runtime import get_driver
 from runtime.builtin.pool import is_pool_session
+from runtime.recorder import NodeRecorder
 
 from bench.runtime import percentile
 from bench.site import (bench_process, cpu_ticks, cpu_used, keep_logs, site_prefix,
@@ -335,12 +336,26 @@ async def class_arrives(site, code: str, learners: int, timeout: float) -> dict:
     async with contextlib.AsyncExitStack() as pages:
         began = time.monotonic()
         ticks = cpu_ticks()
-        logs = {name: len(site.log(name)) for name in ("worker", "nodes")}
+        logs = {name: len(site.log(name)) for name in ("worker", "nodes", "recorder")}
         await asyncio.gather(*(one(i) for i in range(learners)))
         wall = time.monotonic() - began
         cpu = cpu_used(ticks, cpu_ticks(), wall)
+        # The last recorders' attach, and their giving up on an unanswering
+        # tmux (after NodeRecorder.ANSWER_SECONDS), while the nodes still run.
+        await asyncio.sleep(NodeRecorder.ANSWER_SECONDS + 1)
     return {"results": results, "failures": failures, "wall": wall, "cpu": cpu,
-            "tasks": worker_task_times(site, logs)}
+            "tasks": worker_task_times(site, logs),
+            "recorder": recorder_line(site.log("recorder")[logs["recorder"]:])}
+
+
+def recorder_line(log_text: str) -> str:
+    """What the recorder's log says of a round: terminals it began recording,
+    and those it gave up on (it tries them again 2 s later)."""
+    began = len(re.findall(r"recording node \S+", log_text))
+    gave_up = re.findall(r"cannot record node \S+ \(\S+\): (.*)", log_text)
+    reasons = sorted({re.sub(r"\d+", "N", reason) for reason in gave_up})
+    return (f"recorder: {began} terminals recorded, {len(gave_up)} given up on"
+            + (f" ({'; '.join(reasons)[:300]})" if reasons else ""))
 
 
 async def stop_all(results: list, prefix: str) -> None:
@@ -434,6 +449,7 @@ async def class_rounds(site, args) -> list:
             lines.append(f"  {asked} learner(s) waited over {STATE_ASK:.0f} s for ready and "
                          f"asked for the state, as the page does")
         lines.append(f"  {r['tasks']}")
+        lines.append(f"  {r['recorder']}")
         lines.append("  CPU meanwhile (share of one core, by process): "
                      + ", ".join(f"{name} {share:.2f}" for name, share in r["cpu"]))
         # What the class cost, per learner: the budget a prompt within 2 s
