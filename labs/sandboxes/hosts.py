@@ -72,21 +72,38 @@ def embedded() -> SandboxHost:
 
 
 def heartbeat(name: str, load: dict, gateway_url: str = "", version: str = "", recipe: str = "",
-              clock: float | None = None) -> SandboxHost:
+              clock=None) -> SandboxHost:
     """Record host `name`'s heartbeat (its node worker calls this): its load
-    (runtime.hostinfo.load), where its gateway is, its versions and its clock.
-    last_seen is the database's clock, so a host's own clock cannot make it
-    look alive; the site compares the two (refusal). Returns the row; a LOST
-    row stays lost until the host has reaped its nodes (HeartbeatThread)."""
+    (runtime.hostinfo.load), where its gateway is, its versions and its clock
+    (`clock`: the host's time.time). last_seen is the database's clock, so a
+    host's own clock cannot make it look alive; the site compares the two
+    (refusal). Returns the row; a LOST row stays lost until the host has
+    reaped its nodes (HeartbeatThread)."""
     host, _ = SandboxHost.objects.get_or_create(name=name)
     fields = {key: load.get(key, 0)
               for key in ("max_nodes", "nodes_now", "room", "memory_free", "pool_ready")}
+    before = clock() if clock else None
     SandboxHost.objects.filter(pk=host.pk).update(
         gateway_url=gateway_url, ports_domain=settings.LAB_PORTS_DOMAIN, version=version, recipe=recipe, last_seen=Now(),
-        host_clock=(datetime.datetime.fromtimestamp(clock, datetime.timezone.utc)
-                    if clock is not None else None), **fields)
+        **fields)
     host.refresh_from_db()
+    if clock:
+        host.host_clock = host_clock_at(host.last_seen, before, clock())
+        SandboxHost.objects.filter(pk=host.pk).update(host_clock=host.host_clock)
     return host
+
+
+def host_clock_at(seen: datetime.datetime, before: float, after: float) -> datetime.datetime:
+    """The host's clock at the moment the database stamped `seen`, which it
+    did between the host's `before` and `after`: as close to `seen` as those
+    allow (NTP's round trip). Read once, before the write, a beat that waited
+    seconds for the database (a class arriving at a site on SQLite, with the
+    site's own machine as its host) would look like a host clock that many
+    seconds behind, and the host would take no sessions until its next beat:
+    only a difference the wait cannot explain counts."""
+    stamp = seen.timestamp()
+    closest = min(max(stamp, before), after)
+    return datetime.datetime.fromtimestamp(closest, datetime.timezone.utc)
 
 
 def site_versions() -> dict:
@@ -236,7 +253,7 @@ class HeartbeatThread(threading.Thread):
         pool = sum(size * count for size, count in self.driver.pool_counts().items())
         load = hostinfo.load(len(self.driver.list_nodes()), pool)
         host = heartbeat(settings.LAB_HOST_NAME, load, settings.LAB_GATEWAY_URL,
-                         hostinfo.code_version(), hostinfo.recipe_version(), time.time())
+                         hostinfo.code_version(), hostinfo.recipe_version(), time.time)
         if first or host.state == SandboxHost.LOST:
             reaped = self.reap()
             if host.state == SandboxHost.LOST:

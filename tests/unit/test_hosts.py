@@ -30,11 +30,11 @@ def beat(name, room=10, **kwargs):
 
 
 def test_a_heartbeat_records_the_hosts_load_and_refuses_a_host_that_differs(db):
-    host = beat("alpha", room=7, gateway_url="http://10.0.0.2:8001", clock=time.time())
+    host = beat("alpha", room=7, gateway_url="http://10.0.0.2:8001", clock=time.time)
     assert (host.room, host.max_nodes, host.refused, host.state) == (7, 7, "", "active")
     assert host.gateway_url == "http://10.0.0.2:8001"
     assert host.queue("nodes") == "nodes.alpha" and host.queue("checks") == "checks.alpha"
-    beat("beta", room=50, clock=time.time() - 60)
+    beat("beta", room=50, clock=lambda: time.time() - 60)
     beat("gamma", room=50, version="0123456789abcdef")
     beat("delta", room=50, recipe="fedcba9876543210")
 
@@ -48,9 +48,25 @@ def test_a_heartbeat_records_the_hosts_load_and_refuses_a_host_that_differs(db):
     assert "image recipes (fedcba9876543210)" in refused["delta"]
     SandboxHost.objects.filter(name="alpha").update(room=0)
     assert hosts.place(1) is None
-    beat("beta", room=50, clock=time.time())  # its clock was put right
+    beat("beta", room=50, clock=time.time)  # its clock was put right
     assert hosts.place(1).name == "beta"
     assert SandboxHost.objects.get(name="beta").refused == ""
+
+
+def test_a_beat_that_waits_for_the_database_is_not_taken_for_a_clock_behind(db):
+    """The host reads its clock before and after its write, and the database
+    stamps last_seen in between: a write that took 8 s (the database busy) says
+    nothing of the host's clock, while a clock 8 s behind, read just as often,
+    is still refused."""
+    def waited(seconds):
+        readings = iter([time.time() - seconds, time.time()])  # before, after the write
+        return lambda: next(readings)
+    beat("alpha", room=5, clock=waited(8))
+    assert hosts.place(1).name == "alpha"
+    assert hosts.refusal(SandboxHost.objects.get(name="alpha")) == ""
+    beat("alpha", room=5, clock=lambda: time.time() - 8)
+    assert "clock is -8 s off" in hosts.refusal(SandboxHost.objects.get(name="alpha"))
+    assert hosts.place(1) is None
 
 
 def test_placement_picks_the_host_with_most_room_and_skips_late_draining_and_full(db):
