@@ -102,8 +102,8 @@ def tmux_attach(name: str, *options: str, client_flags: str = "") -> list:
 # `refresh-client -f no-output`, tmux 3.3a (Debian's) orphans the output it
 # had queued for the client, and every answer after it waits behind that
 # output for good (tmux issue 5049, fixed upstream in 2026). The recorder
-# gave up on 2-5 nodes of each class of 40 so, on nodes whose shell was
-# printing as it attached.
+# gave up on 2-6 nodes of each class of 40 so (started cold: their shells
+# were printing as it attached).
 CONTROL_FLAGS = "no-output"
 
 
