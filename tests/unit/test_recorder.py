@@ -15,6 +15,15 @@ from runtime import castfile, recorder
 from runtime.model import CONTROL_FLAGS, Driver, Node
 
 
+@pytest.fixture(autouse=True)
+def no_pipe_left(tmp_path):
+    """A recorder stopped just after it asked tmux for the pipe leaves that
+    pipe's `sh -c 'exec cat > <fifo>'` waiting to open a FIFO nobody will
+    read, and it outlives the tmux server: end those of this test."""
+    yield
+    subprocess.run(["pkill", "-f", f"cat > {tmp_path}/"], capture_output=True)
+
+
 def events(path):
     header, items, damaged = castfile.read_cast(path)
     return header, items, damaged
