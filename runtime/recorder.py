@@ -64,8 +64,9 @@ class NodeRecorder:
     Two channels to the node's tmux: `pipe-pane` copies the pane's raw output
     into a FIFO in the node that this process reads from the host; a control
     client that gets no output (it attaches with the no-output flag, see
-    runtime/model.py's CONTROL_FLAGS) reports resizes and answers commands (the screen, when recording begins). A
-    control client that gets the output itself cost tmux so much that a flood
+    runtime/model.py's CONTROL_FLAGS) reports resizes and answers commands
+    (the screen, when recording begins). A control client that gets the
+    output itself cost tmux so much that a flood
     ran at a third of its rate; a pipe costs it next to nothing.
 
     A flood (more than FLOOD_BYTES of output within a second: a `cat` of a big

@@ -20,6 +20,7 @@ import datetime
 import logging
 import threading
 import time
+from typing import Callable
 
 from django.conf import settings
 from django.core import signing
@@ -72,7 +73,7 @@ def embedded() -> SandboxHost:
 
 
 def heartbeat(name: str, load: dict, gateway_url: str = "", version: str = "", recipe: str = "",
-              clock=None) -> SandboxHost:
+              clock: Callable[[], float] | None = None) -> SandboxHost:
     """Record host `name`'s heartbeat (its node worker calls this): its load
     (runtime.hostinfo.load), where its gateway is, its versions and its clock
     (`clock`: the host's time.time). last_seen is the database's clock, so a
